@@ -1,0 +1,237 @@
+//! Limit alarms: lo-lo / lo / hi / hi-hi with deadband (hysteresis) and on-delay.
+//!
+//! Rules, per tag:
+//! - A level is *in condition* when the value is beyond its limit (`> hi`, `< lo`). While a
+//!   level of at least the same rank on the same side is active, it stays in condition until
+//!   the value comes back past the limit by `deadband`.
+//! - The wanted level is the most severe level in condition. A raise or escalation happens only
+//!   after the wanted level has held for `on_delay_ms` (measured on sample agent time); a
+//!   clear or de-escalation happens at once.
+//! - Bad-quality samples neither raise nor clear: the alarm keeps its state until a usable value.
+
+use super::Detector;
+use crate::{
+    twin::LineTwin, AlarmEvent, AlarmState, Level, LimitSpec, RecordBody, Sample, Timestamp,
+};
+
+#[derive(Debug, Clone, Copy, Default)]
+struct TagAlarm {
+    active: Option<Level>,
+    pending: Option<(Level, Timestamp)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LimitDetector {
+    specs: Vec<Option<LimitSpec>>,
+    state: Vec<TagAlarm>,
+}
+
+impl LimitDetector {
+    /// `specs[i]` belongs to `TagId(i)`; `None` means the tag has no limits.
+    pub fn new(specs: Vec<Option<LimitSpec>>) -> Self {
+        let state = vec![TagAlarm::default(); specs.len()];
+        Self { specs, state }
+    }
+
+    /// Currently active level of a tag, if any.
+    pub fn active(&self, tag: crate::TagId) -> Option<Level> {
+        self.state.get(tag.index()).and_then(|s| s.active)
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.state.iter().filter(|s| s.active.is_some()).count()
+    }
+}
+
+fn limit_of(spec: &LimitSpec, level: Level) -> Option<f64> {
+    match level {
+        Level::LoLo => spec.lolo,
+        Level::Lo => spec.lo,
+        Level::Hi => spec.hi,
+        Level::HiHi => spec.hihi,
+    }
+}
+
+fn in_condition(spec: &LimitSpec, level: Level, value: f64, active: Option<Level>) -> bool {
+    let Some(limit) = limit_of(spec, level) else {
+        return false;
+    };
+    let holding = active.is_some_and(|a| a.is_high() == level.is_high() && a.rank() >= level.rank());
+    let band = if holding { spec.deadband } else { 0.0 };
+    if level.is_high() {
+        value > limit - band
+    } else {
+        value < limit + band
+    }
+}
+
+fn wanted(spec: &LimitSpec, value: f64, active: Option<Level>) -> Option<Level> {
+    [Level::HiHi, Level::LoLo, Level::Hi, Level::Lo]
+        .into_iter()
+        .find(|&l| in_condition(spec, l, value, active))
+}
+
+/// A move to `to` from `from` that makes things worse waits for the on-delay.
+fn is_worsening(from: Option<Level>, to: Option<Level>) -> bool {
+    match (from, to) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(f), Some(t)) => f.is_high() != t.is_high() || t.rank() > f.rank(),
+    }
+}
+
+impl Detector for LimitDetector {
+    fn on_sample(&mut self, sample: &Sample, twin: &LineTwin, out: &mut Vec<RecordBody>) {
+        let i = sample.tag.index();
+        let (Some(Some(spec)), Some(st)) = (self.specs.get(i), self.state.get_mut(i)) else {
+            return;
+        };
+        if !sample.quality.is_usable() || !sample.value.is_finite() {
+            return;
+        }
+        let now = sample.agent_time;
+        let want = wanted(spec, sample.value, st.active);
+        if want == st.active {
+            st.pending = None;
+            return;
+        }
+        if is_worsening(st.active, want) && spec.on_delay_ms > 0 {
+            let level = want.expect("worsening always has a target level");
+            match st.pending {
+                Some((p, since)) if p == level => {
+                    if now.millis_since(since) < spec.on_delay_ms {
+                        return;
+                    }
+                }
+                _ => {
+                    st.pending = Some((level, now));
+                    return;
+                }
+            }
+        }
+        let previous = st.active;
+        st.active = want;
+        st.pending = None;
+        let (state, limit, severity) = match want {
+            Some(l) => (AlarmState::Active(l), limit_of(spec, l), l.severity()),
+            None => (AlarmState::Inactive, previous.and_then(|p| limit_of(spec, p)), 0),
+        };
+        out.push(RecordBody::Alarm(AlarmEvent {
+            tag: sample.tag,
+            state,
+            previous,
+            value: sample.value,
+            limit: limit.unwrap_or(f64::NAN),
+            severity,
+            time: now,
+            batch_id: twin.batch_id().map(str::to_owned),
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Quality, TagId};
+
+    fn spec() -> LimitSpec {
+        LimitSpec {
+            lolo: Some(10.0),
+            lo: Some(20.0),
+            hi: Some(80.0),
+            hihi: Some(90.0),
+            deadband: 2.0,
+            on_delay_ms: 0,
+        }
+    }
+
+    fn sample(value: f64, ms: i64, quality: Quality) -> Sample {
+        Sample {
+            tag: TagId(0),
+            value,
+            quality,
+            source_time: None,
+            agent_time: Timestamp::from_unix_millis(ms),
+        }
+    }
+
+    fn run(det: &mut LimitDetector, values: &[(f64, i64)]) -> Vec<AlarmState> {
+        let twin = LineTwin::new(1);
+        let mut out = Vec::new();
+        for &(v, ms) in values {
+            det.on_sample(&sample(v, ms, Quality::Good), &twin, &mut out);
+        }
+        out.into_iter()
+            .map(|r| match r {
+                RecordBody::Alarm(a) => a.state,
+                other => panic!("unexpected record {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn raises_escalates_and_clears_with_deadband() {
+        let mut det = LimitDetector::new(vec![Some(spec())]);
+        let states = run(
+            &mut det,
+            &[(50.0, 0), (81.0, 1), (79.0, 2), (91.0, 3), (89.0, 4), (87.9, 5), (77.9, 6)],
+        );
+        assert_eq!(
+            states,
+            vec![
+                AlarmState::Active(Level::Hi),
+                AlarmState::Active(Level::HiHi),
+                AlarmState::Active(Level::Hi),
+                AlarmState::Inactive
+            ]
+        );
+    }
+
+    #[test]
+    fn low_side_mirrors_high_side() {
+        let mut det = LimitDetector::new(vec![Some(spec())]);
+        let states = run(&mut det, &[(19.0, 0), (9.0, 1), (11.0, 2), (12.5, 3), (22.5, 4)]);
+        assert_eq!(
+            states,
+            vec![
+                AlarmState::Active(Level::Lo),
+                AlarmState::Active(Level::LoLo),
+                AlarmState::Active(Level::Lo),
+                AlarmState::Inactive
+            ]
+        );
+    }
+
+    #[test]
+    fn on_delay_filters_short_spikes() {
+        let mut s = spec();
+        s.on_delay_ms = 1_000;
+        let mut det = LimitDetector::new(vec![Some(s)]);
+        // A 500 ms spike never raises; a condition held for 1 s does.
+        let spike = run(&mut det, &[(85.0, 0), (85.0, 500), (50.0, 600)]);
+        assert!(spike.is_empty(), "{spike:?}");
+        let held = run(&mut det, &[(85.0, 2_000), (85.0, 2_500), (85.0, 3_000)]);
+        assert_eq!(held, vec![AlarmState::Active(Level::Hi)]);
+    }
+
+    #[test]
+    fn bad_quality_and_nan_neither_raise_nor_clear() {
+        let mut det = LimitDetector::new(vec![Some(spec())]);
+        let twin = LineTwin::new(1);
+        let mut out = Vec::new();
+        det.on_sample(&sample(95.0, 0, Quality::Bad), &twin, &mut out);
+        assert!(out.is_empty());
+        det.on_sample(&sample(95.0, 1, Quality::Good), &twin, &mut out);
+        det.on_sample(&sample(50.0, 2, Quality::Bad), &twin, &mut out);
+        det.on_sample(&sample(f64::NAN, 3, Quality::Good), &twin, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(det.active(TagId(0)), Some(Level::HiHi));
+    }
+
+    #[test]
+    fn tags_without_limits_are_ignored() {
+        let mut det = LimitDetector::new(vec![None]);
+        assert!(run(&mut det, &[(1e9, 0)]).is_empty());
+        assert_eq!(det.active_count(), 0);
+    }
+}

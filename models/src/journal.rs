@@ -1,0 +1,36 @@
+//! The journal trait: the one place records become *accepted*.
+//!
+//! Contract every implementation keeps:
+//! - `append` assigns contiguous sequence numbers (the first record ever is `Seq(1)`) and
+//!   returns only after the commit is durable; the returned records are accepted.
+//! - `read_from` returns records in sequence order, starting at the given seq.
+//! - Cursors are named, persisted positions (e.g. the upstream's last acknowledged seq).
+
+use crate::{Entry, Record, Seq};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The engine failed (I/O, full disk, lock). Caller: keep the batch, retry with backoff,
+    /// raise the alarm; never report it accepted.
+    #[error("store error: {0}")]
+    Storage(String),
+    /// A stored record does not decode or verify. Caller: stop and report; an operator must act.
+    #[error("record {seq} is corrupt: {reason}")]
+    Corrupt { seq: u64, reason: String },
+}
+
+pub trait Journal: Send + Sync {
+    /// Commits entries as one transaction and returns them with their sequence numbers.
+    fn append(&self, entries: Vec<Entry>) -> Result<Vec<Record>, JournalError>;
+
+    /// Up to `max` records with `seq >= from`, in order.
+    fn read_from(&self, from: Seq, max: usize) -> Result<Vec<Record>, JournalError>;
+
+    /// Highest committed seq, `Seq(0)` when empty.
+    fn last_seq(&self) -> Result<Seq, JournalError>;
+
+    /// A named cursor, `Seq(0)` when never set.
+    fn cursor(&self, name: &str) -> Result<Seq, JournalError>;
+
+    fn set_cursor(&self, name: &str, seq: Seq) -> Result<(), JournalError>;
+}

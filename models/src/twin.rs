@@ -1,0 +1,98 @@
+//! The line twin: what the agent currently believes about its line.
+//!
+//! This first slice keeps the latest value, quality and times per tag and the running batch
+//! id. The ISA-88 procedural model (phases, trajectories, materials) extends this struct; the
+//! pipeline owns one twin per line, so none of it needs locks.
+
+use crate::{Quality, Sample, TagId, Timestamp};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TagValue {
+    pub value: f64,
+    pub quality: Quality,
+    pub source_time: Option<Timestamp>,
+    pub agent_time: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct LineTwin {
+    tags: Vec<Option<TagValue>>,
+    batch_id: Option<String>,
+    product: Option<String>,
+}
+
+impl LineTwin {
+    pub fn new(tag_count: usize) -> Self {
+        Self {
+            tags: vec![None; tag_count],
+            batch_id: None,
+            product: None,
+        }
+    }
+
+    pub fn update(&mut self, s: &Sample) {
+        if let Some(slot) = self.tags.get_mut(s.tag.index()) {
+            *slot = Some(TagValue {
+                value: s.value,
+                quality: s.quality,
+                source_time: s.source_time,
+                agent_time: s.agent_time,
+            });
+        }
+    }
+
+    /// Marks tags Bad (their source is gone) while keeping the last value for context, so
+    /// nothing downstream mistakes a stale value for a good one.
+    pub fn mark_bad(&mut self, tags: &[TagId], at: Timestamp) {
+        for t in tags {
+            if let Some(Some(v)) = self.tags.get_mut(t.index()) {
+                v.quality = Quality::Bad;
+                v.agent_time = at;
+            }
+        }
+    }
+
+    pub fn get(&self, tag: TagId) -> Option<&TagValue> {
+        self.tags.get(tag.index()).and_then(Option::as_ref)
+    }
+
+    pub fn batch_id(&self) -> Option<&str> {
+        self.batch_id.as_deref()
+    }
+
+    pub fn product(&self) -> Option<&str> {
+        self.product.as_deref()
+    }
+
+    pub fn start_batch(&mut self, batch_id: String, product: Option<String>) {
+        self.batch_id = Some(batch_id);
+        self.product = product;
+    }
+
+    pub fn end_batch(&mut self) {
+        self.batch_id = None;
+        self.product = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mark_bad_keeps_value_but_drops_quality() {
+        let mut twin = LineTwin::new(2);
+        let t0 = Timestamp::from_unix_millis(1);
+        twin.update(&Sample {
+            tag: TagId(1),
+            value: 4.5,
+            quality: Quality::Good,
+            source_time: None,
+            agent_time: t0,
+        });
+        twin.mark_bad(&[TagId(0), TagId(1)], Timestamp::from_unix_millis(9));
+        let v = twin.get(TagId(1)).unwrap();
+        assert_eq!((v.value, v.quality), (4.5, Quality::Bad));
+        assert!(twin.get(TagId(0)).is_none(), "never-seen tag stays unknown");
+    }
+}
