@@ -51,7 +51,10 @@ mod tests {
         let t = Timestamp::from_unix_nanos(1_700_000_000_123_456_789);
         assert_eq!(Timestamp::from_system(t.to_system()), t);
         let before_epoch = Timestamp::from_unix_nanos(-5_000);
-        assert_eq!(Timestamp::from_system(before_epoch.to_system()), before_epoch);
+        assert_eq!(
+            Timestamp::from_system(before_epoch.to_system()),
+            before_epoch
+        );
     }
 
     #[test]

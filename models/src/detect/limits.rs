@@ -56,7 +56,8 @@ fn in_condition(spec: &LimitSpec, level: Level, value: f64, active: Option<Level
     let Some(limit) = limit_of(spec, level) else {
         return false;
     };
-    let holding = active.is_some_and(|a| a.is_high() == level.is_high() && a.rank() >= level.rank());
+    let holding =
+        active.is_some_and(|a| a.is_high() == level.is_high() && a.rank() >= level.rank());
     let band = if holding { spec.deadband } else { 0.0 };
     if level.is_high() {
         value > limit - band
@@ -114,7 +115,11 @@ impl Detector for LimitDetector {
         st.pending = None;
         let (state, limit, severity) = match want {
             Some(l) => (AlarmState::Active(l), limit_of(spec, l), l.severity()),
-            None => (AlarmState::Inactive, previous.and_then(|p| limit_of(spec, p)), 0),
+            None => (
+                AlarmState::Inactive,
+                previous.and_then(|p| limit_of(spec, p)),
+                0,
+            ),
         };
         out.push(RecordBody::Alarm(AlarmEvent {
             tag: sample.tag,
@@ -174,7 +179,15 @@ mod tests {
         let mut det = LimitDetector::new(vec![Some(spec())]);
         let states = run(
             &mut det,
-            &[(50.0, 0), (81.0, 1), (79.0, 2), (91.0, 3), (89.0, 4), (87.9, 5), (77.9, 6)],
+            &[
+                (50.0, 0),
+                (81.0, 1),
+                (79.0, 2),
+                (91.0, 3),
+                (89.0, 4),
+                (87.9, 5),
+                (77.9, 6),
+            ],
         );
         assert_eq!(
             states,
@@ -190,7 +203,10 @@ mod tests {
     #[test]
     fn low_side_mirrors_high_side() {
         let mut det = LimitDetector::new(vec![Some(spec())]);
-        let states = run(&mut det, &[(19.0, 0), (9.0, 1), (11.0, 2), (12.5, 3), (22.5, 4)]);
+        let states = run(
+            &mut det,
+            &[(19.0, 0), (9.0, 1), (11.0, 2), (12.5, 3), (22.5, 4)],
+        );
         assert_eq!(
             states,
             vec![

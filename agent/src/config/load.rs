@@ -1,0 +1,352 @@
+//! Reading the agent file and its includes into a `Config`, collecting every error.
+
+use super::{validate, Config, ConfigError, Origin, SinksConfig};
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use toml::{Table, Value};
+
+const AGENT_KEYS: &[&str] = &["agent", "include", "brokers", "sources", "sinks", "tags"];
+const TAGMAP_KEYS: &[&str] = &["tags"];
+
+/// Loads and validates. `Err` holds every problem found, in file order.
+pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError::new(
+            &file,
+            "",
+            format!("cannot read file: {e}"),
+        )]
+    })?;
+    load_str(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// Loads from text; `path` locates includes and names the file in errors; `env` looks up
+/// `${NAME}` references (injected so tests need not touch the process environment).
+pub fn load_str(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, Vec<ConfigError>> {
+    let file = path.display().to_string();
+    let mut errs = Vec::new();
+    let Some(mut table) = parse(text, &file, env, AGENT_KEYS, &mut errs) else {
+        return Err(errs);
+    };
+    let agent = match table.remove("agent") {
+        Some(v) => de(v, &file, "agent", &mut errs),
+        None => {
+            errs.push(ConfigError::new(&file, "agent", "missing section [agent]"));
+            None
+        }
+    };
+    let mut brokers = BTreeMap::new();
+    if let Some(v) = table.remove("brokers") {
+        if let Some(t) = as_table(v, &file, "brokers", &mut errs) {
+            for (name, v) in t {
+                if let Some(b) = de(v, &file, &format!("brokers.{name}"), &mut errs) {
+                    brokers.insert(name, b);
+                }
+            }
+        }
+    }
+    let sources = table
+        .remove("sources")
+        .map(|v| de_each(v, &file, "sources", &mut errs))
+        .unwrap_or_default();
+    let sinks: SinksConfig = table
+        .remove("sinks")
+        .and_then(|v| de(v, &file, "sinks", &mut errs))
+        .unwrap_or_default();
+
+    let mut tags = Vec::new();
+    let mut tag_origins = Vec::new();
+    if let Some(v) = table.remove("tags") {
+        collect_tags(v, &file, &mut tags, &mut tag_origins, &mut errs);
+    }
+    let includes: Vec<String> = table
+        .remove("include")
+        .and_then(|v| de(v, &file, "include", &mut errs))
+        .unwrap_or_default();
+    let base = path.parent().unwrap_or(Path::new("."));
+    for (i, pattern) in includes.iter().enumerate() {
+        for inc in expand(base, pattern, &file, i, &mut errs) {
+            let inc_file = inc.display().to_string();
+            match std::fs::read_to_string(&inc) {
+                Err(e) => errs.push(ConfigError::new(
+                    &inc_file,
+                    "",
+                    format!("cannot read file: {e}"),
+                )),
+                Ok(text) => {
+                    if let Some(mut t) = parse(&text, &inc_file, env, TAGMAP_KEYS, &mut errs) {
+                        if let Some(v) = t.remove("tags") {
+                            collect_tags(v, &inc_file, &mut tags, &mut tag_origins, &mut errs);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let Some(agent) = agent else {
+        return Err(errs);
+    };
+    let config = Config {
+        agent,
+        brokers,
+        sources,
+        sinks,
+        tags,
+        tag_origins,
+        file,
+    };
+    errs.extend(validate(&config));
+    if errs.is_empty() {
+        Ok(config)
+    } else {
+        Err(errs)
+    }
+}
+
+fn parse(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    allowed: &[&str],
+    errs: &mut Vec<ConfigError>,
+) -> Option<Table> {
+    let mut table: Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            errs.push(ConfigError::new(
+                file,
+                "",
+                format!("not valid TOML: {}", e.to_string().trim_end()),
+            ));
+            return None;
+        }
+    };
+    for (k, v) in table.iter_mut() {
+        interpolate(v, k, file, env, errs);
+    }
+    for k in table.keys() {
+        if !allowed.contains(&k.as_str()) {
+            errs.push(ConfigError::new(
+                file,
+                k,
+                format!("unknown key `{k}`, expected one of {}", allowed.join(", ")),
+            ));
+        }
+    }
+    Some(table)
+}
+
+/// Replaces `${NAME}` in every string value. An unset variable is an error at its path.
+fn interpolate(
+    v: &mut Value,
+    path: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    errs: &mut Vec<ConfigError>,
+) {
+    match v {
+        Value::String(s) if s.contains("${") => match substitute(s, env) {
+            Ok(new) => *s = new,
+            Err(msg) => errs.push(ConfigError::new(file, path, msg)),
+        },
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, &format!("{path}[{i}]"), file, env, errs);
+            }
+        }
+        Value::Table(t) => {
+            for (k, item) in t.iter_mut() {
+                interpolate(item, &format!("{path}.{k}"), file, env, errs);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn substitute(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or("unterminated `${` (write `${NAME}`)")?;
+        let name = &after[..end];
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!(
+                "`${{{name}}}` is not a valid environment variable name"
+            ));
+        }
+        let value = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn as_table(v: Value, file: &str, path: &str, errs: &mut Vec<ConfigError>) -> Option<Table> {
+    match v {
+        Value::Table(t) => Some(t),
+        other => {
+            errs.push(ConfigError::new(
+                file,
+                path,
+                format!("expected a table, found {}", other.type_str()),
+            ));
+            None
+        }
+    }
+}
+
+/// Deserialises one value, reporting the full path of the first problem inside it.
+fn de<T: DeserializeOwned>(
+    v: Value,
+    file: &str,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let message = e.into_inner().to_string();
+            let mut full = if inner == "." || inner.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}.{inner}")
+            };
+            // Point at the misspelt key itself, not the table holding it.
+            if let Some(key) = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split('`').next())
+            {
+                full = format!("{full}.{key}");
+            }
+            errs.push(ConfigError::new(file, full, message));
+            None
+        }
+    }
+}
+
+fn de_each<T: DeserializeOwned>(
+    v: Value,
+    file: &str,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<T> {
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| de(item, file, &format!("{path}[{i}]"), errs))
+            .collect(),
+        other => {
+            errs.push(ConfigError::new(
+                file,
+                path,
+                format!(
+                    "expected an array of tables ([[{path}]]), found {}",
+                    other.type_str()
+                ),
+            ));
+            vec![]
+        }
+    }
+}
+
+fn collect_tags(
+    v: Value,
+    file: &str,
+    tags: &mut Vec<super::TagConfig>,
+    origins: &mut Vec<Origin>,
+    errs: &mut Vec<ConfigError>,
+) {
+    let Value::Array(items) = v else {
+        errs.push(ConfigError::new(
+            file,
+            "tags",
+            "expected an array of tables ([[tags]])",
+        ));
+        return;
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        if let Some(t) = de(item, file, &format!("tags[{i}]"), errs) {
+            tags.push(t);
+            origins.push(Origin {
+                file: file.to_owned(),
+                index: i,
+            });
+        }
+    }
+}
+
+fn expand(
+    base: &Path,
+    pattern: &str,
+    file: &str,
+    i: usize,
+    errs: &mut Vec<ConfigError>,
+) -> Vec<PathBuf> {
+    let full = base.join(pattern);
+    let path = format!("include[{i}]");
+    let paths = match glob::glob(&full.to_string_lossy()) {
+        Ok(p) => p,
+        Err(e) => {
+            errs.push(ConfigError::new(
+                file,
+                path,
+                format!("bad pattern {pattern:?}: {e}"),
+            ));
+            return vec![];
+        }
+    };
+    let mut found: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+    found.sort();
+    if found.is_empty() {
+        errs.push(ConfigError::new(
+            file,
+            path,
+            format!(
+                "{pattern:?} matches no file (relative to {})",
+                base.display()
+            ),
+        ));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitution_rules() {
+        let env = |n: &str| (n == "PW").then(|| "s3cr3t".to_owned());
+        assert_eq!(substitute("a${PW}b${PW}", &env).unwrap(), "as3cr3tbs3cr3t");
+        assert_eq!(
+            substitute("no vars $ here", &env).unwrap(),
+            "no vars $ here"
+        );
+        assert!(substitute("${NOPE}", &env)
+            .unwrap_err()
+            .contains("NOPE is not set"));
+        assert!(substitute("${PW", &env)
+            .unwrap_err()
+            .contains("unterminated"));
+        assert!(substitute("${1X}", &env)
+            .unwrap_err()
+            .contains("not a valid"));
+    }
+}

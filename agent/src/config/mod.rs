@@ -1,0 +1,200 @@
+//! Agent configuration: the agent TOML file plus the tag-map files it includes.
+//!
+//! Loading (`load.rs`) parses, interpolates `${ENV}` and deserialises each section and each
+//! tag separately so that *every* error is reported with its file and TOML path; `validate.rs`
+//! then checks the cross-references and value rules. Unknown keys are errors everywhere
+//! (`deny_unknown_fields`, no `flatten`).
+//!
+//! Why not the `config` crate: its merged `Value` tree loses the file and the key path of an
+//! error and does not reject unknown keys across layered sources, which is exactly what
+//! `pdtf-agent validate` must report.
+
+mod load;
+mod validate;
+
+pub use load::{load, load_str};
+pub use validate::{matches_filter, validate};
+
+use pdtf_connectors::mqtt::BrokerConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// One configuration problem, with the file and TOML path it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(
+        file: impl Into<String>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.into(),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.message)
+        }
+    }
+}
+
+const fn default_qos() -> u8 {
+    1
+}
+const fn default_max_batch_samples() -> usize {
+    500
+}
+const fn default_flush_interval_ms() -> u64 {
+    50
+}
+const fn default_max_batch_records() -> usize {
+    500
+}
+const fn default_max_batch_bytes() -> usize {
+    256 * 1024
+}
+const fn default_max_inflight() -> usize {
+    16
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Unique per agent in the fleet; upstream consumers de-duplicate by (id, seq).
+    pub id: String,
+    pub site: String,
+    pub area: String,
+    pub line: String,
+    /// Holds the journal (`journal.redb`). Must be writable by the service user.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Mqtt,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub id: String,
+    pub kind: SourceKind,
+    /// Name of a `[brokers.NAME]` section.
+    pub broker: String,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Subscription filters (wildcards allowed). Empty: subscribe to the mapped topics.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(default = "default_max_batch_samples")]
+    pub max_batch_samples: usize,
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSinkConfig {
+    pub broker: String,
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub broker: String,
+    /// Defaults to `pdtf/{site}/{area}/{line}/records`.
+    pub topic: Option<String>,
+    #[serde(default = "default_max_batch_records")]
+    pub max_batch_records: usize,
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    #[serde(default = "default_max_inflight")]
+    pub max_inflight: usize,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    pub alerts: Option<AlertSinkConfig>,
+    pub upstream: Option<UpstreamConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub lolo: Option<f64>,
+    pub lo: Option<f64>,
+    pub hi: Option<f64>,
+    pub hihi: Option<f64>,
+    #[serde(default)]
+    pub deadband: f64,
+    #[serde(default)]
+    pub on_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TagConfig {
+    /// Unique; used in alarm topics, so no `/`, `+`, `#` or spaces.
+    pub name: String,
+    #[serde(default)]
+    pub unit: String,
+    #[serde(default)]
+    pub description: String,
+    /// Id of the source that delivers this tag.
+    pub source: String,
+    /// Exact MQTT topic the value arrives on.
+    pub topic: String,
+    /// RFC 6901 pointer to the value in a JSON payload; absent = the payload is a bare number.
+    pub value_pointer: Option<String>,
+    pub time_pointer: Option<String>,
+    pub quality_pointer: Option<String>,
+    pub limits: Option<LimitsConfig>,
+}
+
+/// Where a tag was defined, for error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub index: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub agent: AgentSection,
+    pub brokers: BTreeMap<String, BrokerConfig>,
+    pub sources: Vec<SourceConfig>,
+    pub sinks: SinksConfig,
+    pub tags: Vec<TagConfig>,
+    pub tag_origins: Vec<Origin>,
+    /// The agent file itself.
+    pub file: String,
+}
+
+impl Config {
+    /// `pdtf/{site}/{area}/{line}`: the ISA-95 prefix of every topic this agent publishes.
+    pub fn topic_prefix(&self) -> String {
+        format!(
+            "pdtf/{}/{}/{}",
+            self.agent.site, self.agent.area, self.agent.line
+        )
+    }
+}

@@ -1,0 +1,283 @@
+//! Value and cross-reference rules. Pure: returns every problem with its TOML path.
+
+use super::{Config, ConfigError};
+use std::collections::BTreeSet;
+
+/// MQTT topic-filter match (`+` one level, `#` the rest).
+pub fn matches_filter(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+}
+
+const NAME_RULE: &str = "must be non-empty and use only letters, digits, `_`, `-` and `.`";
+
+struct Check<'a> {
+    file: &'a str,
+    errs: Vec<ConfigError>,
+}
+
+impl Check<'_> {
+    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.errs.push(ConfigError::new(self.file, path, msg));
+    }
+
+    fn name(&mut self, path: &str, value: &str) {
+        if !is_name(value) {
+            self.err(path, format!("{value:?} {NAME_RULE}"));
+        }
+    }
+
+    fn broker_ref(&mut self, path: String, name: &str, known: &BTreeSet<&str>) {
+        if !known.contains(name) {
+            let list: Vec<_> = known.iter().copied().collect();
+            self.err(
+                path,
+                format!(
+                    "no broker named {name:?} (defined: {})",
+                    if list.is_empty() {
+                        "none".into()
+                    } else {
+                        list.join(", ")
+                    }
+                ),
+            );
+        }
+    }
+
+    fn qos(&mut self, path: String, qos: u8) {
+        if qos > 2 {
+            self.err(path, format!("{qos} is not an MQTT QoS (0, 1 or 2)"));
+        }
+    }
+}
+
+pub fn validate(c: &Config) -> Vec<ConfigError> {
+    let mut k = Check {
+        file: &c.file,
+        errs: Vec::new(),
+    };
+    let a = &c.agent;
+    k.name("agent.id", &a.id);
+    k.name("agent.site", &a.site);
+    k.name("agent.area", &a.area);
+    k.name("agent.line", &a.line);
+    if a.state_dir.as_os_str().is_empty() {
+        k.err("agent.state_dir", "must not be empty");
+    }
+
+    for (name, b) in &c.brokers {
+        let p = format!("brokers.{name}");
+        if b.host.trim().is_empty() {
+            k.err(format!("{p}.host"), "must not be empty");
+        }
+        if b.port == 0 {
+            k.err(format!("{p}.port"), "must be 1..=65535");
+        }
+        if b.backoff_initial_ms == 0 {
+            k.err(format!("{p}.backoff_initial_ms"), "must be > 0");
+        }
+        if b.backoff_max_ms < b.backoff_initial_ms {
+            k.err(
+                format!("{p}.backoff_max_ms"),
+                "must be >= backoff_initial_ms",
+            );
+        }
+        if b.max_packet_bytes < 1024 {
+            k.err(format!("{p}.max_packet_bytes"), "must be >= 1024");
+        }
+        if b.password.is_some() && b.username.is_none() {
+            k.err(format!("{p}.password"), "is set but username is not");
+        }
+    }
+    let brokers: BTreeSet<&str> = c.brokers.keys().map(String::as_str).collect();
+
+    let mut source_ids = BTreeSet::new();
+    for (i, s) in c.sources.iter().enumerate() {
+        let p = format!("sources[{i}]");
+        k.name(&format!("{p}.id"), &s.id);
+        if !source_ids.insert(s.id.as_str()) {
+            k.err(format!("{p}.id"), format!("duplicate source id {:?}", s.id));
+        }
+        k.broker_ref(format!("{p}.broker"), &s.broker, &brokers);
+        k.qos(format!("{p}.qos"), s.qos);
+        if s.max_batch_samples == 0 {
+            k.err(format!("{p}.max_batch_samples"), "must be >= 1");
+        }
+        if s.flush_interval_ms == 0 {
+            k.err(format!("{p}.flush_interval_ms"), "must be >= 1");
+        }
+        for (j, f) in s.topics.iter().enumerate() {
+            let bad_hash = f.split('/').rev().skip(1).any(|l| l == "#");
+            let bad_level = f
+                .split('/')
+                .any(|l| l.len() > 1 && (l.contains('+') || l.contains('#')));
+            if f.is_empty() || bad_hash || bad_level {
+                k.err(
+                    format!("{p}.topics[{j}]"),
+                    format!("{f:?} is not a valid MQTT topic filter"),
+                );
+            }
+        }
+    }
+
+    if let Some(al) = &c.sinks.alerts {
+        k.broker_ref("sinks.alerts.broker".into(), &al.broker, &brokers);
+        k.qos("sinks.alerts.qos".into(), al.qos);
+    }
+    if let Some(u) = &c.sinks.upstream {
+        k.broker_ref("sinks.upstream.broker".into(), &u.broker, &brokers);
+        if u.max_batch_records == 0 {
+            k.err("sinks.upstream.max_batch_records", "must be >= 1");
+        }
+        if u.max_inflight == 0 || u.max_inflight > u16::MAX as usize {
+            k.err("sinks.upstream.max_inflight", "must be 1..=65535");
+        }
+        if let Some(b) = c.brokers.get(&u.broker) {
+            if u.max_batch_bytes < 1024 || u.max_batch_bytes > b.max_packet_bytes {
+                k.err(
+                    "sinks.upstream.max_batch_bytes",
+                    format!(
+                        "must be 1024..={} (brokers.{}.max_packet_bytes)",
+                        b.max_packet_bytes, u.broker
+                    ),
+                );
+            }
+        }
+        if let Some(t) = &u.topic {
+            if t.is_empty() || t.contains(['+', '#']) {
+                k.err(
+                    "sinks.upstream.topic",
+                    "must be a topic name without wildcards",
+                );
+            }
+        }
+    }
+
+    check_tags(c, &mut k.errs);
+    k.errs
+}
+
+fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
+    let mut names = BTreeSet::new();
+    for (t, o) in c.tags.iter().zip(&c.tag_origins) {
+        let mut k = Check {
+            file: &o.file,
+            errs: Vec::new(),
+        };
+        let p = format!("tags[{}]", o.index);
+        k.name(&format!("{p}.name"), &t.name);
+        if !names.insert(t.name.as_str()) {
+            k.err(
+                format!("{p}.name"),
+                format!("duplicate tag name {:?}", t.name),
+            );
+        }
+        match c.sources.iter().find(|s| s.id == t.source) {
+            None => k.err(
+                format!("{p}.source"),
+                format!("no source with id {:?}", t.source),
+            ),
+            Some(s) => {
+                if !s.topics.is_empty() && !s.topics.iter().any(|f| matches_filter(f, &t.topic)) {
+                    k.err(
+                        format!("{p}.topic"),
+                        format!(
+                            "{:?} is not covered by any of sources[id={}].topics",
+                            t.topic, s.id
+                        ),
+                    );
+                }
+            }
+        }
+        if t.topic.is_empty() || t.topic.contains(['+', '#']) {
+            k.err(
+                format!("{p}.topic"),
+                "must be an exact topic name (no wildcards)",
+            );
+        }
+        for (key, ptr) in [
+            ("value_pointer", &t.value_pointer),
+            ("time_pointer", &t.time_pointer),
+            ("quality_pointer", &t.quality_pointer),
+        ] {
+            if let Some(ptr) = ptr {
+                if !ptr.starts_with('/') {
+                    k.err(
+                        format!("{p}.{key}"),
+                        format!("{ptr:?} is not a JSON pointer (RFC 6901, starts with `/`)"),
+                    );
+                }
+            }
+        }
+        if t.value_pointer.is_none() && (t.time_pointer.is_some() || t.quality_pointer.is_some()) {
+            k.err(
+                format!("{p}.value_pointer"),
+                "is required when time_pointer or quality_pointer is set (the payload is JSON)",
+            );
+        }
+        if let Some(l) = &t.limits {
+            let set: Vec<(&str, f64)> = [
+                ("lolo", l.lolo),
+                ("lo", l.lo),
+                ("hi", l.hi),
+                ("hihi", l.hihi),
+            ]
+            .into_iter()
+            .filter_map(|(n, v)| v.map(|v| (n, v)))
+            .collect();
+            if set.is_empty() {
+                k.err(format!("{p}.limits"), "sets none of lolo, lo, hi, hihi");
+            }
+            for (n, v) in &set {
+                if !v.is_finite() {
+                    k.err(format!("{p}.limits.{n}"), "must be a finite number");
+                }
+            }
+            for w in set.windows(2) {
+                if w[1].1 <= w[0].1 {
+                    k.err(
+                        format!("{p}.limits.{}", w[1].0),
+                        format!("must be > {} ({})", w[0].0, w[0].1),
+                    );
+                }
+            }
+            if !(l.deadband.is_finite() && l.deadband >= 0.0) {
+                k.err(
+                    format!("{p}.limits.deadband"),
+                    "must be a finite number >= 0",
+                );
+            }
+        }
+        errs.extend(k.errs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_matching() {
+        assert!(matches_filter("a/+/c", "a/b/c"));
+        assert!(matches_filter("a/#", "a/b/c"));
+        assert!(matches_filter("#", "a"));
+        assert!(!matches_filter("a/+", "a/b/c"));
+        assert!(!matches_filter("a/b", "a/c"));
+        assert!(matches_filter("a/b", "a/b"));
+    }
+}

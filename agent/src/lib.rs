@@ -1,0 +1,13 @@
+//! PDTF Edge agent: configuration, topology wiring, journal, line pipeline and the demo.
+//!
+//! Only this crate knows about everything; `pdtf-connectors` does protocol I/O and
+//! `pdtf-models` the pure domain logic.
+
+pub mod broker;
+pub mod config;
+pub mod demo;
+pub mod journal;
+pub mod pipeline;
+pub mod runtime;
+
+pub use runtime::Agent;

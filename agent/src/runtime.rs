@@ -1,0 +1,226 @@
+//! Topology wiring: builds the tag table, sources, line pipeline and sinks from a `Config`
+//! and runs them until shutdown.
+//!
+//! Shutdown order keeps the invariants: sources stop first (flushing their batches), the
+//! pipeline commits everything they sent and writes the `agent_stop` audit record, the
+//! upstream sync gets a bounded grace period to deliver it, then the sinks stop.
+
+use crate::config::{Config, SourceKind};
+use crate::journal::RedbJournal;
+use crate::pipeline::LinePipeline;
+use pdtf_connectors::alert::{AlertBoard, AlertPublisher};
+use pdtf_connectors::mqtt::{MqttSource, TopicBinding, TopicMap};
+use pdtf_connectors::upstream::{UpstreamSettings, UpstreamSync};
+use pdtf_connectors::{Stats, SOURCE_CHANNEL_BATCHES};
+use pdtf_models::detect::LimitDetector;
+use pdtf_models::twin::LineTwin;
+use pdtf_models::{Journal, LimitSpec, TagId, TagSpec, TagTable};
+use rumqttc::QoS;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, Instrument};
+
+pub fn qos(q: u8) -> QoS {
+    match q {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+pub struct Agent {
+    pub journal: Arc<RedbJournal>,
+    pub stats: Arc<Stats>,
+    pub board: Option<Arc<AlertBoard>>,
+    pub tags: TagTable,
+    sources_stop: CancellationToken,
+    sinks_stop: CancellationToken,
+    sources: Vec<JoinHandle<()>>,
+    pipeline: JoinHandle<()>,
+    sinks: Vec<JoinHandle<()>>,
+}
+
+fn tag_table(c: &Config) -> (TagTable, Vec<Option<LimitSpec>>) {
+    let limits: Vec<Option<LimitSpec>> = c
+        .tags
+        .iter()
+        .map(|t| {
+            t.limits.map(|l| LimitSpec {
+                lolo: l.lolo,
+                lo: l.lo,
+                hi: l.hi,
+                hihi: l.hihi,
+                deadband: l.deadband,
+                on_delay_ms: l.on_delay_ms,
+            })
+        })
+        .collect();
+    let specs = c
+        .tags
+        .iter()
+        .zip(&limits)
+        .map(|(t, l)| TagSpec {
+            name: t.name.clone(),
+            unit: t.unit.clone(),
+            limits: *l,
+        })
+        .collect();
+    (TagTable::new(specs), limits)
+}
+
+impl Agent {
+    /// Opens the journal and starts every task. Must be called inside a tokio runtime.
+    pub fn start(c: &Config) -> Result<Agent, pdtf_models::JournalError> {
+        let journal = Arc::new(RedbJournal::open(&c.agent.state_dir)?);
+        let stats = Arc::new(Stats::default());
+        let (tags, limits) = tag_table(c);
+        let last = journal.last_seq()?.0;
+        Stats::set(&stats.last_seq, last);
+        Stats::set(
+            &stats.upstream_acked_seq,
+            journal.cursor(pdtf_connectors::upstream::CURSOR)?.0,
+        );
+        let (committed_tx, committed_rx) = watch::channel(last);
+        let sources_stop = CancellationToken::new();
+        let sinks_stop = CancellationToken::new();
+        let prefix = c.topic_prefix();
+
+        let board = c.sinks.alerts.as_ref().map(|_| {
+            let names = tags
+                .iter()
+                .map(|(_, s)| (s.name.clone(), s.unit.clone()))
+                .collect();
+            Arc::new(AlertBoard::new(c.agent.id.clone(), prefix.clone(), names))
+        });
+        let mut sinks = Vec::new();
+        if let (Some(al), Some(board)) = (&c.sinks.alerts, &board) {
+            let p = AlertPublisher {
+                agent_id: c.agent.id.clone(),
+                broker: c.brokers[&al.broker].clone(),
+                qos: qos(al.qos),
+                board: board.clone(),
+            };
+            let span = tracing::info_span!("sink", kind = "alerts");
+            sinks.push(tokio::spawn(
+                p.run(stats.clone(), sinks_stop.clone()).instrument(span),
+            ));
+        }
+        if let Some(u) = &c.sinks.upstream {
+            let sync = UpstreamSync {
+                settings: UpstreamSettings {
+                    agent_id: c.agent.id.clone(),
+                    topic: u
+                        .topic
+                        .clone()
+                        .unwrap_or_else(|| format!("{prefix}/records")),
+                    max_batch_records: u.max_batch_records,
+                    max_batch_bytes: u.max_batch_bytes,
+                    max_inflight: u.max_inflight,
+                },
+                broker: c.brokers[&u.broker].clone(),
+                journal: journal.clone(),
+                committed: committed_rx,
+                stats: stats.clone(),
+            };
+            let span = tracing::info_span!("sink", kind = "upstream");
+            sinks.push(tokio::spawn(sync.run(sinks_stop.clone()).instrument(span)));
+        }
+
+        let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_BATCHES);
+        let mut sources = Vec::new();
+        for s in &c.sources {
+            let SourceKind::Mqtt = s.kind;
+            let mut map = TopicMap::default();
+            for (i, t) in c.tags.iter().enumerate().filter(|(_, t)| t.source == s.id) {
+                map.insert(
+                    t.topic.clone(),
+                    TopicBinding {
+                        tag: TagId(i as u32),
+                        value_pointer: t.value_pointer.clone(),
+                        time_pointer: t.time_pointer.clone(),
+                        quality_pointer: t.quality_pointer.clone(),
+                    },
+                );
+            }
+            let src = MqttSource {
+                id: s.id.clone(),
+                agent_id: c.agent.id.clone(),
+                broker: c.brokers[&s.broker].clone(),
+                filters: s.topics.clone(),
+                qos: qos(s.qos),
+                map,
+                max_batch_samples: s.max_batch_samples,
+                flush_interval: Duration::from_millis(s.flush_interval_ms),
+            };
+            let span = tracing::info_span!("source", id = %s.id, kind = "mqtt");
+            sources.push(tokio::spawn(
+                src.run(tx.clone(), stats.clone(), sources_stop.clone())
+                    .instrument(span),
+            ));
+        }
+        drop(tx);
+
+        let mut pipeline = LinePipeline {
+            twin: LineTwin::new(tags.len()),
+            limits: LimitDetector::new(limits),
+            journal: journal.clone(),
+            board: board.clone(),
+            committed: committed_tx,
+            stats: stats.clone(),
+        };
+        let detail = format!(
+            "version={} config={} tags={} sources={}",
+            env!("CARGO_PKG_VERSION"),
+            c.file,
+            tags.len(),
+            c.sources.len()
+        );
+        let span = tracing::info_span!("pipeline", line = %c.agent.line);
+        let pipeline = tokio::spawn(
+            async move {
+                pipeline.audit("agent_start", detail).await;
+                pipeline.run(rx).await;
+                pipeline.audit("agent_stop", "clean shutdown".into()).await;
+            }
+            .instrument(span),
+        );
+        info!(agent = %c.agent.id, journal = %journal.path().display(), last_seq = last, tags = tags.len(), "Agent started.");
+        Ok(Agent {
+            journal,
+            stats,
+            board,
+            tags,
+            sources_stop,
+            sinks_stop,
+            sources,
+            pipeline,
+            sinks,
+        })
+    }
+
+    /// Stops sources, commits what they delivered, lets upstream catch up for at most
+    /// `upstream_grace`, then stops the sinks.
+    pub async fn shutdown(self, upstream_grace: Duration) {
+        self.sources_stop.cancel();
+        for s in self.sources {
+            let _joined = s.await;
+        }
+        let _joined = self.pipeline.await;
+        let deadline = tokio::time::Instant::now() + upstream_grace;
+        while self.stats.upstream_backlog() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.sinks_stop.cancel();
+        for s in self.sinks {
+            let _joined = s.await;
+        }
+        info!(
+            last_seq = Stats::get(&self.stats.last_seq),
+            upstream_acked = Stats::get(&self.stats.upstream_acked_seq),
+            "Agent stopped."
+        );
+    }
+}

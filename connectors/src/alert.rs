@@ -1,0 +1,187 @@
+//! Alert publisher: current alarm state per tag as retained JSON on
+//! `pdtf/{site}/{area}/{line}/alarms/{tag}`, so SCADA sees the state the moment it subscribes.
+//!
+//! Policy: the board keeps only the *latest* state per topic (retained semantics need nothing
+//! more; the full history is in the journal and upstream). Updating the board never blocks the
+//! pipeline. On every (re)connect all entries are published again, so a broker that lost its
+//! retained store is repaired.
+
+use crate::mqtt::{BrokerConfig, Link};
+use crate::Stats;
+use pdtf_models::{AlarmEvent, AlarmState, Record, Timestamp};
+use rumqttc::{Event, Packet, QoS};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub fn rfc3339(t: Timestamp) -> String {
+    humantime::format_rfc3339_millis(t.to_system()).to_string()
+}
+
+#[derive(Default)]
+struct Board {
+    /// topic → retained payload.
+    entries: BTreeMap<String, Vec<u8>>,
+    dirty: BTreeSet<String>,
+    raised_at: BTreeMap<u32, Timestamp>,
+}
+
+pub struct AlertBoard {
+    agent_id: String,
+    prefix: String,
+    tags: Vec<(String, String)>,
+    inner: Mutex<Board>,
+    changed: Notify,
+}
+
+impl AlertBoard {
+    /// `prefix` is `pdtf/{site}/{area}/{line}`; `tags[i]` is (name, unit) of `TagId(i)`.
+    pub fn new(agent_id: String, prefix: String, tags: Vec<(String, String)>) -> Self {
+        Self {
+            agent_id,
+            prefix,
+            tags,
+            inner: Mutex::new(Board::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    pub fn topic(&self, tag_name: &str) -> String {
+        format!("{}/alarms/{}", self.prefix, tag_name)
+    }
+
+    /// Takes an *accepted* record; alarm records update the retained state of their tag.
+    pub fn accept(&self, record: &Record) {
+        let pdtf_models::RecordBody::Alarm(ev) = &record.body else {
+            return;
+        };
+        let Some((name, unit)) = self.tags.get(ev.tag.index()) else {
+            return;
+        };
+        let topic = self.topic(name);
+        let mut b = self.inner.lock().expect("alert board lock poisoned");
+        let raised_at = match ev.state {
+            AlarmState::Active(_) => *b.raised_at.entry(ev.tag.0).or_insert(ev.time),
+            AlarmState::Inactive => b.raised_at.remove(&ev.tag.0).unwrap_or(ev.time),
+        };
+        let payload = self.payload(name, unit, record, ev, raised_at);
+        b.entries.insert(topic.clone(), payload);
+        b.dirty.insert(topic);
+        drop(b);
+        self.changed.notify_one();
+    }
+
+    fn payload(
+        &self,
+        name: &str,
+        unit: &str,
+        r: &Record,
+        ev: &AlarmEvent,
+        raised_at: Timestamp,
+    ) -> Vec<u8> {
+        let (state, level, cleared_at) = match ev.state {
+            AlarmState::Active(l) => ("active", Some(l.name()), None),
+            AlarmState::Inactive => ("inactive", None, Some(rfc3339(ev.time))),
+        };
+        json!({
+            "agent_id": self.agent_id,
+            "tag": name,
+            "unit": unit,
+            "state": state,
+            "level": level,
+            "previous_level": ev.previous.map(|l| l.name()),
+            "severity": ev.severity,
+            "value": ev.value,
+            "limit": if ev.limit.is_finite() { Some(ev.limit) } else { None },
+            "time": rfc3339(ev.time),
+            "raised_at": rfc3339(raised_at),
+            "cleared_at": cleared_at,
+            "batch_id": ev.batch_id,
+            "seq": r.seq.0,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn take_dirty(&self) -> Vec<(String, Vec<u8>)> {
+        let mut b = self.inner.lock().expect("alert board lock poisoned");
+        let dirty = std::mem::take(&mut b.dirty);
+        dirty
+            .into_iter()
+            .filter_map(|t| b.entries.get(&t).map(|p| (t, p.clone())))
+            .collect()
+    }
+
+    fn mark_all_dirty(&self) {
+        let mut b = self.inner.lock().expect("alert board lock poisoned");
+        let all: BTreeSet<String> = b.entries.keys().cloned().collect();
+        b.dirty = all;
+    }
+
+    /// Current retained payload of a tag's topic (for status and tests).
+    pub fn current(&self, tag_name: &str) -> Option<Vec<u8>> {
+        let b = self.inner.lock().expect("alert board lock poisoned");
+        b.entries.get(&self.topic(tag_name)).cloned()
+    }
+}
+
+pub struct AlertPublisher {
+    pub agent_id: String,
+    pub broker: BrokerConfig,
+    pub qos: QoS,
+    pub board: Arc<AlertBoard>,
+}
+
+impl AlertPublisher {
+    pub async fn run(self, stats: Arc<Stats>, shutdown: CancellationToken) {
+        let mut backoff = self.broker.backoff();
+        loop {
+            let mut link = Link::open(self.broker.options(&self.agent_id, "alerts"), 256);
+            let reason = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.board.changed.notified() => {
+                        if let Err(e) = self.publish_dirty(&link, &stats).await {
+                            break e;
+                        }
+                    }
+                    ev = link.events.recv() => match ev {
+                        None => break "connection task stopped".to_owned(),
+                        Some(Err(e)) => break e.to_string(),
+                        Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                            backoff.reset();
+                            info!(broker = %self.broker.endpoint(), "Alert publisher connected; republishing current alarm states.");
+                            self.board.mark_all_dirty();
+                            if let Err(e) = self.publish_dirty(&link, &stats).await {
+                                break e;
+                            }
+                        }
+                        Some(Ok(_)) => {}
+                    },
+                }
+            };
+            // Whatever was in flight is republished from the board on the next connect.
+            self.board.mark_all_dirty();
+            warn!(broker = %self.broker.endpoint(), %reason, "Alert publisher link lost; reconnecting.");
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn publish_dirty(&self, link: &Link, stats: &Stats) -> Result<(), String> {
+        for (topic, payload) in self.board.take_dirty() {
+            link.client
+                .publish(topic, self.qos, true, payload)
+                .await
+                .map_err(|e| format!("publish failed: {e}"))?;
+            Stats::add(&stats.alerts_published, 1);
+        }
+        Ok(())
+    }
+}

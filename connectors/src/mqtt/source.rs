@@ -1,0 +1,219 @@
+//! MQTT tag source: subscribe, decode, batch, and turn outages into gap records.
+//!
+//! Modes: *connecting* (a fresh `Link`, backoff between attempts) and *subscribed*. The first
+//! loss of the link sends `LinkDown` (tags go Bad in the twin); the first SUBACK after it sends
+//! the `Gap` with the outage's start and end. Samples are flushed when a batch is full or the
+//! flush interval passes, and always before a `Malformed` or `Gap` so order is kept.
+
+use super::{BrokerConfig, Link, TopicMap};
+use crate::{SourceMsg, Stats};
+use pdtf_models::{Gap, Malformed, Sample, TagId, Timestamp};
+use rumqttc::{ConnectReturnCode, Event, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+pub struct MqttSource {
+    pub id: String,
+    pub agent_id: String,
+    pub broker: BrokerConfig,
+    /// Subscription filters; the mapped topics when empty.
+    pub filters: Vec<String>,
+    pub qos: QoS,
+    pub map: TopicMap,
+    pub max_batch_samples: usize,
+    pub flush_interval: Duration,
+}
+
+enum Exit {
+    Shutdown,
+    LinkLost(String),
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system(SystemTime::now())
+}
+
+struct Session<'a> {
+    src: &'a MqttSource,
+    out: &'a mpsc::Sender<SourceMsg>,
+    stats: &'a Stats,
+    batch: Vec<Sample>,
+}
+
+impl Session<'_> {
+    /// Returns false when the pipeline is gone (the agent is shutting down).
+    async fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(
+            &mut self.batch,
+            Vec::with_capacity(self.src.max_batch_samples),
+        );
+        self.out.send(SourceMsg::Samples(batch)).await.is_ok()
+    }
+
+    async fn send(&mut self, msg: SourceMsg) -> bool {
+        self.flush().await && self.out.send(msg).await.is_ok()
+    }
+
+    async fn on_publish(&mut self, topic: &str, payload: &[u8]) -> bool {
+        let (samples, errors) = self.src.map.decode(topic, payload, now());
+        Stats::add(&self.stats.samples_in, samples.len() as u64);
+        self.batch.extend(samples);
+        for reason in errors {
+            Stats::add(&self.stats.malformed_in, 1);
+            warn!(source = %self.src.id, topic, %reason, "Payload skipped; recorded as malformed.");
+            let m = Malformed::new(&self.src.id, topic, reason, payload);
+            if !self.send(SourceMsg::Malformed(m)).await {
+                return false;
+            }
+        }
+        self.batch.len() < self.src.max_batch_samples || self.flush().await
+    }
+}
+
+impl MqttSource {
+    fn filters(&self) -> Vec<String> {
+        if self.filters.is_empty() {
+            let mut t: Vec<String> = self.map.topics().map(str::to_owned).collect();
+            t.sort();
+            t
+        } else {
+            self.filters.clone()
+        }
+    }
+
+    /// Runs until `shutdown`. Reconnects forever with capped, jittered backoff.
+    pub async fn run(
+        self,
+        out: mpsc::Sender<SourceMsg>,
+        stats: Arc<Stats>,
+        shutdown: CancellationToken,
+    ) {
+        let tags = self.map.tags();
+        let mut backoff = self.broker.backoff();
+        let mut down_since: Option<(Timestamp, String)> = None;
+        let role = format!("src-{}", self.id);
+        loop {
+            let link = Link::open(self.broker.options(&self.agent_id, &role), 64);
+            let exit = self
+                .session(
+                    link,
+                    &out,
+                    &stats,
+                    &shutdown,
+                    &tags,
+                    &mut down_since,
+                    &mut backoff,
+                )
+                .await;
+            let reason = match exit {
+                Exit::Shutdown => return,
+                Exit::LinkLost(reason) => reason,
+            };
+            Stats::add(&stats.source_reconnects, 1);
+            if down_since.is_none() {
+                let at = now();
+                warn!(source = %self.id, broker = %self.broker.endpoint(), %reason, "Source link lost; its tags are Bad until it is back.");
+                let msg = SourceMsg::LinkDown {
+                    source: self.id.clone(),
+                    tags: tags.clone(),
+                    at,
+                };
+                if out.send(msg).await.is_err() {
+                    return;
+                }
+                down_since = Some((at, reason));
+            } else {
+                debug!(source = %self.id, %reason, "Reconnect attempt failed.");
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn session(
+        &self,
+        mut link: Link,
+        out: &mpsc::Sender<SourceMsg>,
+        stats: &Stats,
+        shutdown: &CancellationToken,
+        tags: &[TagId],
+        down_since: &mut Option<(Timestamp, String)>,
+        backoff: &mut super::Backoff,
+    ) -> Exit {
+        let mut s = Session {
+            src: self,
+            out,
+            stats,
+            batch: Vec::with_capacity(self.max_batch_samples),
+        };
+        let filters = self.filters();
+        let mut tick = tokio::time::interval(self.flush_interval.max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    s.flush().await;
+                    return Exit::Shutdown;
+                }
+                _ = tick.tick() => {
+                    if !s.flush().await {
+                        return Exit::Shutdown;
+                    }
+                }
+                ev = link.events.recv() => {
+                    let ev = match ev {
+                        None => return Exit::LinkLost("connection task stopped".into()),
+                        Some(Err(e)) => {
+                            s.flush().await;
+                            return Exit::LinkLost(e.to_string());
+                        }
+                        Some(Ok(ev)) => ev,
+                    };
+                    match ev {
+                        Event::Incoming(Packet::ConnAck(ack)) => {
+                            if ack.code != ConnectReturnCode::Success {
+                                return Exit::LinkLost(format!("broker refused connection: {:?}", ack.code));
+                            }
+                            let subs = filters.iter().map(|f| SubscribeFilter::new(f.clone(), self.qos));
+                            if let Err(e) = link.client.subscribe_many(subs).await {
+                                return Exit::LinkLost(format!("subscribe failed: {e}"));
+                            }
+                        }
+                        Event::Incoming(Packet::SubAck(ack)) => {
+                            for (code, filter) in ack.return_codes.iter().zip(&filters) {
+                                if matches!(code, SubscribeReasonCode::Failure) {
+                                    error!(source = %self.id, filter, "Broker refused the subscription; its tags get no data. Check the broker's ACL.");
+                                }
+                            }
+                            backoff.reset();
+                            info!(source = %self.id, broker = %self.broker.endpoint(), filters = filters.len(), "Source subscribed.");
+                            if let Some((start, reason)) = down_since.take() {
+                                Stats::add(&stats.gaps, 1);
+                                let gap = Gap { source: self.id.clone(), start, end: now(), reason, tags: tags.to_vec() };
+                                if !s.send(SourceMsg::Gap(gap)).await {
+                                    return Exit::Shutdown;
+                                }
+                            }
+                        }
+                        Event::Incoming(Packet::Publish(p)) => {
+                            if !s.on_publish(&p.topic, &p.payload).await {
+                                return Exit::Shutdown;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
