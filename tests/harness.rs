@@ -1,1 +1,308 @@
+//! Shared parts of the end-to-end tests: real MQTT on loopback, nothing mocked.
+//!
+//! - `broker()`: an embedded rumqttd on a free 127.0.0.1 port.
+//! - `Proxy`: a TCP relay whose `blackhole()` swallows traffic (writes still succeed) and
+//!   whose `cut()` drops every connection and refuses new ones until `restore()`: a network
+//!   partition or broker outage as the agent sees it, in-flight data lost.
+//! - `Consumer`: an MQTT subscriber that keeps every message it gets.
+//! - `agent_config()`: a config for one line whose brokers point where the test says.
 
+use pdtf_agent::config::{self, Config};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub fn broker() -> u16 {
+    pdtf_agent::broker::start_embedded(0).expect("embedded broker starts")
+}
+
+/// Polls `check` every 20 ms until it returns true; panics with `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct Proxy {
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    forwarding: Arc<AtomicBool>,
+    generation: watch::Sender<u64>,
+}
+
+/// Copies `from` → `to` while `forwarding`; otherwise reads and discards, like a network
+/// that swallows packets while the sender's writes still succeed.
+async fn relay(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, forwarding: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if forwarding.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Proxy {
+    pub async fn start(target_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let forwarding = Arc::new(AtomicBool::new(true));
+        let (generation, gen_rx) = watch::channel(0u64);
+        let up2 = up.clone();
+        let fwd = forwarding.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused by closing at once
+                }
+                let mut gen_rx = gen_rx.clone();
+                gen_rx.borrow_and_update();
+                let fwd = fwd.clone();
+                tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(("127.0.0.1", target_port)).await else {
+                        return;
+                    };
+                    let (in_r, in_w) = inbound.into_split();
+                    let (out_r, out_w) = outbound.into_split();
+                    tokio::select! {
+                        _ = relay(in_r, out_w, fwd.clone()) => {}
+                        _ = relay(out_r, in_w, fwd) => {}
+                        _ = gen_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            up,
+            forwarding,
+            generation,
+        }
+    }
+
+    /// Keeps connections open but silently discards everything in both directions.
+    pub fn blackhole(&self) {
+        self.forwarding.store(false, Ordering::SeqCst);
+    }
+
+    /// Drops all relayed connections (buffered data is lost) and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn restore(&self) {
+        self.forwarding.store(true, Ordering::SeqCst);
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Message {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).expect("message is JSON")
+    }
+}
+
+pub struct Consumer {
+    pub messages: Arc<Mutex<Vec<Message>>>,
+    pub client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Consumer {
+    /// Subscribes to `filter` at QoS 1 and returns once the broker confirmed the subscription.
+    pub async fn start(port: u16, id: &str, filter: &str) -> Consumer {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_max_packet_size(8 << 20, 8 << 20);
+        let (client, mut eventloop) = AsyncClient::new(opts, 64);
+        client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let store = messages.clone();
+        let task = tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _sent = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        store.lock().unwrap().push(Message {
+                            topic: p.topic.clone(),
+                            payload: p.payload.to_vec(),
+                            retain: p.retain,
+                        })
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+            .await
+            .expect("subscription confirmed")
+            .unwrap();
+        Consumer {
+            messages,
+            client,
+            task,
+        }
+    }
+
+    pub fn snapshot(&self) -> Vec<Message> {
+        self.messages.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A plain publisher for feeding tags.
+pub struct Publisher {
+    pub client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub fn start(port: u16, id: &str) -> Publisher {
+        let opts = MqttOptions::new(id, "127.0.0.1", port);
+        let (client, mut eventloop) = AsyncClient::new(opts, 1024);
+        let task = tokio::spawn(async move {
+            loop {
+                if eventloop.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+        Publisher { client, task }
+    }
+
+    pub async fn send(&self, topic: &str, payload: impl Into<Vec<u8>>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into())
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Tag map used by the tests: `temp` (JSON, limits hi 80 / hihi 90) and `flow` (bare number).
+pub const TEST_TAGS: &str = r#"
+[[tags]]
+name = "temp"
+unit = "degC"
+source = "plc"
+topic = "line/temp"
+value_pointer = "/v"
+time_pointer = "/ts"
+limits = { hi = 80.0, hihi = 90.0, deadband = 1.0 }
+
+[[tags]]
+name = "flow"
+unit = "m3/h"
+source = "plc"
+topic = "line/flow"
+"#;
+
+/// One line: source on `source_port`, alerts and upstream on `sink_port`.
+pub fn agent_config(state_dir: &Path, source_port: u16, sink_port: u16) -> Config {
+    let text = format!(
+        r#"
+[agent]
+id = "test-agent"
+site = "s1"
+area = "a1"
+line = "l1"
+state_dir = "{state}"
+
+[brokers.plant]
+host = "127.0.0.1"
+port = {source_port}
+backoff_initial_ms = 50
+backoff_max_ms = 300
+
+[brokers.upstream]
+host = "127.0.0.1"
+port = {sink_port}
+backoff_initial_ms = 50
+backoff_max_ms = 300
+
+[[sources]]
+id = "plc"
+kind = "mqtt"
+broker = "plant"
+flush_interval_ms = 5
+
+[sinks.alerts]
+broker = "upstream"
+
+[sinks.upstream]
+broker = "upstream"
+max_batch_records = 50
+max_inflight = 4
+{TEST_TAGS}"#,
+        state = state_dir.join("state").display()
+    );
+    config::load_str(&text, &state_dir.join("agent.toml"), &|_| None)
+        .unwrap_or_else(|e| panic!("test config invalid: {e:?}"))
+}
+
+/// Every record seq seen upstream, after de-duplication, plus the number of duplicates.
+pub fn upstream_seqs(messages: &[Message]) -> (Vec<u64>, usize) {
+    let mut seqs = Vec::new();
+    for m in messages.iter().filter(|m| m.topic.ends_with("/records")) {
+        let v = m.json();
+        let records = v["records"].as_array().expect("records array");
+        let first = v["first_seq"].as_u64().unwrap();
+        let last = v["last_seq"].as_u64().unwrap();
+        assert_eq!(v["agent_id"], "test-agent");
+        assert_eq!(records.first().unwrap()["seq"].as_u64(), Some(first));
+        assert_eq!(records.last().unwrap()["seq"].as_u64(), Some(last));
+        assert_eq!(
+            records.len() as u64,
+            last - first + 1,
+            "a message holds a contiguous range"
+        );
+        seqs.extend(records.iter().map(|r| r["seq"].as_u64().unwrap()));
+    }
+    let total = seqs.len();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let dups = total - seqs.len();
+    (seqs, dups)
+}

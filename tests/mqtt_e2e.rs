@@ -1,0 +1,293 @@
+//! End to end over real MQTT on loopback: tags in through the agent's source, records and
+//! alarm state out through its sinks, with outages injected by a TCP proxy.
+
+use pdtf_agent::Agent;
+use pdtf_connectors::Stats;
+use pdtf_e2e::*;
+use pdtf_models::{Journal, RecordBody, Seq};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn temp(v: f64) -> String {
+    format!(r#"{{"v":{v},"ts":1763800000000}}"#)
+}
+
+fn journal_bodies(agent: &Agent) -> Vec<RecordBody> {
+    agent
+        .journal
+        .read_from(Seq(1), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.body)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_in_give_retained_alarm_that_clears() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&agent_config(dir.path(), port, port)).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    // Wait for the source's subscription: the first sample to arrive proves it.
+    wait_until_sample(&agent, &publisher).await;
+
+    publisher.send("line/temp", temp(85.0)).await;
+    wait_until("hi alarm raised", WAIT, || {
+        Stats::get(&agent.stats.alarms_active) == 1
+    })
+    .await;
+    // A subscriber that arrives later sees the current state at once (retained).
+    let topic = "pdtf/s1/a1/l1/alarms/temp";
+    let scada = Consumer::start(port, "scada-1", topic).await;
+    wait_until("retained alarm delivered", WAIT, || {
+        !scada.snapshot().is_empty()
+    })
+    .await;
+    let m = &scada.snapshot()[0];
+    assert!(m.retain, "alarm state must be retained");
+    let v = m.json();
+    assert_eq!(
+        (v["state"].as_str(), v["level"].as_str()),
+        (Some("active"), Some("hi"))
+    );
+    assert_eq!(
+        (
+            v["value"].as_f64(),
+            v["limit"].as_f64(),
+            v["severity"].as_u64()
+        ),
+        (Some(85.0), Some(80.0), Some(500))
+    );
+    assert_eq!(
+        (
+            v["tag"].as_str(),
+            v["unit"].as_str(),
+            v["agent_id"].as_str()
+        ),
+        (Some("temp"), Some("degC"), Some("test-agent"))
+    );
+    drop(scada);
+
+    // Inside the deadband the alarm holds; below it, it clears and the retained state follows.
+    publisher.send("line/temp", temp(79.5)).await;
+    publisher.send("line/temp", temp(70.0)).await;
+    wait_until("alarm cleared", WAIT, || {
+        Stats::get(&agent.stats.alarms_active) == 0
+    })
+    .await;
+    let late = Consumer::start(port, "scada-2", topic).await;
+    wait_until("cleared state retained", WAIT, || {
+        late.snapshot()
+            .iter()
+            .any(|m| m.retain && m.json()["state"] == "inactive")
+    })
+    .await;
+    let cleared = late.snapshot().last().unwrap().json();
+    assert_eq!(cleared["value"].as_f64(), Some(70.0));
+    assert!(cleared["cleared_at"].is_string() && cleared["raised_at"].is_string());
+
+    let alarms: Vec<_> = journal_bodies(&agent)
+        .into_iter()
+        .filter(|b| matches!(b, RecordBody::Alarm(_)))
+        .collect();
+    assert_eq!(
+        alarms.len(),
+        2,
+        "one raise and one clear are recorded: {alarms:?}"
+    );
+    agent.shutdown(Duration::from_secs(2)).await;
+}
+
+/// Publishes `flow` values until the agent has ingested one (its subscription is live).
+async fn wait_until_sample(agent: &Agent, publisher: &Publisher) {
+    for _ in 0..500 {
+        publisher.send("line/flow", "1.0").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if Stats::get(&agent.stats.samples_in) > 0 {
+            return;
+        }
+    }
+    panic!("the agent never received a sample");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_receives_every_record_in_sequence_and_malformed_is_recorded() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
+    let agent = Agent::start(&agent_config(dir.path(), port, port)).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    wait_until_sample(&agent, &publisher).await;
+
+    for i in 0..300 {
+        publisher
+            .send("line/flow", format!("{}", 10.0 + f64::from(i) * 0.01))
+            .await;
+        if i == 150 {
+            publisher.send("line/flow", "not-a-number").await;
+            publisher.send("line/temp", r#"{"v":"hot"}"#).await;
+        }
+    }
+    wait_until("all flow samples in", WAIT, || {
+        Stats::get(&agent.stats.samples_in) >= 301
+    })
+    .await;
+    wait_until("malformed counted", WAIT, || {
+        Stats::get(&agent.stats.malformed_in) == 2
+    })
+    .await;
+    let last = || Stats::get(&agent.stats.last_seq);
+    wait_until("upstream caught up", WAIT, || {
+        let (seqs, _) = upstream_seqs(&historian.snapshot());
+        seqs.last() == Some(&last()) && Stats::get(&agent.stats.upstream_acked_seq) == last()
+    })
+    .await;
+    let (seqs, dups) = upstream_seqs(&historian.snapshot());
+    assert_eq!(
+        seqs,
+        (1..=last()).collect::<Vec<_>>(),
+        "every record, in order, none missing"
+    );
+    assert_eq!(dups, 0, "no duplicates without an outage");
+    // Messages arrive in sequence order, not just complete.
+    let firsts: Vec<u64> = historian
+        .snapshot()
+        .iter()
+        .map(|m| m.json()["first_seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        firsts.windows(2).all(|w| w[0] < w[1]),
+        "messages out of order: {firsts:?}"
+    );
+
+    let bodies = journal_bodies(&agent);
+    let malformed: Vec<_> = bodies
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Malformed(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(malformed.len(), 2);
+    assert_eq!(
+        (malformed[0].address.as_str(), malformed[0].excerpt.as_str()),
+        ("line/flow", "not-a-number")
+    );
+    assert!(
+        malformed[1]
+            .reason
+            .contains("expected a number, found a string"),
+        "{}",
+        malformed[1].reason
+    );
+    // Skipped, not stalled: the samples after the bad payloads were all committed.
+    let flows = bodies
+        .iter()
+        .filter(|b| matches!(b, RecordBody::Sample(s) if s.tag.0 == 1))
+        .count();
+    assert!(flows >= 301, "only {flows} flow samples committed");
+    agent.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_outages_mid_run_lose_no_accepted_record() {
+    let port = broker();
+    let proxy = Proxy::start(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
+    let agent = Agent::start(&agent_config(dir.path(), port, proxy.port)).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    wait_until_sample(&agent, &publisher).await;
+
+    let mut sent = 0u32;
+    for round in 0..3 {
+        for _ in 0..200 {
+            publisher.send("line/flow", format!("{sent}")).await;
+            sent += 1;
+            if sent % 20 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        // A partition first: the agent's publishes "succeed" into a link that swallows them
+        // (and their PUBACKs), then the link dies. The agent keeps committing throughout.
+        proxy.blackhole();
+        for _ in 0..100 {
+            publisher.send("line/flow", format!("{sent}")).await;
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(200 + 100 * round)).await;
+        proxy.restore();
+    }
+    wait_until("all samples committed", WAIT, || {
+        Stats::get(&agent.stats.samples_in) >= u64::from(sent)
+    })
+    .await;
+    let last = Stats::get(&agent.stats.last_seq);
+    wait_until("upstream drained after outages", WAIT, || {
+        Stats::get(&agent.stats.upstream_acked_seq) >= last
+    })
+    .await;
+    wait_until("historian has everything", WAIT, || {
+        upstream_seqs(&historian.snapshot()).0.last() >= Some(&last)
+    })
+    .await;
+    let (seqs, dups) = upstream_seqs(&historian.snapshot());
+    assert_eq!(
+        seqs[..last as usize],
+        (1..=last).collect::<Vec<_>>()[..],
+        "a hole after replay"
+    );
+    assert!(
+        Stats::get(&agent.stats.upstream_reconnects) >= 3,
+        "each cut forced a reconnect"
+    );
+    eprintln!("outage test: {last} records, {dups} duplicates dropped by seq");
+    agent.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_outage_becomes_a_gap_record() {
+    let port = broker();
+    let proxy = Proxy::start(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&agent_config(dir.path(), proxy.port, port)).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    wait_until_sample(&agent, &publisher).await;
+
+    proxy.cut();
+    wait_until("source noticed the outage", WAIT, || {
+        Stats::get(&agent.stats.source_reconnects) >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.restore();
+    wait_until("gap recorded", WAIT, || Stats::get(&agent.stats.gaps) == 1).await;
+    let before = Stats::get(&agent.stats.samples_in);
+    wait_until("data flows again", WAIT, || {
+        let _ = publisher
+            .client
+            .try_publish("line/flow", rumqttc::QoS::AtLeastOnce, false, "2.0");
+        Stats::get(&agent.stats.samples_in) > before
+    })
+    .await;
+    let bodies = journal_bodies(&agent);
+    agent.shutdown(Duration::from_secs(2)).await;
+    let gaps: Vec<_> = bodies
+        .into_iter()
+        .filter_map(|b| match b {
+            RecordBody::Gap(g) => Some(g),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps.len(), 1);
+    let g = &gaps[0];
+    assert_eq!(g.source, "plc");
+    assert!(
+        g.end.millis_since(g.start) >= 300,
+        "gap spans the outage: {g:?}"
+    );
+    assert_eq!(g.tags.len(), 2, "both tags of the source are in the gap");
+}
