@@ -205,7 +205,7 @@ async fn upstream_outages_mid_run_lose_no_accepted_record() {
         for _ in 0..200 {
             publisher.send("line/flow", format!("{sent}")).await;
             sent += 1;
-            if sent % 20 == 0 {
+            if sent.is_multiple_of(20) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }

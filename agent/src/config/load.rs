@@ -221,19 +221,14 @@ fn de<T: DeserializeOwned>(
         Ok(t) => Some(t),
         Err(e) => {
             let inner = e.path().to_string();
+            // toml appends "in `key`" lines that repeat the path: keep the first line.
             let message = e.into_inner().to_string();
-            let mut full = if inner == "." || inner.is_empty() {
+            let message = message.lines().next().unwrap_or_default().trim().to_owned();
+            let full = if inner == "." || inner.is_empty() {
                 path.to_owned()
             } else {
                 format!("{path}.{inner}")
             };
-            // Point at the misspelt key itself, not the table holding it.
-            if let Some(key) = message
-                .strip_prefix("unknown field `")
-                .and_then(|m| m.split('`').next())
-            {
-                full = format!("{full}.{key}");
-            }
             errs.push(ConfigError::new(file, full, message));
             None
         }

@@ -105,6 +105,20 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
         }
     }
     let brokers: BTreeSet<&str> = c.brokers.keys().map(String::as_str).collect();
+    // An unused broker is almost always a misspelt name; refusing it keeps typos visible.
+    let used: BTreeSet<&str> = c
+        .sources
+        .iter()
+        .map(|s| s.broker.as_str())
+        .chain(c.sinks.alerts.iter().map(|a| a.broker.as_str()))
+        .chain(c.sinks.upstream.iter().map(|u| u.broker.as_str()))
+        .collect();
+    for name in brokers.difference(&used) {
+        k.err(
+            format!("brokers.{name}"),
+            "is not used by any source or sink",
+        );
+    }
 
     let mut source_ids = BTreeSet::new();
     for (i, s) in c.sources.iter().enumerate() {

@@ -96,7 +96,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 if tty {
                     eprint!("\r{line}   ");
                     let _flushed = std::io::stderr().flush();
-                } else if started.elapsed().as_secs() % 5 == 0 {
+                } else if started.elapsed().as_secs().is_multiple_of(5) {
                     eprintln!("{line}");
                 }
                 if args.duration.is_some_and(|d| started.elapsed() >= d) {

@@ -206,7 +206,8 @@ impl MqttSource {
                             }
                         }
                         Event::Incoming(Packet::Publish(p)) => {
-                            if !s.on_publish(&p.topic, &p.payload).await {
+                            let pipeline_alive = s.on_publish(&p.topic, &p.payload).await;
+                            if !pipeline_alive {
                                 return Exit::Shutdown;
                             }
                         }
