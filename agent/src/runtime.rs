@@ -119,6 +119,7 @@ impl Agent {
                     max_batch_records: u.max_batch_records,
                     max_batch_bytes: u.max_batch_bytes,
                     max_inflight: u.max_inflight,
+                    tag_names: tags.iter().map(|(_, s)| s.name.clone()).collect(),
                 },
                 broker: c.brokers[&u.broker].clone(),
                 journal: journal.clone(),

@@ -15,9 +15,10 @@ pub use window::AckWindow;
 
 use crate::mqtt::{BrokerConfig, Link};
 use crate::Stats;
-use pdtf_models::{Journal, Record, Seq};
+use pdtf_models::{Journal, Record, RecordBody, Seq};
 use rumqttc::{Event, Outgoing, Packet, QoS};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -37,6 +38,8 @@ pub struct UpstreamSettings {
     pub max_batch_records: usize,
     pub max_batch_bytes: usize,
     pub max_inflight: usize,
+    /// Tag names by `TagId`, so each message names the tags its records refer to.
+    pub tag_names: Arc<[String]>,
 }
 
 /// The message schema on `.../records`.
@@ -45,7 +48,24 @@ pub struct RecordBatch<'a> {
     pub agent_id: &'a str,
     pub first_seq: u64,
     pub last_seq: u64,
+    /// `TagId` → name for every tag referenced in `records`: each message decodes alone.
+    pub tags: BTreeMap<u32, &'a str>,
     pub records: &'a [Record],
+}
+
+fn referenced_tags<'a>(records: &[Record], names: &'a [String]) -> BTreeMap<u32, &'a str> {
+    let mut ids = Vec::new();
+    for r in records {
+        match &r.body {
+            RecordBody::Sample(s) => ids.push(s.tag),
+            RecordBody::Alarm(a) => ids.push(a.tag),
+            RecordBody::Gap(g) => ids.extend(&g.tags),
+            _ => {}
+        }
+    }
+    ids.into_iter()
+        .filter_map(|t| names.get(t.index()).map(|n| (t.0, n.as_str())))
+        .collect()
 }
 
 enum Mode {
@@ -193,7 +213,7 @@ impl UpstreamSync {
                 );
                 return Err(format!("journal gap at seq {from}"));
             }
-            let payload = encode_batch(&s.agent_id, &mut records, s.max_batch_bytes);
+            let payload = encode_batch(&s.agent_id, &s.tag_names, &mut records, s.max_batch_bytes);
             let (first, last) = (records[0].seq.0, records[records.len() - 1].seq.0);
             link.client
                 .publish(s.topic.clone(), QoS::AtLeastOnce, false, payload)
@@ -207,12 +227,18 @@ impl UpstreamSync {
 
 /// Serialises as many leading records as fit in `max_bytes` (at least one), truncating
 /// `records` to those that were sent.
-pub fn encode_batch(agent_id: &str, records: &mut Vec<Record>, max_bytes: usize) -> Vec<u8> {
+pub fn encode_batch(
+    agent_id: &str,
+    tag_names: &[String],
+    records: &mut Vec<Record>,
+    max_bytes: usize,
+) -> Vec<u8> {
     loop {
         let batch = RecordBatch {
             agent_id,
             first_seq: records[0].seq.0,
             last_seq: records[records.len() - 1].seq.0,
+            tags: referenced_tags(records, tag_names),
             records,
         };
         let bytes = serde_json::to_vec(&batch).expect("records serialise to JSON");
