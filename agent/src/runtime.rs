@@ -13,15 +13,16 @@ use pdtf_connectors::mqtt::{MqttSource, TopicBinding, TopicMap};
 use pdtf_connectors::upstream::{UpstreamSettings, UpstreamSync};
 use pdtf_connectors::{Stats, SOURCE_CHANNEL_BATCHES};
 use pdtf_models::detect::LimitDetector;
+use pdtf_models::record::Audit;
 use pdtf_models::twin::LineTwin;
-use pdtf_models::{Journal, LimitSpec, TagId, TagSpec, TagTable};
+use pdtf_models::{Entry, Gap, Journal, LimitSpec, RecordBody, Seq, TagId, TagSpec, TagTable};
 use rumqttc::QoS;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, Instrument};
+use tracing::{info, warn, Instrument};
 
 pub fn qos(q: u8) -> QoS {
     match q {
@@ -69,6 +70,56 @@ fn tag_table(c: &Config) -> (TagTable, Vec<Option<LimitSpec>>) {
         })
         .collect();
     (TagTable::new(specs), limits)
+}
+
+/// The records that open a run: the downtime since the last record as a gap (every restart
+/// is a hole in the data), a `crash_recovery` audit when the last run did not end with
+/// `agent_stop`, then `agent_start`.
+fn startup_records(
+    journal: &dyn Journal,
+    last: u64,
+    tag_count: usize,
+    detail: String,
+) -> Result<Vec<Entry>, pdtf_models::JournalError> {
+    let now = crate::pipeline::now();
+    let audit = |event: &str, detail: String| Entry {
+        time: now,
+        body: RecordBody::Audit(Audit {
+            event: event.to_owned(),
+            detail,
+        }),
+    };
+    let mut out = Vec::new();
+    if let Some(prev) = journal.read_from(Seq(last), 1)?.pop() {
+        let clean = matches!(&prev.body, RecordBody::Audit(a) if a.event == "agent_stop");
+        let reason = if clean {
+            "agent stopped"
+        } else {
+            "agent stopped without a clean shutdown (crash, kill or power loss)"
+        };
+        out.push(Entry {
+            time: now,
+            body: RecordBody::Gap(Gap {
+                source: "agent".into(),
+                start: prev.time,
+                end: now,
+                reason: reason.into(),
+                tags: (0..tag_count as u32).map(TagId).collect(),
+            }),
+        });
+        if !clean {
+            warn!(
+                last_seq = last,
+                "Previous run ended without a clean stop; recording crash recovery."
+            );
+            out.push(audit(
+                "crash_recovery",
+                format!("previous run ended after seq {last} without agent_stop; the journal reopened intact"),
+            ));
+        }
+    }
+    out.push(audit("agent_start", detail));
+    Ok(out)
 }
 
 impl Agent {
@@ -179,10 +230,11 @@ impl Agent {
             tags.len(),
             c.sources.len()
         );
+        let startup = startup_records(journal.as_ref(), last, tags.len(), detail)?;
         let span = tracing::info_span!("pipeline", line = %c.agent.line);
         let pipeline = tokio::spawn(
             async move {
-                pipeline.audit("agent_start", detail).await;
+                pipeline.commit(startup).await;
                 pipeline.run(rx).await;
                 pipeline.audit("agent_stop", "clean shutdown".into()).await;
             }

@@ -1,22 +1,54 @@
 //! Records: everything the agent commits, and their stored binary format.
 //!
-//! Stored format of one record (format version 1):
+//! Stored format of one record (format version 2):
 //! ```text
-//! [version: u8 = 1][crc32 of payload: u32 LE][payload: bincode 2 (standard config) of Record]
+//! [version: u8 = 2][crc32: u32 LE][prev: 32 bytes][payload: bincode 2 (standard) of Record]
 //! ```
-//! A record whose version byte is unknown is an error, never a guess: a format change comes
-//! with a new version number and an explicit migration. A checksum mismatch is reported as
-//! corruption with the record's sequence number by the journal that read it.
+//! - `crc32` covers `prev` and `payload`: it catches accidental corruption of one record.
+//! - `prev` is the chain hash of the record before (all zeros before the first record, or the
+//!   purge anchor). The chain hash of a record is `SHA-256(prev || seq as u64 LE || payload)`.
+//!   Editing, removing or reordering a stored record breaks the link of the record after it,
+//!   even when the editor recomputes the CRC: that is the audit trail's tamper evidence.
+//!
+//! Version 1 (`[1][crc32 of payload][payload]`, no chain) is read only by the journal's
+//! explicit v1 → v2 migration. An unknown version is an error, never a guess.
 
 use crate::{AlarmEvent, Sample, TagId, Timestamp};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// Per-agent record sequence number. Contiguous from 1; 0 means "none yet".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Seq(pub u64);
 
 /// The current stored format version.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+
+/// A link of the audit chain: SHA-256 over the previous link, the seq and the payload.
+pub type ChainHash = [u8; 32];
+
+/// The link before the first record of a store.
+pub const GENESIS: ChainHash = [0; 32];
+
+pub fn hex(h: &ChainHash) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn chain(prev: &ChainHash, seq: u64, payload: &[u8]) -> ChainHash {
+    let mut d = Sha256::new();
+    d.update(prev);
+    d.update(seq.to_le_bytes());
+    d.update(payload);
+    d.finalize().into()
+}
+
+/// A stored record as read back: the record, the link it claims to follow, and its own link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub record: Record,
+    pub prev: ChainHash,
+    pub hash: ChainHash,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -114,7 +146,10 @@ pub enum DecodeError {
     /// Stored by a newer agent, or not a record at all: refuse, never guess.
     #[error("record format version {0} is not known to this agent (it knows {FORMAT_VERSION})")]
     UnknownVersion(u8),
-    #[error("record is {0} bytes, shorter than its 5-byte header")]
+    /// An older format: only the journal's explicit migration reads it.
+    #[error("record is in format version {0}; the store needs migration to {FORMAT_VERSION}")]
+    NeedsMigration(u8),
+    #[error("record is {0} bytes, shorter than its header")]
     Truncated(usize),
     #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
     Checksum { stored: u32, computed: u32 },
@@ -122,33 +157,82 @@ pub enum DecodeError {
     Payload(String),
 }
 
+const V2_HEADER: usize = 1 + 4 + 32;
+
+fn payload_of(r: &Record) -> Vec<u8> {
+    bincode::serde::encode_to_vec(r, bincode::config::standard())
+        .expect("records contain only serialisable plain data")
+}
+
+fn decode_payload(payload: &[u8]) -> Result<Record, DecodeError> {
+    bincode::serde::decode_from_slice(payload, bincode::config::standard())
+        .map(|(r, _)| r)
+        .map_err(|e| DecodeError::Payload(e.to_string()))
+}
+
 impl Record {
-    pub fn encode(&self) -> Vec<u8> {
-        let payload = bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .expect("records contain only serialisable plain data");
-        let mut out = Vec::with_capacity(payload.len() + 5);
+    /// Encodes in the current format after `prev`; returns the bytes and this record's link.
+    pub fn encode(&self, prev: &ChainHash) -> (Vec<u8>, ChainHash) {
+        let payload = payload_of(self);
+        let mut out = Vec::with_capacity(payload.len() + V2_HEADER);
         out.push(FORMAT_VERSION);
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(prev);
         out.extend_from_slice(&payload);
-        out
+        let crc = crc32fast::hash(&out[5..]);
+        out[1..5].copy_from_slice(&crc.to_le_bytes());
+        (out, chain(prev, self.seq.0, &payload))
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
-        if bytes.len() < 5 {
+    /// Decodes a current-format record and computes its link. Whether `prev` matches the
+    /// record before is the caller's check (it knows the record before).
+    pub fn decode(bytes: &[u8]) -> Result<Stored, DecodeError> {
+        match bytes.first() {
+            None => return Err(DecodeError::Truncated(0)),
+            Some(&FORMAT_VERSION) => {}
+            Some(&1) => return Err(DecodeError::NeedsMigration(1)),
+            Some(&v) => return Err(DecodeError::UnknownVersion(v)),
+        }
+        if bytes.len() < V2_HEADER {
             return Err(DecodeError::Truncated(bytes.len()));
         }
-        if bytes[0] != FORMAT_VERSION {
-            return Err(DecodeError::UnknownVersion(bytes[0]));
-        }
         let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        let payload = &bytes[5..];
-        let computed = crc32fast::hash(payload);
+        let computed = crc32fast::hash(&bytes[5..]);
         if stored != computed {
             return Err(DecodeError::Checksum { stored, computed });
         }
-        let (record, _) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
-            .map_err(|e| DecodeError::Payload(e.to_string()))?;
-        Ok(record)
+        let prev: ChainHash = bytes[5..V2_HEADER]
+            .try_into()
+            .expect("header length checked");
+        let payload = &bytes[V2_HEADER..];
+        let record = decode_payload(payload)?;
+        let hash = chain(&prev, record.seq.0, payload);
+        Ok(Stored { record, prev, hash })
+    }
+
+    /// Reads the version 1 format (`[1][crc32 of payload][payload]`); migration only.
+    pub fn decode_v1(bytes: &[u8]) -> Result<Record, DecodeError> {
+        if bytes.len() < 5 {
+            return Err(DecodeError::Truncated(bytes.len()));
+        }
+        if bytes[0] != 1 {
+            return Err(DecodeError::UnknownVersion(bytes[0]));
+        }
+        let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let computed = crc32fast::hash(&bytes[5..]);
+        if stored != computed {
+            return Err(DecodeError::Checksum { stored, computed });
+        }
+        decode_payload(&bytes[5..])
+    }
+
+    /// Writes the version 1 format; kept so the migration is tested against real v1 bytes.
+    pub fn encode_v1(&self) -> Vec<u8> {
+        let payload = payload_of(self);
+        let mut out = vec![1];
+        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out
     }
 }
 
@@ -202,16 +286,20 @@ mod tests {
     }
 
     #[test]
-    fn every_body_round_trips() {
+    fn every_body_round_trips_and_links_to_its_predecessor() {
+        let mut prev = GENESIS;
         for r in records() {
-            assert_eq!(Record::decode(&r.encode()).unwrap(), r);
+            let (bytes, hash) = r.encode(&prev);
+            let stored = Record::decode(&bytes).unwrap();
+            assert_eq!((stored.record, stored.prev, stored.hash), (r, prev, hash));
+            prev = hash;
         }
     }
 
     #[test]
-    fn any_flipped_payload_bit_is_caught() {
-        let enc = records()[1].encode();
-        for i in 5..enc.len() {
+    fn any_flipped_bit_is_caught() {
+        let (enc, _) = records()[1].encode(&GENESIS);
+        for i in 1..enc.len() {
             for bit in 0..8 {
                 let mut bad = enc.clone();
                 bad[i] ^= 1 << bit;
@@ -224,11 +312,28 @@ mod tests {
     }
 
     #[test]
-    fn unknown_version_and_short_input_are_refused() {
-        let mut enc = records()[0].encode();
-        enc[0] = 2;
-        assert_eq!(Record::decode(&enc), Err(DecodeError::UnknownVersion(2)));
-        assert_eq!(Record::decode(&[1, 0]), Err(DecodeError::Truncated(2)));
+    fn an_edit_with_a_recomputed_crc_changes_the_link() {
+        let r = &records()[0];
+        let (enc, hash) = r.encode(&GENESIS);
+        let mut edited = r.clone();
+        if let RecordBody::Sample(s) = &mut edited.body {
+            s.value = 99.0;
+        }
+        let (enc2, hash2) = edited.encode(&GENESIS);
+        assert_ne!(enc, enc2);
+        assert_ne!(hash, hash2, "the next record's prev no longer matches");
+    }
+
+    #[test]
+    fn versions_are_explicit() {
+        let r = &records()[0];
+        let v1 = r.encode_v1();
+        assert_eq!(Record::decode(&v1), Err(DecodeError::NeedsMigration(1)));
+        assert_eq!(&Record::decode_v1(&v1).unwrap(), r);
+        let (mut enc, _) = r.encode(&GENESIS);
+        enc[0] = 3;
+        assert_eq!(Record::decode(&enc), Err(DecodeError::UnknownVersion(3)));
+        assert_eq!(Record::decode(&[2, 0]), Err(DecodeError::Truncated(2)));
     }
 
     #[test]

@@ -2,4 +2,4 @@
 
 mod redb_store;
 
-pub use redb_store::RedbJournal;
+pub use redb_store::{verify_state_dir, RedbJournal, VerifyReport};

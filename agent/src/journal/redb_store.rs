@@ -2,34 +2,88 @@
 //!
 //! On-disk layout:
 //! - table `records`: `u64` seq → record bytes in the format of `pdtf_models::record`
-//!   (`[version][crc32][bincode]`), seqs contiguous from 1;
-//! - table `cursors`: name → `u64` seq (e.g. `upstream` = last seq the upstream broker acked).
+//!   (`[version][crc32][prev link][bincode]`), seqs contiguous from `purged_through + 1`;
+//! - table `cursors`: name → `u64` seq (e.g. `upstream` = last seq the upstream broker acked);
+//! - table `meta`: `format` (u8: the record format of every stored record), `head` (the chain
+//!   link of the last record), `anchor` (the link before the first stored record: zeros until a
+//!   purge moves it) and `purged_through` (u64 LE).
 //!
 //! Invariants: one `append` is one write transaction committed with `Durability::Immediate`,
-//! so when it returns the records are on disk (redb's commit is atomic and checksummed); the
-//! writer lock serialises appends, so seqs never interleave or skip.
+//! so when it returns the records are on disk (redb's commit is atomic and checksummed). The
+//! writer lock serialises appends: seqs never interleave or skip, and each record's `prev`
+//! is the link of the record before it. A store in an older format is migrated explicitly at
+//! open (in one transaction); a newer format is refused.
 
+use pdtf_models::record::{hex, ChainHash, GENESIS};
 use pdtf_models::{Entry, Journal, JournalError, Record, Seq};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use tracing::warn;
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+pub(super) fn storage(e: impl std::fmt::Display) -> JournalError {
+    JournalError::Storage(e.to_string())
+}
+
+fn corrupt(seq: u64, reason: impl Into<String>) -> JournalError {
+    JournalError::Corrupt {
+        seq,
+        reason: reason.into(),
+    }
+}
+
+struct Head {
+    next: u64,
+    hash: ChainHash,
+}
 
 pub struct RedbJournal {
     db: Database,
     path: PathBuf,
-    /// Next seq to assign. Held for the whole append: the single-writer lock.
-    next: Mutex<u64>,
+    /// Next seq and the last link. Held for the whole append: the single-writer lock.
+    head: Mutex<Head>,
 }
 
-fn storage(e: impl std::fmt::Display) -> JournalError {
-    JournalError::Storage(e.to_string())
+/// What `verify` found in a store whose chain is intact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub first: u64,
+    pub last: u64,
+    pub records: u64,
+    pub head: String,
+}
+
+fn meta_get(tx: &WriteTransaction, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
+    let t = tx.open_table(META).map_err(storage)?;
+    let v = t.get(key).map_err(storage)?.map(|v| v.value().to_vec());
+    Ok(v)
+}
+
+fn meta_set(tx: &WriteTransaction, key: &str, value: &[u8]) -> Result<(), JournalError> {
+    let mut t = tx.open_table(META).map_err(storage)?;
+    t.insert(key, value).map_err(storage)?;
+    Ok(())
+}
+
+fn hash_from(v: Option<Vec<u8>>) -> ChainHash {
+    v.and_then(|b| b.try_into().ok()).unwrap_or(GENESIS)
+}
+
+fn u64_from(v: Option<Vec<u8>>) -> u64 {
+    v.and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0)
 }
 
 impl RedbJournal {
-    /// Opens (or creates) `state_dir/journal.redb`.
+    /// Opens (or creates) `state_dir/journal.redb`, migrating an older format explicitly.
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
         std::fs::create_dir_all(state_dir).map_err(|e| {
             storage(format!(
@@ -38,45 +92,189 @@ impl RedbJournal {
             ))
         })?;
         let path = state_dir.join("journal.redb");
-        let db = Database::create(&path)
-            .map_err(|e| storage(format!("cannot open {}: {e}", path.display())))?;
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => storage(format!(
+                "{} is in use by another process (is the agent running?)",
+                path.display()
+            )),
+            e => storage(format!("cannot open {}: {e}", path.display())),
+        })?;
         let tx = db.begin_write().map_err(storage)?;
-        tx.open_table(RECORDS).map_err(storage)?;
+        let empty = tx
+            .open_table(RECORDS)
+            .map_err(storage)?
+            .is_empty()
+            .map_err(storage)?;
         tx.open_table(CURSORS).map_err(storage)?;
-        tx.commit().map_err(storage)?;
-        let last = {
-            let rtx = db.begin_read().map_err(storage)?;
-            let t = rtx.open_table(RECORDS).map_err(storage)?;
+        match meta_get(&tx, "format")?.as_deref() {
+            None if empty => meta_set(&tx, "format", &[pdtf_models::record::FORMAT_VERSION])?,
+            // Stores written before the meta table existed hold format 1 records.
+            None | Some([1]) => migrate_v1(&tx)?,
+            Some([pdtf_models::record::FORMAT_VERSION]) => {}
+            Some(other) => return Err(storage(format!(
+                "{} holds record format {other:?}, newer than this agent's {}; use a newer agent",
+                path.display(),
+                pdtf_models::record::FORMAT_VERSION
+            ))),
+        }
+        let head = {
+            let t = tx.open_table(RECORDS).map_err(storage)?;
             let last = t
                 .last()
                 .map_err(storage)?
-                .map(|(k, _)| k.value())
-                .unwrap_or(0);
-            last
+                .map(|(k, v)| (k.value(), v.value().to_vec()));
+            match last {
+                Some((seq, bytes)) => {
+                    let s = pdtf_models::Record::decode(&bytes)
+                        .map_err(|e| corrupt(seq, e.to_string()))?;
+                    Head {
+                        next: seq + 1,
+                        hash: s.hash,
+                    }
+                }
+                None => Head {
+                    next: u64_from(meta_get(&tx, "purged_through")?) + 1,
+                    hash: hash_from(meta_get(&tx, "anchor")?),
+                },
+            }
         };
+        tx.commit().map_err(storage)?;
         Ok(Self {
             db,
             path,
-            next: Mutex::new(last + 1),
+            head: Mutex::new(head),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Checks every stored record (see `verify_db`).
+    pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport, JournalError> {
+        verify_db(&self.db, progress)
+    }
+}
+
+/// Verifies the journal in `state_dir` without writing to it (for `pdtf-agent verify`).
+pub fn verify_state_dir(
+    state_dir: &Path,
+    progress: impl FnMut(u64),
+) -> Result<VerifyReport, JournalError> {
+    let path = state_dir.join("journal.redb");
+    if !path.is_file() {
+        return Err(storage(format!("no journal at {}", path.display())));
+    }
+    let db = redb::ReadOnlyDatabase::open(&path).map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => storage(format!(
+            "{} is in use (stop the agent first: verification needs a quiet store)",
+            path.display()
+        )),
+        e => storage(format!("cannot open {}: {e}", path.display())),
+    })?;
+    verify_db(&db, progress)
+}
+
+/// Checks every stored record: sequence continuity, checksum, decodability and the chain
+/// from the anchor to the recorded head. `progress` gets each verified seq.
+fn verify_db(
+    db: &impl ReadableDatabase,
+    mut progress: impl FnMut(u64),
+) -> Result<VerifyReport, JournalError> {
+    {
+        let rtx = db.begin_read().map_err(storage)?;
+        let meta = rtx.open_table(META).map_err(storage)?;
+        let get = |k: &str| -> Result<Option<Vec<u8>>, JournalError> {
+            Ok(meta.get(k).map_err(storage)?.map(|v| v.value().to_vec()))
+        };
+        let first = u64_from(get("purged_through")?) + 1;
+        let mut prev = hash_from(get("anchor")?);
+        let recorded_head = get("head")?;
+        let t = rtx.open_table(RECORDS).map_err(storage)?;
+        let mut expected = first;
+        for item in t.iter().map_err(storage)? {
+            let (k, v) = item.map_err(storage)?;
+            let seq = k.value();
+            if seq != expected {
+                return Err(corrupt(
+                    expected,
+                    format!("missing: the store jumps from {} to {seq}", expected - 1),
+                ));
+            }
+            let s = Record::decode(v.value()).map_err(|e| corrupt(seq, e.to_string()))?;
+            if s.record.seq.0 != seq {
+                return Err(corrupt(
+                    seq,
+                    format!("stored under {seq} but holds seq {}", s.record.seq.0),
+                ));
+            }
+            if s.prev != prev {
+                // The link stored here was made from the original of the record before.
+                let culprit = seq.saturating_sub(1).max(first);
+                return Err(corrupt(
+                    culprit,
+                    format!("content does not match the chain link stored in record {seq}: edited, replaced or removed"),
+                ));
+            }
+            prev = s.hash;
+            progress(seq);
+            expected += 1;
+        }
+        let last = expected - 1;
+        if last >= first && recorded_head.is_some_and(|h| h.as_slice() != prev) {
+            return Err(corrupt(
+                last,
+                "content does not match the recorded chain head: edited",
+            ));
+        }
+        Ok(VerifyReport {
+            first,
+            last,
+            records: expected - first,
+            head: hex(&prev),
+        })
+    }
+}
+
+/// Rewrites every format 1 record in format 2, chained from the genesis link.
+fn migrate_v1(tx: &WriteTransaction) -> Result<(), JournalError> {
+    let mut t = tx.open_table(RECORDS).map_err(storage)?;
+    let mut rows = Vec::new();
+    for item in t.iter().map_err(storage)? {
+        let (k, v) = item.map_err(storage)?;
+        rows.push((k.value(), v.value().to_vec()));
+    }
+    let mut prev = GENESIS;
+    for (seq, bytes) in &rows {
+        let r = Record::decode_v1(bytes)
+            .map_err(|e| corrupt(*seq, format!("format 1 record does not decode: {e}")))?;
+        let (enc, hash) = r.encode(&prev);
+        t.insert(*seq, enc.as_slice()).map_err(storage)?;
+        prev = hash;
+    }
+    drop(t);
+    meta_set(tx, "format", &[pdtf_models::record::FORMAT_VERSION])?;
+    if !rows.is_empty() {
+        meta_set(tx, "head", &prev)?;
+    }
+    warn!(
+        records = rows.len(),
+        "Journal migrated from record format 1 to 2 (audit chain added)."
+    );
+    Ok(())
 }
 
 impl Journal for RedbJournal {
     fn append(&self, entries: Vec<Entry>) -> Result<Vec<Record>, JournalError> {
-        let mut next = self
-            .next
+        let mut head = self
+            .head
             .lock()
             .map_err(|_| storage("journal writer lock poisoned"))?;
         let records: Vec<Record> = entries
             .into_iter()
             .enumerate()
             .map(|(i, e)| Record {
-                seq: Seq(*next + i as u64),
+                seq: Seq(head.next + i as u64),
                 time: e.time,
                 body: e.body,
             })
@@ -85,14 +283,19 @@ impl Journal for RedbJournal {
             return Ok(records);
         }
         let tx = self.db.begin_write().map_err(storage)?;
+        let mut link = head.hash;
         {
             let mut t = tx.open_table(RECORDS).map_err(storage)?;
             for r in &records {
-                t.insert(r.seq.0, r.encode().as_slice()).map_err(storage)?;
+                let (bytes, hash) = r.encode(&link);
+                t.insert(r.seq.0, bytes.as_slice()).map_err(storage)?;
+                link = hash;
             }
         }
+        meta_set(&tx, "head", &link)?;
         tx.commit().map_err(storage)?;
-        *next += records.len() as u64;
+        head.next += records.len() as u64;
+        head.hash = link;
         Ok(records)
     }
 
@@ -103,27 +306,24 @@ impl Journal for RedbJournal {
         for item in t.range(from.0..).map_err(storage)?.take(max) {
             let (k, v) = item.map_err(storage)?;
             let seq = k.value();
-            let r = Record::decode(v.value()).map_err(|e| JournalError::Corrupt {
-                seq,
-                reason: e.to_string(),
-            })?;
-            if r.seq.0 != seq {
-                return Err(JournalError::Corrupt {
+            let s = Record::decode(v.value()).map_err(|e| corrupt(seq, e.to_string()))?;
+            if s.record.seq.0 != seq {
+                return Err(corrupt(
                     seq,
-                    reason: format!("stored under key {seq} but holds seq {}", r.seq.0),
-                });
+                    format!("stored under {seq} but holds seq {}", s.record.seq.0),
+                ));
             }
-            out.push(r);
+            out.push(s.record);
         }
         Ok(out)
     }
 
     fn last_seq(&self) -> Result<Seq, JournalError> {
-        let next = self
-            .next
+        let head = self
+            .head
             .lock()
             .map_err(|_| storage("journal writer lock poisoned"))?;
-        Ok(Seq(*next - 1))
+        Ok(Seq(head.next - 1))
     }
 
     fn cursor(&self, name: &str) -> Result<Seq, JournalError> {
@@ -147,44 +347,4 @@ impl Journal for RedbJournal {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use pdtf_models::{record::Audit, RecordBody, Timestamp};
-
-    fn entries(n: usize) -> Vec<Entry> {
-        (0..n)
-            .map(|i| Entry {
-                time: Timestamp::from_unix_millis(i as i64),
-                body: RecordBody::Audit(Audit {
-                    event: "test".into(),
-                    detail: i.to_string(),
-                }),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn seqs_are_contiguous_across_reopen_and_cursors_persist() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let j = RedbJournal::open(dir.path()).unwrap();
-            assert_eq!(j.last_seq().unwrap(), Seq(0));
-            let a = j.append(entries(3)).unwrap();
-            assert_eq!(a.iter().map(|r| r.seq.0).collect::<Vec<_>>(), vec![1, 2, 3]);
-            assert!(j.append(vec![]).unwrap().is_empty());
-            j.set_cursor("upstream", Seq(2)).unwrap();
-        }
-        let j = RedbJournal::open(dir.path()).unwrap();
-        assert_eq!(j.last_seq().unwrap(), Seq(3));
-        let b = j.append(entries(2)).unwrap();
-        assert_eq!(b[0].seq, Seq(4));
-        let all = j.read_from(Seq(1), 100).unwrap();
-        assert_eq!(
-            all.iter().map(|r| r.seq.0).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4, 5]
-        );
-        assert_eq!(j.read_from(Seq(4), 1).unwrap().len(), 1);
-        assert_eq!(j.cursor("upstream").unwrap(), Seq(2));
-        assert_eq!(j.cursor("never").unwrap(), Seq(0));
-    }
-}
+mod tests;
