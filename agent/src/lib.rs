@@ -6,6 +6,8 @@
 pub mod broker;
 pub mod config;
 pub mod demo;
+pub mod health;
+pub mod housekeeping;
 pub mod journal;
 pub mod pipeline;
 pub mod runtime;

@@ -1,20 +1,28 @@
-//! The line pipeline: one task per line owns the twin and the detectors (no locks on the hot
-//! path), turns source messages into records, commits them, and only then hands them on.
+//! The line pipeline: one task per line owns the twin, the detectors and the compressors (no
+//! locks on the hot path), turns source messages into records, commits them, and only then
+//! hands them on.
 //!
 //! Group commit: after the first message it takes whatever else is already queued (up to
 //! `MAX_ENTRIES_PER_COMMIT`) into the same transaction. A failed commit is retried with
 //! backoff while the input channel fills and the sources wait: nothing is accepted, published
 //! or dropped until the commit returns.
+//!
+//! Journal over quota (`stats.store_full`), policy `stop_samples`: samples still update the twin
+//! and detectors, but are not recorded; entering and leaving the state are audit records, the
+//! `journal_full` system alarm is raised, and the hole becomes a gap record with the count of
+//! samples not recorded. Policy `block`: no message is taken until space is freed.
 
+use crate::config::FullPolicy;
 use pdtf_connectors::{alert::AlertBoard, SourceMsg, Stats};
+use pdtf_models::compress::TagCompressor;
 use pdtf_models::detect::{Detector, LimitDetector};
 use pdtf_models::record::Audit;
 use pdtf_models::twin::LineTwin;
-use pdtf_models::{Entry, Journal, Record, RecordBody, Timestamp};
+use pdtf_models::{Entry, Gap, Journal, Record, RecordBody, Sample, Seq, TagId, Timestamp};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
-use tracing::error;
+use tracing::{error, info};
 
 pub const MAX_ENTRIES_PER_COMMIT: usize = 4_096;
 
@@ -22,42 +30,177 @@ pub fn now() -> Timestamp {
     Timestamp::from_system(SystemTime::now())
 }
 
+fn audit(event: &str, detail: String) -> Entry {
+    Entry {
+        time: now(),
+        body: RecordBody::Audit(Audit {
+            event: event.to_owned(),
+            detail,
+        }),
+    }
+}
+
+/// Samples not recorded while the journal was full.
+struct Refusal {
+    since: Timestamp,
+    samples: u64,
+}
+
 pub struct LinePipeline {
     pub twin: LineTwin,
     pub limits: LimitDetector,
+    pub compressors: Vec<TagCompressor>,
     pub journal: Arc<dyn Journal>,
     pub board: Option<Arc<AlertBoard>>,
     pub committed: watch::Sender<u64>,
     pub stats: Arc<Stats>,
+    pub full_policy: FullPolicy,
+    refusal: Option<Refusal>,
 }
 
 impl LinePipeline {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        twin: LineTwin,
+        limits: LimitDetector,
+        compressors: Vec<TagCompressor>,
+        journal: Arc<dyn Journal>,
+        board: Option<Arc<AlertBoard>>,
+        committed: watch::Sender<u64>,
+        stats: Arc<Stats>,
+        full_policy: FullPolicy,
+    ) -> Self {
+        Self {
+            twin,
+            limits,
+            compressors,
+            journal,
+            board,
+            committed,
+            stats,
+            full_policy,
+            refusal: None,
+        }
+    }
+
     /// Runs until every sender is gone (the sources stopped), committing what they sent.
     pub async fn run(&mut self, mut rx: mpsc::Receiver<SourceMsg>) {
-        let mut bodies = Vec::new();
-        while let Some(first) = rx.recv().await {
+        let mut scratch = Vec::new();
+        loop {
+            if self.full_policy == FullPolicy::Block {
+                while Stats::flag(&self.stats.store_full) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+            let Some(first) = rx.recv().await else { break };
             let mut entries = Vec::new();
-            self.apply(first, &mut entries, &mut bodies);
+            self.track_full(&mut entries);
+            self.apply(first, &mut entries, &mut scratch).await;
             while entries.len() < MAX_ENTRIES_PER_COMMIT {
                 match rx.try_recv() {
-                    Ok(m) => self.apply(m, &mut entries, &mut bodies),
+                    Ok(m) => self.apply(m, &mut entries, &mut scratch).await,
                     Err(_) => break,
                 }
             }
             self.commit(entries).await;
         }
+        // Held samples of compressed tags belong to the record before the agent stops.
+        let mut out = Vec::new();
+        for c in &mut self.compressors {
+            c.flush(&mut out);
+        }
+        let entries = out
+            .into_iter()
+            .map(|s| Entry {
+                time: s.agent_time,
+                body: RecordBody::Sample(s),
+            })
+            .collect();
+        self.commit(entries).await;
     }
 
-    fn apply(&mut self, msg: SourceMsg, out: &mut Vec<Entry>, scratch: &mut Vec<RecordBody>) {
+    /// Records entering and leaving the over-quota state.
+    fn track_full(&mut self, out: &mut Vec<Entry>) {
+        let full =
+            Stats::flag(&self.stats.store_full) && self.full_policy == FullPolicy::StopSamples;
+        match (&self.refusal, full) {
+            (None, true) => {
+                let t = now();
+                error!("Journal over quota: samples are no longer recorded (alarms and audit entries still are). Free space or raise journal.max_size_bytes.");
+                out.push(audit(
+                    "storage_full",
+                    "journal over max_size_bytes; policy stop_samples".into(),
+                ));
+                if let Some(b) = &self.board {
+                    b.set_system(
+                        "journal_full",
+                        true,
+                        "journal over quota: samples are not being recorded",
+                        t,
+                    );
+                }
+                self.refusal = Some(Refusal {
+                    since: t,
+                    samples: 0,
+                });
+            }
+            (Some(r), false) => {
+                let t = now();
+                info!(
+                    samples_not_recorded = r.samples,
+                    "Journal back under quota; recording samples again."
+                );
+                out.push(Entry {
+                    time: t,
+                    body: RecordBody::Gap(Gap {
+                        source: "journal".into(),
+                        start: r.since,
+                        end: t,
+                        reason: format!("journal over quota: {} samples not recorded", r.samples),
+                        tags: (0..self.compressors.len() as u32).map(TagId).collect(),
+                    }),
+                });
+                out.push(audit(
+                    "storage_ok",
+                    format!(
+                        "journal under quota again; {} samples were not recorded",
+                        r.samples
+                    ),
+                ));
+                if let Some(b) = &self.board {
+                    b.set_system("journal_full", false, "journal under quota", t);
+                }
+                self.refusal = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn record_samples(&mut self, kept: &mut Vec<Sample>, out: &mut Vec<Entry>) {
+        if let Some(r) = &mut self.refusal {
+            r.samples += kept.len() as u64;
+            Stats::add(&self.stats.samples_refused, kept.len() as u64);
+            kept.clear();
+            return;
+        }
+        out.extend(kept.drain(..).map(|s| Entry {
+            time: s.agent_time,
+            body: RecordBody::Sample(s),
+        }));
+    }
+
+    async fn apply(&mut self, msg: SourceMsg, out: &mut Vec<Entry>, scratch: &mut Vec<RecordBody>) {
+        let mut kept = Vec::new();
         match msg {
             SourceMsg::Samples(samples) => {
                 for s in samples {
                     self.twin.update(&s);
                     self.limits.on_sample(&s, &self.twin, scratch);
-                    out.push(Entry {
-                        time: s.agent_time,
-                        body: RecordBody::Sample(s),
-                    });
+                    match self.compressors.get_mut(s.tag.index()) {
+                        Some(c) => c.push(s, &mut kept),
+                        None => kept.push(s),
+                    }
+                    self.record_samples(&mut kept, out);
                     out.extend(scratch.drain(..).map(|body| Entry {
                         time: s.agent_time,
                         body,
@@ -68,7 +211,15 @@ impl LinePipeline {
                 time: now(),
                 body: RecordBody::Malformed(m),
             }),
-            SourceMsg::LinkDown { tags, at, .. } => self.twin.mark_bad(&tags, at),
+            SourceMsg::LinkDown { tags, at, .. } => {
+                for t in &tags {
+                    if let Some(c) = self.compressors.get_mut(t.index()) {
+                        c.flush(&mut kept);
+                    }
+                }
+                self.record_samples(&mut kept, out);
+                self.twin.mark_bad(&tags, at);
+            }
             SourceMsg::Gap(g) => out.push(Entry {
                 time: g.end,
                 body: RecordBody::Gap(g),
@@ -84,6 +235,38 @@ impl LinePipeline {
                     body: RecordBody::Batch(b),
                 });
             }
+            SourceMsg::Purge {
+                through,
+                records,
+                oldest,
+            } => {
+                // Everything gathered so far goes first: the purge commits on its own.
+                let pending = std::mem::take(out);
+                self.commit(pending).await;
+                self.purge(through, records, oldest).await;
+            }
+        }
+    }
+
+    async fn purge(&mut self, through: Seq, records: u64, oldest: Timestamp) {
+        let detail = format!(
+            "purged seq ..={} ({records} records, oldest from {}): acknowledged upstream and past retention",
+            through.0,
+            pdtf_connectors::alert::rfc3339(oldest)
+        );
+        let j = self.journal.clone();
+        let entry = audit("purge", detail);
+        match tokio::task::spawn_blocking(move || j.purge_through(through, entry)).await {
+            Ok(Ok(recs)) => {
+                Stats::add(&self.stats.records_purged, records);
+                info!(
+                    through = through.0,
+                    records, "Purged acknowledged records past retention."
+                );
+                self.accepted(&recs);
+            }
+            Ok(Err(e)) => error!(error = %e, "Purge failed; records are kept."),
+            Err(e) => error!(error = %e, "Purge task failed; records are kept."),
         }
     }
 
@@ -96,8 +279,12 @@ impl LinePipeline {
         let records = loop {
             let j = self.journal.clone();
             let batch = entries.clone();
+            let started = Instant::now();
             match tokio::task::spawn_blocking(move || j.append(batch)).await {
-                Ok(Ok(records)) => break records,
+                Ok(Ok(records)) => {
+                    self.stats.observe_commit(started.elapsed());
+                    break records;
+                }
                 Ok(Err(e)) => {
                     Stats::add(&self.stats.commit_errors, 1);
                     error!(error = %e, records = entries.len(), retry_in_ms = delay.as_millis() as u64, "Journal commit failed; sources are held back until it succeeds.");
@@ -107,7 +294,12 @@ impl LinePipeline {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         };
-        for r in &records {
+        self.accepted(&records);
+        records
+    }
+
+    fn accepted(&mut self, records: &[Record]) {
+        for r in records {
             if let RecordBody::Alarm(a) = &r.body {
                 if a.is_raise() {
                     Stats::add(&self.stats.alarms_raised, 1);
@@ -117,19 +309,16 @@ impl LinePipeline {
                 }
             }
         }
-        let last = records.last().map_or(0, |r| r.seq.0);
+        let Some(last) = records.last().map(|r| r.seq.0) else {
+            return;
+        };
         Stats::add(&self.stats.records_committed, records.len() as u64);
         Stats::set(&self.stats.last_seq, last);
         Stats::set(&self.stats.alarms_active, self.limits.active_count() as u64);
         self.committed.send_replace(last);
-        records
     }
 
     pub async fn audit(&mut self, event: &str, detail: String) {
-        let body = RecordBody::Audit(Audit {
-            event: event.to_owned(),
-            detail,
-        });
-        self.commit(vec![Entry { time: now(), body }]).await;
+        self.commit(vec![audit(event, detail)]).await;
     }
 }

@@ -5,13 +5,15 @@
 //! pipeline commits everything they sent and writes the `agent_stop` audit record, the
 //! upstream sync gets a bounded grace period to deliver it, then the sinks stop.
 
-use crate::config::{Config, SourceKind};
+use crate::config::{CompressionModeConfig, Config, SourceKind};
+use crate::housekeeping::Housekeeping;
 use crate::journal::RedbJournal;
 use crate::pipeline::LinePipeline;
 use pdtf_connectors::alert::{AlertBoard, AlertPublisher};
 use pdtf_connectors::mqtt::{MqttSource, TopicBinding, TopicMap};
 use pdtf_connectors::upstream::{UpstreamSettings, UpstreamSync};
 use pdtf_connectors::{Stats, SOURCE_CHANNEL_BATCHES};
+use pdtf_models::compress::{CompressionMode, CompressionSpec, TagCompressor};
 use pdtf_models::detect::LimitDetector;
 use pdtf_models::record::Audit;
 use pdtf_models::twin::LineTwin;
@@ -37,6 +39,8 @@ pub struct Agent {
     pub stats: Arc<Stats>,
     pub board: Option<Arc<AlertBoard>>,
     pub tags: TagTable,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, when configured.
+    pub health_addr: Option<std::net::SocketAddr>,
     sources_stop: CancellationToken,
     sinks_stop: CancellationToken,
     sources: Vec<JoinHandle<()>>,
@@ -138,6 +142,7 @@ impl Agent {
         let sources_stop = CancellationToken::new();
         let sinks_stop = CancellationToken::new();
         let prefix = c.topic_prefix();
+        let mut health_addr = None;
 
         let board = c.sinks.alerts.as_ref().map(|_| {
             let names = tags
@@ -213,16 +218,79 @@ impl Agent {
                     .instrument(span),
             ));
         }
-        drop(tx);
 
-        let mut pipeline = LinePipeline {
-            twin: LineTwin::new(tags.len()),
-            limits: LimitDetector::new(limits),
+        let compressors = c
+            .tags
+            .iter()
+            .map(|t| {
+                TagCompressor::new(t.compression.map(|z| CompressionSpec {
+                    mode: match z.mode {
+                        CompressionModeConfig::Deadband => CompressionMode::Deadband,
+                        CompressionModeConfig::SwingingDoor => CompressionMode::SwingingDoor,
+                    },
+                    error: z.error,
+                    max_interval_ms: z.max_interval_ms,
+                }))
+            })
+            .collect();
+        let mut pipeline = LinePipeline::new(
+            LineTwin::new(tags.len()),
+            LimitDetector::new(limits),
+            compressors,
+            journal.clone(),
+            board.clone(),
+            committed_tx,
+            stats.clone(),
+            c.journal.full_policy,
+        );
+        let housekeeping = Housekeeping {
+            config: c.journal.clone(),
             journal: journal.clone(),
-            board: board.clone(),
-            committed: committed_tx,
             stats: stats.clone(),
+            out: tx.clone(),
         };
+        sources.push(tokio::spawn(
+            housekeeping
+                .run(sources_stop.clone())
+                .instrument(tracing::info_span!("housekeeping")),
+        ));
+        drop(tx);
+        if let Some(h) = &c.health {
+            let listener = std::net::TcpListener::bind(&h.listen)
+                .and_then(|l| l.set_nonblocking(true).map(|_| l))
+                .and_then(tokio::net::TcpListener::from_std)
+                .map_err(|e| {
+                    pdtf_models::JournalError::Storage(format!("health.listen {}: {e}", h.listen))
+                })?;
+            info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Health endpoints up: /healthz /readyz /metrics.");
+            health_addr = listener.local_addr().ok();
+            sinks.push(tokio::spawn(crate::health::serve(
+                listener,
+                stats.clone(),
+                sinks_stop.clone(),
+            )));
+        }
+        // Full verification of the store before reporting ready (progress in the log).
+        let (j, st) = (journal.clone(), stats.clone());
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match j.verify(|_| {}) {
+                Ok(r) => {
+                    info!(
+                        records = r.records,
+                        first = r.first,
+                        last = r.last,
+                        secs = started.elapsed().as_secs_f64(),
+                        "Journal verified: contiguous, checksums and audit chain intact."
+                    );
+                    Stats::set_flag(&st.store_verified, true);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Journal verification failed: recording continues, the agent reports not-ready. Run `pdtf-agent verify` and keep the store for investigation.");
+                    st.problem("journal", Some(e.to_string()));
+                }
+            }
+        });
         let detail = format!(
             "version={} config={} tags={} sources={}",
             env!("CARGO_PKG_VERSION"),
@@ -246,6 +314,7 @@ impl Agent {
             stats,
             board,
             tags,
+            health_addr,
             sources_stop,
             sinks_stop,
             sources,

@@ -106,6 +106,27 @@ impl AlertBoard {
         .into_bytes()
     }
 
+    /// A condition of the agent itself (e.g. `journal_full`), retained on
+    /// `.../alarms/_agent/{name}` with critical severity while active.
+    pub fn set_system(&self, name: &str, active: bool, detail: &str, time: Timestamp) {
+        let topic = format!("{}/alarms/_agent/{name}", self.prefix);
+        let payload = json!({
+            "agent_id": self.agent_id,
+            "tag": format!("_agent/{name}"),
+            "state": if active { "active" } else { "inactive" },
+            "severity": if active { 1000 } else { 0 },
+            "time": rfc3339(time),
+            "detail": detail,
+        })
+        .to_string()
+        .into_bytes();
+        let mut b = self.inner.lock().expect("alert board lock poisoned");
+        b.entries.insert(topic.clone(), payload);
+        b.dirty.insert(topic);
+        drop(b);
+        self.changed.notify_one();
+    }
+
     fn take_dirty(&self) -> Vec<(String, Vec<u8>)> {
         let mut b = self.inner.lock().expect("alert board lock poisoned");
         let dirty = std::mem::take(&mut b.dirty);

@@ -33,4 +33,16 @@ pub trait Journal: Send + Sync {
     fn cursor(&self, name: &str) -> Result<Seq, JournalError>;
 
     fn set_cursor(&self, name: &str, seq: Seq) -> Result<(), JournalError>;
+
+    /// Removes every record with `seq <= through` and, in the same transaction, appends
+    /// `audit` (which says what was purged); returns the audit record. Refuses to purge past
+    /// the `upstream` cursor: only acknowledged records may go. The chain stays verifiable:
+    /// the link of the last purged record becomes the anchor.
+    fn purge_through(&self, through: Seq, audit: Entry) -> Result<Vec<Record>, JournalError>;
+
+    /// Lowest stored seq (`last_seq + 1` when empty).
+    fn first_seq(&self) -> Result<Seq, JournalError>;
+
+    /// Bytes of record data held (what the quota measures).
+    fn stored_bytes(&self) -> Result<u64, JournalError>;
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
-const AGENT_KEYS: &[&str] = &["agent", "include", "brokers", "sources", "sinks", "tags"];
+const AGENT_KEYS: &[&str] = &[
+    "agent", "include", "brokers", "sources", "sinks", "journal", "health", "tags",
+];
 const TAGMAP_KEYS: &[&str] = &["tags"];
 
 /// Loads and validates. `Err` holds every problem found, in file order.
@@ -60,6 +62,13 @@ pub fn load_str(
         .and_then(|v| de(v, &file, "sinks", &mut errs))
         .unwrap_or_default();
 
+    let journal = table
+        .remove("journal")
+        .and_then(|v| de(v, &file, "journal", &mut errs))
+        .unwrap_or_default();
+    let health = table
+        .remove("health")
+        .and_then(|v| de(v, &file, "health", &mut errs));
     let mut tags = Vec::new();
     let mut tag_origins = Vec::new();
     if let Some(v) = table.remove("tags") {
@@ -98,6 +107,8 @@ pub fn load_str(
         brokers,
         sources,
         sinks,
+        journal,
+        health,
         tags,
         tag_origins,
         file,

@@ -71,6 +71,84 @@ const fn default_max_batch_bytes() -> usize {
 const fn default_max_inflight() -> usize {
     16
 }
+const fn default_retention_hours() -> u64 {
+    168
+}
+const fn default_max_size_bytes() -> u64 {
+    2 * 1024 * 1024 * 1024
+}
+const fn default_housekeeping_interval_s() -> u64 {
+    10
+}
+const fn default_max_interval_ms() -> u64 {
+    60_000
+}
+
+/// What the agent does while the journal is over `max_size_bytes`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    /// Stop recording samples (counted, and the hole becomes a gap record); alarms, gaps and
+    /// audit entries still get in. The twin and detectors keep running.
+    #[default]
+    StopSamples,
+    /// Stop reading sources altogether: back-pressure reaches the brokers (a broker session
+    /// with QoS 1 then holds the data). Nothing at all is recorded until space is freed.
+    Block,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Acknowledged records older than this are purged (0 = as soon as acknowledged).
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+    /// Quota on stored record data. Over it: the `journal_full` critical alarm, not-ready,
+    /// and `full_policy`. Records are never overwritten.
+    #[serde(default = "default_max_size_bytes")]
+    pub max_size_bytes: u64,
+    #[serde(default)]
+    pub full_policy: FullPolicy,
+    #[serde(default = "default_housekeeping_interval_s")]
+    pub housekeeping_interval_s: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            retention_hours: default_retention_hours(),
+            max_size_bytes: default_max_size_bytes(),
+            full_policy: FullPolicy::default(),
+            housekeeping_interval_s: default_housekeeping_interval_s(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Loopback address for `/healthz`, `/readyz`, `/metrics`, e.g. "127.0.0.1:9464".
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CompressionModeConfig {
+    Deadband,
+    SwingingDoor,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    pub mode: CompressionModeConfig,
+    /// Error bound in the tag's unit: deadband (hold-last reconstruction) or swinging-door
+    /// (linear reconstruction) keeps every dropped sample within it.
+    pub error: f64,
+    /// At least one sample is recorded per this interval.
+    #[serde(default = "default_max_interval_ms")]
+    pub max_interval_ms: u64,
+}
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -116,9 +194,18 @@ pub struct AlertSinkConfig {
     pub qos: u8,
 }
 
+const fn default_backlog_threshold_records() -> u64 {
+    10_000
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
+    /// While more than `backlog_threshold_records` wait, the sync is *backlogged* and sends
+    /// at most this many records per second (absent: as fast as the broker acknowledges).
+    pub max_drain_records_per_s: Option<u64>,
+    #[serde(default = "default_backlog_threshold_records")]
+    pub backlog_threshold_records: u64,
     pub broker: String,
     /// Defaults to `pdtf/{site}/{area}/{line}/records`.
     pub topic: Option<String>,
@@ -168,6 +255,8 @@ pub struct TagConfig {
     pub time_pointer: Option<String>,
     pub quality_pointer: Option<String>,
     pub limits: Option<LimitsConfig>,
+    /// Thins the *recorded* samples (detectors still see all of them).
+    pub compression: Option<CompressionConfig>,
 }
 
 /// Where a tag was defined, for error messages.
@@ -183,6 +272,8 @@ pub struct Config {
     pub brokers: BTreeMap<String, BrokerConfig>,
     pub sources: Vec<SourceConfig>,
     pub sinks: SinksConfig,
+    pub journal: JournalConfig,
+    pub health: Option<HealthConfig>,
     pub tags: Vec<TagConfig>,
     pub tag_origins: Vec<Origin>,
     /// The agent file itself.

@@ -182,6 +182,32 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
         }
     }
 
+    let j = &c.journal;
+    if j.max_size_bytes < 1024 * 1024 {
+        k.err("journal.max_size_bytes", "must be >= 1048576 (1 MiB)");
+    }
+    if j.housekeeping_interval_s == 0 {
+        k.err("journal.housekeeping_interval_s", "must be >= 1");
+    }
+    if let Some(h) = &c.health {
+        match h.listen.parse::<std::net::SocketAddr>() {
+            Err(e) => k.err("health.listen", format!("{:?} is not an address:port ({e})", h.listen)),
+            Ok(a) if !a.ip().is_loopback() => k.err(
+                "health.listen",
+                "must be a loopback address: the endpoints are unauthenticated (put a proxy in front to expose them)",
+            ),
+            Ok(_) => {}
+        }
+    }
+    if let Some(u) = &c.sinks.upstream {
+        if u.max_drain_records_per_s == Some(0) {
+            k.err(
+                "sinks.upstream.max_drain_records_per_s",
+                "must be >= 1 (omit it for no limit)",
+            );
+        }
+    }
+
     check_tags(c, &mut k.errs);
     k.errs
 }
@@ -243,6 +269,17 @@ fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
                 format!("{p}.value_pointer"),
                 "is required when time_pointer or quality_pointer is set (the payload is JSON)",
             );
+        }
+        if let Some(z) = &t.compression {
+            if !(z.error.is_finite() && z.error >= 0.0) {
+                k.err(
+                    format!("{p}.compression.error"),
+                    "must be a finite number >= 0",
+                );
+            }
+            if z.max_interval_ms == 0 {
+                k.err(format!("{p}.compression.max_interval_ms"), "must be >= 1");
+            }
         }
         if let Some(l) = &t.limits {
             let set: Vec<(&str, f64)> = [

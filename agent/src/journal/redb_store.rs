@@ -28,6 +28,9 @@ const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
+/// The upstream sync's cursor; purges never pass it.
+use pdtf_connectors::upstream::CURSOR as UPSTREAM_CURSOR;
+
 pub(super) fn storage(e: impl std::fmt::Display) -> JournalError {
     JournalError::Storage(e.to_string())
 }
@@ -111,11 +114,13 @@ impl RedbJournal {
             // Stores written before the meta table existed hold format 1 records.
             None | Some([1]) => migrate_v1(&tx)?,
             Some([pdtf_models::record::FORMAT_VERSION]) => {}
-            Some(other) => return Err(storage(format!(
+            Some(other) => {
+                return Err(storage(format!(
                 "{} holds record format {other:?}, newer than this agent's {}; use a newer agent",
                 path.display(),
                 pdtf_models::record::FORMAT_VERSION
-            ))),
+            )))
+            }
         }
         let head = {
             let t = tx.open_table(RECORDS).map_err(storage)?;
@@ -264,12 +269,13 @@ fn migrate_v1(tx: &WriteTransaction) -> Result<(), JournalError> {
     Ok(())
 }
 
-impl Journal for RedbJournal {
-    fn append(&self, entries: Vec<Entry>) -> Result<Vec<Record>, JournalError> {
-        let mut head = self
-            .head
-            .lock()
-            .map_err(|_| storage("journal writer lock poisoned"))?;
+impl RedbJournal {
+    /// Appends within an open transaction; the caller commits, then advances `head`.
+    fn append_in(
+        tx: &WriteTransaction,
+        head: &Head,
+        entries: Vec<Entry>,
+    ) -> Result<(Vec<Record>, ChainHash), JournalError> {
         let records: Vec<Record> = entries
             .into_iter()
             .enumerate()
@@ -279,10 +285,6 @@ impl Journal for RedbJournal {
                 body: e.body,
             })
             .collect();
-        if records.is_empty() {
-            return Ok(records);
-        }
-        let tx = self.db.begin_write().map_err(storage)?;
         let mut link = head.hash;
         {
             let mut t = tx.open_table(RECORDS).map_err(storage)?;
@@ -292,11 +294,91 @@ impl Journal for RedbJournal {
                 link = hash;
             }
         }
-        meta_set(&tx, "head", &link)?;
+        meta_set(tx, "head", &link)?;
+        Ok((records, link))
+    }
+
+    fn lock_head(&self) -> Result<std::sync::MutexGuard<'_, Head>, JournalError> {
+        self.head
+            .lock()
+            .map_err(|_| storage("journal writer lock poisoned"))
+    }
+}
+
+impl Journal for RedbJournal {
+    fn append(&self, entries: Vec<Entry>) -> Result<Vec<Record>, JournalError> {
+        let mut head = self.lock_head()?;
+        if entries.is_empty() {
+            return Ok(vec![]);
+        }
+        let tx = self.db.begin_write().map_err(storage)?;
+        let (records, link) = Self::append_in(&tx, &head, entries)?;
         tx.commit().map_err(storage)?;
         head.next += records.len() as u64;
         head.hash = link;
         Ok(records)
+    }
+
+    fn purge_through(&self, through: Seq, audit: Entry) -> Result<Vec<Record>, JournalError> {
+        let mut head = self.lock_head()?;
+        let tx = self.db.begin_write().map_err(storage)?;
+        let acked = {
+            let t = tx.open_table(CURSORS).map_err(storage)?;
+            let v = t
+                .get(UPSTREAM_CURSOR)
+                .map_err(storage)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            v
+        };
+        if through.0 > acked {
+            return Err(storage(format!(
+                "refusing to purge through seq {} past the upstream acknowledgement ({acked})",
+                through.0
+            )));
+        }
+        let anchor = {
+            let mut t = tx.open_table(RECORDS).map_err(storage)?;
+            let last = t
+                .get(through.0)
+                .map_err(storage)?
+                .map(|v| v.value().to_vec());
+            let Some(bytes) = last else {
+                return Err(storage(format!(
+                    "seq {} is not stored; nothing purged",
+                    through.0
+                )));
+            };
+            let anchor = Record::decode(&bytes)
+                .map_err(|e| corrupt(through.0, e.to_string()))?
+                .hash;
+            t.retain_in(..=through.0, |_, _| false).map_err(storage)?;
+            anchor
+        };
+        meta_set(&tx, "anchor", &anchor)?;
+        meta_set(&tx, "purged_through", &through.0.to_le_bytes())?;
+        let (records, link) = Self::append_in(&tx, &head, vec![audit])?;
+        tx.commit().map_err(storage)?;
+        head.next += records.len() as u64;
+        head.hash = link;
+        Ok(records)
+    }
+
+    fn first_seq(&self) -> Result<Seq, JournalError> {
+        let rtx = self.db.begin_read().map_err(storage)?;
+        let t = rtx.open_table(RECORDS).map_err(storage)?;
+        let first = t.first().map_err(storage)?.map(|(k, _)| k.value());
+        match first {
+            Some(f) => Ok(Seq(f)),
+            None => Ok(Seq(self.last_seq()?.0 + 1)),
+        }
+    }
+
+    fn stored_bytes(&self) -> Result<u64, JournalError> {
+        let tx = self.db.begin_write().map_err(storage)?;
+        let stats = tx.stats().map_err(storage)?;
+        tx.abort().map_err(storage)?;
+        Ok(stats.stored_bytes())
     }
 
     fn read_from(&self, from: Seq, max: usize) -> Result<Vec<Record>, JournalError> {

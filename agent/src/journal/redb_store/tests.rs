@@ -174,3 +174,34 @@ fn a_format_1_store_is_migrated_explicitly_and_a_newer_one_refused() {
         .expect("newer format refused");
     assert!(err.to_string().contains("newer than this agent"), "{err}");
 }
+
+#[test]
+fn purge_keeps_the_chain_verifiable_and_never_passes_the_upstream_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = RedbJournal::open(dir.path()).unwrap();
+    j.append(entries(10)).unwrap();
+    j.set_cursor(UPSTREAM_CURSOR, Seq(6)).unwrap();
+    let audit = || entries(1).pop().unwrap();
+    let err = j.purge_through(Seq(7), audit()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("past the upstream acknowledgement"),
+        "{err}"
+    );
+    let a = j.purge_through(Seq(4), audit()).unwrap();
+    assert_eq!(
+        a[0].seq,
+        Seq(11),
+        "the purge's audit record continues the sequence"
+    );
+    assert_eq!(j.first_seq().unwrap(), Seq(5));
+    assert_eq!(j.read_from(Seq(1), 100).unwrap()[0].seq, Seq(5));
+    let r = j.verify(|_| {}).unwrap();
+    assert_eq!((r.first, r.last, r.records), (5, 11, 7));
+    assert!(j.stored_bytes().unwrap() > 0);
+    drop(j);
+    let j = RedbJournal::open(dir.path()).unwrap();
+    assert_eq!(j.verify(|_| {}).unwrap().first, 5, "anchor survives reopen");
+    j.append(entries(1)).unwrap();
+    assert_eq!(j.verify(|_| {}).unwrap().last, 12);
+}

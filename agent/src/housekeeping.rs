@@ -1,0 +1,109 @@
+//! Housekeeping: measures the journal against its quota and decides purges.
+//!
+//! Every `housekeeping_interval_s`: the stored record bytes set `stats.store_full` (cleared
+//! again below 95 % of the quota, so the state does not flap), and the oldest records that are
+//! both acknowledged upstream and older than `retention_hours` are handed to the pipeline as
+//! a purge (at most `PURGE_CHUNK` per round; the pipeline is the journal's only writer).
+//! Nothing is purged that upstream has not acknowledged.
+
+use crate::config::JournalConfig;
+use crate::pipeline::now;
+use pdtf_connectors::{SourceMsg, Stats};
+use pdtf_models::{Journal, JournalError, Seq, Timestamp};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+
+pub const PURGE_CHUNK: usize = 10_000;
+
+pub struct Housekeeping {
+    pub config: JournalConfig,
+    pub journal: Arc<dyn Journal>,
+    pub stats: Arc<Stats>,
+    pub out: mpsc::Sender<SourceMsg>,
+}
+
+/// The purge to do now, if any: the longest run from the first stored record that is
+/// acknowledged (`<= acked`) and older than `cutoff`, at most `PURGE_CHUNK` long.
+pub fn plan_purge(
+    journal: &dyn Journal,
+    acked: u64,
+    cutoff: Timestamp,
+) -> Result<Option<SourceMsg>, JournalError> {
+    let first = journal.first_seq()?.0;
+    if first > acked {
+        return Ok(None);
+    }
+    let max = usize::try_from(acked - first + 1)
+        .unwrap_or(usize::MAX)
+        .min(PURGE_CHUNK);
+    let records = journal.read_from(Seq(first), max)?;
+    let oldest = records.first().map(|r| r.time);
+    let through = records
+        .iter()
+        .take_while(|r| r.time < cutoff && r.seq.0 <= acked)
+        .last()
+        .map(|r| r.seq.0);
+    Ok(match (through, oldest) {
+        (Some(t), Some(oldest)) => Some(SourceMsg::Purge {
+            through: Seq(t),
+            records: t - first + 1,
+            oldest,
+        }),
+        _ => None,
+    })
+}
+
+impl Housekeeping {
+    pub async fn run(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(
+            self.config.housekeeping_interval_s.max(1),
+        ));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.round().await {
+                error!(error = %e, "Housekeeping failed; retrying next round.");
+            }
+        }
+    }
+
+    async fn round(&self) -> Result<(), String> {
+        let j = self.journal.clone();
+        let acked = Stats::get(&self.stats.upstream_acked_seq);
+        let retention = Duration::from_secs(self.config.retention_hours * 3600);
+        let cutoff = Timestamp::from_unix_nanos(
+            now().as_nanos() - i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX),
+        );
+        let (bytes, purge) = tokio::task::spawn_blocking(move || -> Result<_, JournalError> {
+            Ok((j.stored_bytes()?, plan_purge(j.as_ref(), acked, cutoff)?))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        Stats::set(&self.stats.journal_bytes, bytes);
+        let quota = self.config.max_size_bytes;
+        let was_full = Stats::flag(&self.stats.store_full);
+        let full = if was_full {
+            bytes * 100 >= quota * 95
+        } else {
+            bytes > quota
+        };
+        if full != was_full {
+            if full {
+                warn!(bytes, quota, "Journal reached its quota.");
+            }
+            Stats::set_flag(&self.stats.store_full, full);
+        }
+        if let Some(p) = purge {
+            if self.out.send(p).await.is_err() {
+                return Ok(()); // the pipeline is stopping
+            }
+        }
+        Ok(())
+    }
+}
