@@ -221,7 +221,8 @@ impl Drop for Publisher {
     }
 }
 
-/// Tag map used by the tests: `temp` (JSON, limits hi 80 / hihi 90) and `flow` (bare number).
+/// Tag map used by the tests: `temp` (JSON, limits hi 80 / hihi 90) and `flow` (bare number,
+/// last, so keys can be appended to it).
 pub const TEST_TAGS: &str = r#"
 [[tags]]
 name = "temp"
@@ -241,6 +242,18 @@ topic = "line/flow"
 
 /// One line: source on `source_port`, alerts and upstream on `sink_port`.
 pub fn agent_config(state_dir: &Path, source_port: u16, sink_port: u16) -> Config {
+    agent_config_with(state_dir, source_port, sink_port, "", "")
+}
+
+/// As `agent_config`, with `sections` (TOML tables such as `[journal]`) added and `flow_extra`
+/// (keys such as `compression = {...}`) added to the `flow` tag.
+pub fn agent_config_with(
+    state_dir: &Path,
+    source_port: u16,
+    sink_port: u16,
+    sections: &str,
+    flow_extra: &str,
+) -> Config {
     let text = format!(
         r#"
 [agent]
@@ -275,11 +288,30 @@ broker = "upstream"
 broker = "upstream"
 max_batch_records = 50
 max_inflight = 4
-{TEST_TAGS}"#,
+
+{sections}
+{TEST_TAGS}{flow_extra}
+"#,
         state = state_dir.join("state").display()
     );
     config::load_str(&text, &state_dir.join("agent.toml"), &|_| None)
         .unwrap_or_else(|e| panic!("test config invalid: {e:?}"))
+}
+
+/// Minimal HTTP GET on loopback: (status code, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let code = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
 }
 
 /// Every record seq seen upstream, after de-duplication, plus the number of duplicates.

@@ -1,0 +1,232 @@
+//! Retention, quota and health end to end: real MQTT on loopback, the real journal.
+
+use pdtf_agent::Agent;
+use pdtf_connectors::Stats;
+use pdtf_e2e::*;
+use pdtf_models::{Journal, RecordBody, Seq};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn feed_until(agent: &Agent, publisher: &Publisher, n: u64) {
+    for i in 0..50_000u64 {
+        publisher.send("line/flow", format!("{}", i % 97)).await;
+        if i % 200 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if Stats::get(&agent.stats.samples_in) >= n {
+            return;
+        }
+    }
+}
+
+fn bodies(agent: &Agent) -> Vec<RecordBody> {
+    let first = agent.journal.first_seq().unwrap();
+    agent
+        .journal
+        .read_from(first, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.body)
+        .collect()
+}
+
+fn audits(bodies: &[RecordBody], event: &str) -> usize {
+    bodies
+        .iter()
+        .filter(|b| matches!(b, RecordBody::Audit(a) if a.event == event))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_compressed_samples() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let c = agent_config_with(
+        dir.path(),
+        port,
+        port,
+        "[health]\nlisten = \"127.0.0.1:0\"\n",
+        "compression = { mode = \"swinging_door\", error = 5.0 }\n",
+    );
+    let agent = Agent::start(&c).unwrap();
+    let addr = agent.health_addr.expect("health endpoint bound");
+    assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".to_owned()));
+    wait_until("store verified", WAIT, || {
+        Stats::flag(&agent.stats.store_verified)
+    })
+    .await;
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+
+    // A slow ramp: swinging door keeps only its ends (and the max-interval samples).
+    let publisher = Publisher::start(port, "plc-sim");
+    for i in 0..400 {
+        publisher
+            .send("line/flow", format!("{}", f64::from(i) * 0.1))
+            .await;
+    }
+    wait_until("samples in", WAIT, || {
+        Stats::get(&agent.stats.samples_in) >= 400
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (code, metrics) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("pdtf_source_samples_total 400\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("# TYPE pdtf_journal_commit_duration_seconds histogram"));
+    let recorded = bodies(&agent)
+        .iter()
+        .filter(|b| matches!(b, RecordBody::Sample(_)))
+        .count();
+    assert!(
+        recorded < 40,
+        "{recorded} of 400 ramp samples recorded; compression is not applied"
+    );
+    assert!(recorded >= 1);
+    assert_eq!(http_get(addr, "/nope").await.0, 404);
+    agent.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_past_retention_are_purged_and_audited() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let c = agent_config_with(
+        dir.path(),
+        port,
+        port,
+        "[journal]\nretention_hours = 0\nhousekeeping_interval_s = 1\n",
+        "",
+    );
+    let agent = Agent::start(&c).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    feed_until(&agent, &publisher, 500).await;
+    wait_until("records purged", WAIT, || {
+        Stats::get(&agent.stats.records_purged) >= 400
+    })
+    .await;
+    let acked = Stats::get(&agent.stats.upstream_acked_seq);
+    let first = agent.journal.first_seq().unwrap().0;
+    assert!(
+        first > 1 && first <= acked + 1,
+        "purged up to {first}, acked {acked}: only acknowledged records go"
+    );
+    let b = bodies(&agent);
+    assert!(audits(&b, "purge") >= 1, "each purge is audited");
+    let report = agent.journal.verify(|_| {}).unwrap();
+    assert_eq!(
+        report.first, first,
+        "the remaining chain verifies from the new anchor"
+    );
+    agent.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_journal_refuses_samples_keeps_alarms_and_recovers_with_a_gap() {
+    let port = broker();
+    let proxy = Proxy::start(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Upstream (and so purging) unreachable: the journal can only grow.
+    proxy.cut();
+    let c = agent_config_with(
+        dir.path(),
+        port,
+        proxy.port,
+        "[journal]\nretention_hours = 0\nhousekeeping_interval_s = 1\nmax_size_bytes = 1048576\n\n[health]\nlisten = \"127.0.0.1:0\"\n",
+        "",
+    );
+    let mut c = c;
+    c.sinks.alerts.as_mut().unwrap().broker = "plant".into(); // SCADA stays reachable
+    let agent = Agent::start(&c).unwrap();
+    let addr = agent.health_addr.unwrap();
+    let scada = Consumer::start(port, "scada", "pdtf/s1/a1/l1/alarms/#").await;
+    let publisher = Publisher::start(port, "plc-sim");
+    feed_until(&agent, &publisher, 1).await;
+    // Fill past 1 MiB of record data.
+    let mut i = 0u64;
+    while !Stats::flag(&agent.stats.store_full) {
+        for _ in 0..500 {
+            publisher
+                .send("line/flow", format!("{}.{i}", i % 1000))
+                .await;
+            i += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(i < 400_000, "journal never reported full");
+    }
+    wait_until("samples refused", WAIT, || {
+        let _ = publisher
+            .client
+            .try_publish("line/flow", rumqttc::QoS::AtLeastOnce, false, "1");
+        Stats::get(&agent.stats.samples_refused) > 0
+    })
+    .await;
+    let (code, why) = http_get(addr, "/readyz").await;
+    assert_eq!(code, 503);
+    assert!(why.contains("over quota"), "{why}");
+    wait_until("critical alarm retained", WAIT, || {
+        scada
+            .snapshot()
+            .iter()
+            .any(|m| m.topic.ends_with("/_agent/journal_full") && m.json()["state"] == "active")
+    })
+    .await;
+    // Alarms still get in while samples do not.
+    publisher
+        .send("line/temp", r#"{"v":95.0,"ts":1763800000000}"#)
+        .await;
+    wait_until("alarm recorded while full", WAIT, || {
+        Stats::get(&agent.stats.alarms_raised) >= 1
+    })
+    .await;
+    let b = bodies(&agent);
+    assert_eq!(audits(&b, "storage_full"), 1);
+    assert!(
+        b.iter().any(|x| matches!(x, RecordBody::Alarm(_))),
+        "alarm recorded while full"
+    );
+
+    // Upstream comes back: acknowledged records are purged, the journal drops below quota.
+    // (Retention 0 purges what upstream has, so the rest is checked on the upstream side.)
+    let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
+    proxy.restore();
+    wait_until("journal below quota again", Duration::from_secs(60), || {
+        !Stats::flag(&agent.stats.store_full)
+    })
+    .await;
+    let upstream_body = |h: &Consumer, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        h.snapshot()
+            .iter()
+            .flat_map(|m| m.json()["records"].as_array().unwrap().clone())
+            .find(|r| pred(&r["body"]))
+    };
+    wait_until("recovery recorded upstream", WAIT, || {
+        let _ = publisher
+            .client
+            .try_publish("line/flow", rumqttc::QoS::AtLeastOnce, false, "3");
+        upstream_body(&historian, &|b| b["audit"]["event"] == "storage_ok").is_some()
+    })
+    .await;
+    let gap = upstream_body(&historian, &|b| b["gap"]["source"] == "journal")
+        .expect("the refused span is a gap record");
+    let reason = gap["body"]["gap"]["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("samples not recorded"), "{reason}");
+    assert!(!reason.starts_with("journal over quota: 0 "), "{reason}");
+    wait_until("critical alarm cleared", WAIT, || {
+        scada
+            .snapshot()
+            .iter()
+            .rev()
+            .find(|m| m.topic.ends_with("/_agent/journal_full"))
+            .is_some_and(|m| m.json()["state"] == "inactive")
+    })
+    .await;
+    assert!(
+        agent.journal.first_seq().unwrap() > Seq(1),
+        "acknowledged records were purged"
+    );
+    agent.shutdown(Duration::from_secs(2)).await;
+}
