@@ -230,3 +230,61 @@ async fn a_full_journal_refuses_samples_keeps_alarms_and_recovers_with_a_gap() {
     );
     agent.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_at_the_configured_rate_and_live_alarms_overtake_it() {
+    let port = broker();
+    let proxy = Proxy::start(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    proxy.cut();
+    let mut c = agent_config(dir.path(), port, proxy.port);
+    c.sinks.alerts = None;
+    let u = c.sinks.upstream.as_mut().unwrap();
+    u.max_drain_records_per_s = Some(400);
+    u.backlog_threshold_records = 100;
+    let agent = Agent::start(&c).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    feed_until(&agent, &publisher, 3_000).await;
+    wait_until("backlog committed", WAIT, || {
+        Stats::get(&agent.stats.last_seq) >= 3_000
+    })
+    .await;
+
+    let events = Consumer::start(port, "ops-events", "pdtf/s1/a1/l1/events").await;
+    let records = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
+    proxy.restore();
+    wait_until("backlogged mode", WAIT, || {
+        Stats::get(&agent.stats.upstream_mode) == pdtf_connectors::upstream::MODE_BACKLOGGED
+    })
+    .await;
+    publisher
+        .send("line/temp", r#"{"v":95.0,"ts":1763800000000}"#)
+        .await;
+    wait_until("live alarm upstream", WAIT, || {
+        !events.snapshot().is_empty()
+    })
+    .await;
+    let ev = events.snapshot()[0].json();
+    let alarm = &ev["records"][0];
+    assert!(
+        alarm["body"]["alarm"]["state"]["active"].is_string(),
+        "{ev}"
+    );
+    let alarm_seq = alarm["seq"].as_u64().unwrap();
+    let acked = Stats::get(&agent.stats.upstream_acked_seq);
+    assert!(
+        acked < alarm_seq,
+        "the alarm came ahead of the ordered stream (acked {acked} < {alarm_seq})"
+    );
+
+    // The drain rate holds: at 400 records/s, 3000 records cannot be through in under ~6 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (seqs, _) = upstream_seqs(&records.snapshot());
+    assert!(
+        seqs.len() < 2_000,
+        "{} records drained in 2 s at a 400/s limit",
+        seqs.len()
+    );
+    assert!(seqs.len() >= 400, "backlog is draining: {}", seqs.len());
+    agent.shutdown(Duration::from_millis(100)).await;
+}

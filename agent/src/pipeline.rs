@@ -55,6 +55,8 @@ pub struct LinePipeline {
     pub committed: watch::Sender<u64>,
     pub stats: Arc<Stats>,
     pub full_policy: FullPolicy,
+    /// Live copies of alarm records for upstream `.../events` (never waited on).
+    pub live: Option<mpsc::Sender<Record>>,
     refusal: Option<Refusal>,
 }
 
@@ -79,6 +81,7 @@ impl LinePipeline {
             committed,
             stats,
             full_policy,
+            live: None,
             refusal: None,
         }
     }
@@ -306,6 +309,11 @@ impl LinePipeline {
                 }
                 if let Some(b) = &self.board {
                     b.accept(r);
+                }
+                if let Some(live) = &self.live {
+                    if live.try_send(r.clone()).is_err() {
+                        Stats::add(&self.stats.live_events_dropped, 1);
+                    }
                 }
             }
         }

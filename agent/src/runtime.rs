@@ -164,8 +164,12 @@ impl Agent {
                 p.run(stats.clone(), sinks_stop.clone()).instrument(span),
             ));
         }
+        let mut live_tx = None;
         if let Some(u) = &c.sinks.upstream {
+            let (tx, live) = mpsc::channel(pdtf_connectors::upstream::LIVE_EVENTS_CAPACITY);
+            live_tx = Some(tx);
             let sync = UpstreamSync {
+                live,
                 settings: UpstreamSettings {
                     agent_id: c.agent.id.clone(),
                     topic: u
@@ -175,6 +179,9 @@ impl Agent {
                     max_batch_records: u.max_batch_records,
                     max_batch_bytes: u.max_batch_bytes,
                     max_inflight: u.max_inflight,
+                    events_topic: format!("{prefix}/events"),
+                    backlog_threshold_records: u.backlog_threshold_records,
+                    max_drain_records_per_s: u.max_drain_records_per_s,
                     tag_names: tags.iter().map(|(_, s)| s.name.clone()).collect(),
                 },
                 broker: c.brokers[&u.broker].clone(),
@@ -243,6 +250,7 @@ impl Agent {
             stats.clone(),
             c.journal.full_policy,
         );
+        pipeline.live = live_tx;
         let housekeeping = Housekeeping {
             config: c.journal.clone(),
             journal: journal.clone(),

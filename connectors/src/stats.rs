@@ -27,6 +27,9 @@ pub struct Stats {
     pub upstream_messages_acked: AtomicU64,
     pub upstream_reconnects: AtomicU64,
     pub upstream_connected: AtomicBool,
+    /// 0 offline, 1 live, 2 backlogged.
+    pub upstream_mode: AtomicU64,
+    pub live_events_dropped: AtomicU64,
     pub alerts_published: AtomicU64,
     pub commit_errors: AtomicU64,
     pub records_purged: AtomicU64,

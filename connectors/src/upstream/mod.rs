@@ -6,14 +6,24 @@
 //! that lost its session, or a PUBACK lost with the link, costs duplicates, never a hole.
 //! Each message says `agent_id`, `first_seq` and `last_seq`: consumers drop seqs they have.
 //!
-//! Modes (one `async fn` each, returning the next): `Online` (connect, replay, follow the
-//! journal's commits) and `Offline` (wait out the backoff).
+//! A state machine, one `async fn` per mode, each returning the next:
+//! - `Offline`: wait out the jittered backoff, then connect (a fresh `Link`).
+//! - `Live`: the backlog is small; send as fast as the broker acknowledges.
+//! - `Backlogged`: more than `backlog_threshold_records` wait; send at most
+//!   `max_drain_records_per_s` (when set) so a reconnecting fleet does not flood the broker.
+//!
+//! Live alarms never wait behind a backlog: alarm records also go out at once on
+//! `.../events` (best effort while connected; the ordered stream still carries them). That
+//! channel is bounded and, when full, the live copy is dropped and counted — the ordered copy
+//! is in the journal.
 
+mod rate;
 mod window;
 
+pub use rate::DrainRate;
 pub use window::AckWindow;
 
-use crate::mqtt::{BrokerConfig, Link};
+use crate::mqtt::{Backoff, BrokerConfig, Link};
 use crate::Stats;
 use pdtf_models::{Journal, Record, RecordBody, Seq};
 use rumqttc::{Event, Outgoing, Packet, QoS};
@@ -21,11 +31,15 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub const CURSOR: &str = "upstream";
+
+/// Live alarm copies waiting for `.../events`.
+pub const LIVE_EVENTS_CAPACITY: usize = 256;
 
 /// How often an advanced cursor is written to the journal while acks stream in. Losing up to
 /// this much progress on a crash costs only duplicates.
@@ -35,9 +49,13 @@ const CURSOR_PERSIST_INTERVAL: Duration = Duration::from_millis(250);
 pub struct UpstreamSettings {
     pub agent_id: String,
     pub topic: String,
+    /// Topic for live alarm copies (`pdtf/{site}/{area}/{line}/events`).
+    pub events_topic: String,
     pub max_batch_records: usize,
     pub max_batch_bytes: usize,
     pub max_inflight: usize,
+    pub backlog_threshold_records: u64,
+    pub max_drain_records_per_s: Option<u64>,
     /// Tag names by `TagId`, so each message names the tags its records refer to.
     pub tag_names: Arc<[String]>,
 }
@@ -68,10 +86,34 @@ fn referenced_tags<'a>(records: &[Record], names: &'a [String]) -> BTreeMap<u32,
         .collect()
 }
 
+/// Mode gauge values (`pdtf_upstream_mode`).
+pub const MODE_OFFLINE: u64 = 0;
+pub const MODE_LIVE: u64 = 1;
+pub const MODE_BACKLOGGED: u64 = 2;
+
+/// One connection's state, carried between `Live` and `Backlogged`.
+struct Conn {
+    link: Link,
+    win: AckWindow,
+    persisted: u64,
+    connected: bool,
+    rate: Option<DrainRate>,
+    /// Set when the drain rate held sending back: try again then.
+    resume_at: Option<Instant>,
+}
+
 enum Mode {
-    Online,
     Offline(String),
+    Live(Conn),
+    Backlogged(Conn),
     Stop,
+}
+
+/// What one event means for the connection.
+enum Next {
+    Stay,
+    Stop,
+    Offline(String),
 }
 
 pub struct UpstreamSync {
@@ -80,6 +122,8 @@ pub struct UpstreamSync {
     pub journal: Arc<dyn Journal>,
     /// Last committed seq, published by the pipeline after each commit.
     pub committed: watch::Receiver<u64>,
+    /// Alarm records as they commit, for `.../events`.
+    pub live: mpsc::Receiver<Record>,
     pub stats: Arc<Stats>,
 }
 
@@ -95,36 +139,42 @@ async fn blocking<T: Send + 'static>(
 impl UpstreamSync {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut backoff = self.broker.backoff();
-        let mut mode = Mode::Online;
+        let mut mode = self.connect().await;
+        let mut pipeline_running = true;
         loop {
             mode = match mode {
-                Mode::Online => self.online(&shutdown, &mut backoff).await,
-                Mode::Offline(reason) => {
-                    Stats::add(&self.stats.upstream_reconnects, 1);
-                    let delay = backoff.next_delay();
-                    warn!(broker = %self.broker.endpoint(), %reason, retry_in_ms = delay.as_millis() as u64, "Upstream offline; records stay in the journal.");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => Mode::Stop,
-                        _ = tokio::time::sleep(delay) => Mode::Online,
-                    }
+                Mode::Offline(reason) => self.offline(reason, &mut backoff, &shutdown).await,
+                Mode::Live(c) => {
+                    self.serve(c, false, &shutdown, &mut backoff, &mut pipeline_running)
+                        .await
+                }
+                Mode::Backlogged(c) => {
+                    self.serve(c, true, &shutdown, &mut backoff, &mut pipeline_running)
+                        .await
                 }
                 Mode::Stop => return,
             };
         }
     }
 
-    async fn persist(&self, seq: u64) {
-        let j = self.journal.clone();
-        if let Err(e) = blocking(move || j.set_cursor(CURSOR, Seq(seq))).await {
-            error!(error = %e, seq, "Upstream cursor not persisted; after a restart these records are sent again.");
+    async fn offline(
+        &mut self,
+        reason: String,
+        backoff: &mut Backoff,
+        shutdown: &CancellationToken,
+    ) -> Mode {
+        Stats::set(&self.stats.upstream_mode, MODE_OFFLINE);
+        Stats::set_flag(&self.stats.upstream_connected, false);
+        Stats::add(&self.stats.upstream_reconnects, 1);
+        let delay = backoff.next_delay();
+        warn!(broker = %self.broker.endpoint(), %reason, retry_in_ms = delay.as_millis() as u64, "Upstream offline; records stay in the journal.");
+        tokio::select! {
+            _ = shutdown.cancelled() => Mode::Stop,
+            _ = tokio::time::sleep(delay) => self.connect().await,
         }
     }
 
-    async fn online(
-        &mut self,
-        shutdown: &CancellationToken,
-        backoff: &mut super::mqtt::Backoff,
-    ) -> Mode {
+    async fn connect(&mut self) -> Mode {
         let j = self.journal.clone();
         let start = match blocking(move || j.cursor(CURSOR)).await {
             Ok(s) => s.0,
@@ -133,73 +183,200 @@ impl UpstreamSync {
         let mut opts = self.broker.options(&self.settings.agent_id, "upstream");
         let inflight = self.settings.max_inflight.clamp(1, u16::MAX as usize);
         opts.set_inflight(inflight as u16);
-        let mut link = Link::open(opts, inflight + 8);
-        let mut win = AckWindow::new(start);
-        let mut persisted = start;
-        let mut connected = false;
-        // The pipeline drops its sender when it stops; acks must still be processed after.
-        let mut pipeline_running = true;
-        let mut tick = tokio::time::interval(CURSOR_PERSIST_INTERVAL);
-        let mode = loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break Mode::Stop,
-                _ = tick.tick() => {
-                    if win.acked_through() > persisted {
-                        persisted = win.acked_through();
-                        self.persist(persisted).await;
-                    }
-                }
-                changed = self.committed.changed(), if connected && pipeline_running => {
-                    if changed.is_err() {
-                        pipeline_running = false;
-                    }
-                    if let Err(e) = self.fill(&link, &mut win).await {
-                        break Mode::Offline(e);
-                    }
-                }
-                ev = link.events.recv() => {
-                    match ev {
-                        None => break Mode::Offline("connection task stopped".into()),
-                        Some(Err(e)) => break Mode::Offline(e.to_string()),
-                        Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                            connected = true;
-                            backoff.reset();
-                            info!(broker = %self.broker.endpoint(), from_seq = start + 1, "Upstream connected; sending from the cursor.");
-                        }
-                        Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => win.on_outgoing(pkid),
-                        Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                            if let Some(acked) = win.on_puback(ack.pkid) {
-                                Stats::set(&self.stats.upstream_acked_seq, acked);
-                            }
-                            Stats::add(&self.stats.upstream_messages_acked, 1);
-                        }
-                        Some(Ok(_)) => {}
-                    }
-                    if connected {
-                        if let Err(e) = self.fill(&link, &mut win).await {
-                            break Mode::Offline(e);
-                        }
-                    }
-                }
-            }
+        let link = Link::open(opts, inflight + 8);
+        let conn = Conn {
+            link,
+            win: AckWindow::new(start),
+            persisted: start,
+            connected: false,
+            rate: None,
+            resume_at: None,
         };
-        if win.acked_through() > persisted {
-            self.persist(win.acked_through()).await;
-        }
-        mode
+        Mode::Live(conn)
     }
 
-    /// Sends journal records from `next_to_send` while the in-flight window has room.
-    async fn fill(&self, link: &Link, win: &mut AckWindow) -> Result<(), String> {
+    fn backlog(&self, c: &Conn) -> u64 {
+        self.committed
+            .borrow()
+            .saturating_sub(c.win.acked_through())
+    }
+
+    async fn persist(&self, c: &mut Conn) {
+        let seq = c.win.acked_through();
+        if seq <= c.persisted {
+            return;
+        }
+        let j = self.journal.clone();
+        match blocking(move || j.set_cursor(CURSOR, Seq(seq))).await {
+            Ok(()) => c.persisted = seq,
+            Err(e) => {
+                error!(error = %e, seq, "Upstream cursor not persisted; after a restart these records are sent again.")
+            }
+        }
+    }
+
+    /// `Live` (`throttled = false`) and `Backlogged` (`throttled = true`) share this loop; it
+    /// returns when the backlog crosses the threshold or the link goes.
+    async fn serve(
+        &mut self,
+        mut c: Conn,
+        throttled: bool,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+        pipeline_running: &mut bool,
+    ) -> Mode {
         let s = &self.settings;
-        while win.in_flight() < s.max_inflight {
+        c.rate = match (throttled, s.max_drain_records_per_s) {
+            (true, Some(r)) => Some(DrainRate::new(
+                r,
+                s.max_batch_records,
+                Instant::now().into_std(),
+            )),
+            _ => None,
+        };
+        c.resume_at = None;
+        Stats::set(
+            &self.stats.upstream_mode,
+            if throttled {
+                MODE_BACKLOGGED
+            } else {
+                MODE_LIVE
+            },
+        );
+        if c.connected {
+            info!(
+                backlog = self.backlog(&c),
+                mode = if throttled { "backlogged" } else { "live" },
+                "Upstream mode changed."
+            );
+        }
+        let mut tick = tokio::time::interval(CURSOR_PERSIST_INTERVAL);
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => Next::Stop,
+                _ = tick.tick() => {
+                    self.persist(&mut c).await;
+                    Next::Stay
+                }
+                _ = tokio::time::sleep_until(c.resume_at.unwrap_or_else(Instant::now)), if c.resume_at.is_some() => {
+                    c.resume_at = None;
+                    Next::Stay
+                }
+                changed = self.committed.changed(), if c.connected && *pipeline_running => {
+                    // The pipeline drops its sender when it stops; acks still need processing.
+                    *pipeline_running = changed.is_ok();
+                    Next::Stay
+                }
+                live = self.live.recv(), if c.connected => {
+                    if let Some(r) = live {
+                        self.publish_live(&c, &r);
+                    }
+                    Next::Stay
+                }
+                ev = c.link.events.recv() => self.on_event(&mut c, ev, backoff),
+            };
+            match next {
+                Next::Stay => {}
+                Next::Stop => {
+                    self.persist(&mut c).await;
+                    return Mode::Stop;
+                }
+                Next::Offline(reason) => {
+                    self.persist(&mut c).await;
+                    return Mode::Offline(reason);
+                }
+            }
+            if c.connected {
+                if let Err(e) = self.fill(&mut c).await {
+                    self.persist(&mut c).await;
+                    return Mode::Offline(e);
+                }
+                let backlogged = self.backlog(&c) > s.backlog_threshold_records;
+                if backlogged != throttled {
+                    return if backlogged {
+                        Mode::Backlogged(c)
+                    } else {
+                        Mode::Live(c)
+                    };
+                }
+            }
+        }
+    }
+
+    fn on_event(
+        &self,
+        c: &mut Conn,
+        ev: Option<Result<Event, rumqttc::ConnectionError>>,
+        backoff: &mut Backoff,
+    ) -> Next {
+        match ev {
+            None => Next::Offline("connection task stopped".into()),
+            Some(Err(e)) => Next::Offline(e.to_string()),
+            Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                c.connected = true;
+                backoff.reset();
+                Stats::set_flag(&self.stats.upstream_connected, true);
+                info!(broker = %self.broker.endpoint(), from_seq = c.win.next_to_send(), "Upstream connected; sending from the cursor.");
+                Next::Stay
+            }
+            Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                c.win.on_outgoing(pkid);
+                Next::Stay
+            }
+            Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                if let Some(acked) = c.win.on_puback(ack.pkid) {
+                    Stats::set(&self.stats.upstream_acked_seq, acked);
+                }
+                Stats::add(&self.stats.upstream_messages_acked, 1);
+                Next::Stay
+            }
+            Some(Ok(_)) => Next::Stay,
+        }
+    }
+
+    fn publish_live(&self, c: &Conn, r: &Record) {
+        let mut one = vec![r.clone()];
+        let payload = encode_batch(
+            &self.settings.agent_id,
+            &self.settings.tag_names,
+            &mut one,
+            usize::MAX,
+        );
+        // try_publish: the live copy must never wait; the ordered copy is in the journal.
+        if c.link
+            .client
+            .try_publish(
+                self.settings.events_topic.clone(),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .is_err()
+        {
+            Stats::add(&self.stats.live_events_dropped, 1);
+        }
+    }
+
+    /// Sends journal records from `next_to_send` while the in-flight window (and, when
+    /// backlogged, the drain rate) has room.
+    async fn fill(&self, c: &mut Conn) -> Result<(), String> {
+        let s = &self.settings;
+        while c.win.in_flight() < s.max_inflight && c.resume_at.is_none() {
             let last_committed = *self.committed.borrow();
-            let from = win.next_to_send();
+            let from = c.win.next_to_send();
             if from > last_committed {
                 return Ok(());
             }
+            let mut max = s.max_batch_records;
+            if let Some(rate) = &mut c.rate {
+                let now = Instant::now();
+                max = max.min(rate.available(now.into_std()));
+                if max == 0 {
+                    c.resume_at = Some(Instant::from_std(rate.next_at(now.into_std())));
+                    return Ok(());
+                }
+            }
             let j = self.journal.clone();
-            let max = s.max_batch_records;
             let mut records = blocking(move || j.read_from(Seq(from), max)).await?;
             if records.is_empty() {
                 return Ok(());
@@ -215,11 +392,15 @@ impl UpstreamSync {
             }
             let payload = encode_batch(&s.agent_id, &s.tag_names, &mut records, s.max_batch_bytes);
             let (first, last) = (records[0].seq.0, records[records.len() - 1].seq.0);
-            link.client
+            c.link
+                .client
                 .publish(s.topic.clone(), QoS::AtLeastOnce, false, payload)
                 .await
                 .map_err(|e| format!("publish failed: {e}"))?;
-            win.on_sent(first, last);
+            if let Some(rate) = &mut c.rate {
+                rate.take(records.len());
+            }
+            c.win.on_sent(first, last);
         }
         Ok(())
     }
