@@ -298,6 +298,18 @@ max_inflight = 4
         .unwrap_or_else(|e| panic!("test config invalid: {e:?}"))
 }
 
+/// Publishes `flow` values until the agent has ingested one (its subscription is live).
+pub async fn wait_until_sample(agent: &pdtf_agent::Agent, publisher: &Publisher) {
+    for _ in 0..500 {
+        publisher.send("line/flow", "1.0").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if pdtf_connectors::Stats::get(&agent.stats.samples_in) > 0 {
+            return;
+        }
+    }
+    panic!("the agent never received a sample");
+}
+
 /// Minimal HTTP GET on loopback: (status code, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();

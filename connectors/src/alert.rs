@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 pub fn rfc3339(t: Timestamp) -> String {
     humantime::format_rfc3339_millis(t.to_system()).to_string()
@@ -171,9 +171,10 @@ impl AlertPublisher {
                     }
                     ev = link.events.recv() => match ev {
                         None => break "connection task stopped".to_owned(),
-                        Some(Err(e)) => break e.to_string(),
+                        Some(Err(e)) => break crate::mqtt::link_down(&stats, "alerts", &self.broker.endpoint(), &e, &backoff),
                         Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                             backoff.reset();
+                            crate::mqtt::link_up(&stats, "alerts");
                             info!(broker = %self.broker.endpoint(), "Alert publisher connected; republishing current alarm states.");
                             self.board.mark_all_dirty();
                             if let Err(e) = self.publish_dirty(&link, &stats).await {
@@ -186,7 +187,7 @@ impl AlertPublisher {
             };
             // Whatever was in flight is republished from the board on the next connect.
             self.board.mark_all_dirty();
-            warn!(broker = %self.broker.endpoint(), %reason, "Alert publisher link lost; reconnecting.");
+            tracing::debug!(broker = %self.broker.endpoint(), %reason, "Alert publisher reconnecting.");
             let delay = backoff.next_delay();
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -43,7 +43,7 @@ pub struct Stats {
     commit_count: AtomicU64,
     commit_sum_ns: AtomicU64,
     /// Last problem per component, for `/readyz` and the logs (e.g. a TLS failure).
-    pub problems: Mutex<std::collections::BTreeMap<&'static str, String>>,
+    pub problems: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 impl Stats {
@@ -85,17 +85,17 @@ impl Stats {
     }
 
     /// Sets (`Some`) or clears (`None`) the current problem of a component.
-    pub fn problem(&self, component: &'static str, what: Option<String>) {
+    pub fn problem(&self, component: &str, what: Option<String>) {
         let mut p = self.problems.lock().expect("stats lock poisoned");
         match what {
-            Some(w) => p.insert(component, w),
+            Some(w) => p.insert(component.to_owned(), w),
             None => p.remove(component),
         };
     }
 
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
+    pub fn problems(&self) -> Vec<(String, String)> {
         let p = self.problems.lock().expect("stats lock poisoned");
-        p.iter().map(|(k, v)| (*k, v.clone())).collect()
+        p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
     /// Prometheus text exposition format, version 0.0.4.

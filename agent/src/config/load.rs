@@ -113,6 +113,30 @@ pub fn load_str(
         tag_origins,
         file,
     };
+    let mut config = config;
+    // TLS files: relative to the agent file, and usable (read and parsed) before start.
+    for (name, b) in config.brokers.iter_mut() {
+        let Some(t) = b.tls.as_mut() else { continue };
+        for p in [
+            Some(&mut t.ca_file),
+            t.client_cert_file.as_mut(),
+            t.client_key_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Err(e) = t.client_config() {
+            errs.push(ConfigError::new(
+                &config.file,
+                format!("brokers.{name}.{}", e.key),
+                e.message,
+            ));
+        }
+    }
     errs.extend(validate(&config));
     if errs.is_empty() {
         Ok(config)

@@ -40,11 +40,14 @@ pub struct BrokerConfig {
     pub backoff_max_ms: u64,
     #[serde(default = "default_max_packet_bytes")]
     pub max_packet_bytes: usize,
+    /// TLS (`[brokers.NAME.tls]`); absent = plain TCP. Never falls back to plaintext.
+    pub tls: Option<super::tls::TlsSettings>,
 }
 
 impl BrokerConfig {
-    /// Plain-TCP options for one connection. `role` names the connection in the client id.
-    pub fn options(&self, agent_id: &str, role: &str) -> MqttOptions {
+    /// Options for one connection. `role` names the connection in the client id. Fails when
+    /// the TLS files cannot be used (the caller retries with backoff and reports it).
+    pub fn options(&self, agent_id: &str, role: &str) -> Result<MqttOptions, super::tls::TlsError> {
         let id = match &self.client_id {
             Some(id) => format!("{id}-{role}"),
             None => format!("{agent_id}-{role}"),
@@ -56,7 +59,10 @@ impl BrokerConfig {
         if let Some(user) = &self.username {
             o.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
-        o
+        if let Some(tls) = &self.tls {
+            o.set_transport(tls.transport()?);
+        }
+        Ok(o)
     }
 
     pub fn backoff(&self) -> super::Backoff {
@@ -68,6 +74,7 @@ impl BrokerConfig {
 
     /// For logs: never includes credentials.
     pub fn endpoint(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 }

@@ -5,9 +5,11 @@ pub mod config;
 pub mod link;
 pub mod mapping;
 pub mod source;
+pub mod tls;
 
 pub use backoff::Backoff;
 pub use config::BrokerConfig;
-pub use link::Link;
+pub use link::{link_down, link_up, Link};
 pub use mapping::{TopicBinding, TopicMap};
 pub use source::MqttSource;
+pub use tls::{TlsError, TlsSettings};

@@ -175,7 +175,8 @@ impl MqttSource {
                         None => return Exit::LinkLost("connection task stopped".into()),
                         Some(Err(e)) => {
                             s.flush().await;
-                            return Exit::LinkLost(e.to_string());
+                            let component = format!("source {}", self.id);
+                            return Exit::LinkLost(super::link_down(stats, &component, &self.broker.endpoint(), &e, backoff));
                         }
                         Some(Ok(ev)) => ev,
                     };
@@ -184,6 +185,7 @@ impl MqttSource {
                             if ack.code != ConnectReturnCode::Success {
                                 return Exit::LinkLost(format!("broker refused connection: {:?}", ack.code));
                             }
+                            super::link_up(stats, &format!("source {}", self.id));
                             let subs = filters.iter().map(|f| SubscribeFilter::new(f.clone(), self.qos));
                             if let Err(e) = link.client.subscribe_many(subs).await {
                                 return Exit::LinkLost(format!("subscribe failed: {e}"));

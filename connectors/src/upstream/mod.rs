@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 pub const CURSOR: &str = "upstream";
 
@@ -167,7 +167,7 @@ impl UpstreamSync {
         Stats::set_flag(&self.stats.upstream_connected, false);
         Stats::add(&self.stats.upstream_reconnects, 1);
         let delay = backoff.next_delay();
-        warn!(broker = %self.broker.endpoint(), %reason, retry_in_ms = delay.as_millis() as u64, "Upstream offline; records stay in the journal.");
+        tracing::debug!(broker = %self.broker.endpoint(), %reason, retry_in_ms = delay.as_millis() as u64, "Upstream offline; records stay in the journal.");
         tokio::select! {
             _ = shutdown.cancelled() => Mode::Stop,
             _ = tokio::time::sleep(delay) => self.connect().await,
@@ -180,9 +180,14 @@ impl UpstreamSync {
             Ok(s) => s.0,
             Err(e) => return Mode::Offline(format!("cannot read upstream cursor: {e}")),
         };
-        let mut opts = self.broker.options(&self.settings.agent_id, "upstream");
         let inflight = self.settings.max_inflight.clamp(1, u16::MAX as usize);
-        opts.set_inflight(inflight as u16);
+        let opts = self
+            .broker
+            .options(&self.settings.agent_id, "upstream")
+            .map(|mut o| {
+                o.set_inflight(inflight as u16);
+                o
+            });
         let link = Link::open(opts, inflight + 8);
         let conn = Conn {
             link,
@@ -311,10 +316,17 @@ impl UpstreamSync {
     ) -> Next {
         match ev {
             None => Next::Offline("connection task stopped".into()),
-            Some(Err(e)) => Next::Offline(e.to_string()),
+            Some(Err(e)) => Next::Offline(crate::mqtt::link_down(
+                &self.stats,
+                "upstream",
+                &self.broker.endpoint(),
+                &e,
+                backoff,
+            )),
             Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 c.connected = true;
                 backoff.reset();
+                crate::mqtt::link_up(&self.stats, "upstream");
                 Stats::set_flag(&self.stats.upstream_connected, true);
                 info!(broker = %self.broker.endpoint(), from_seq = c.win.next_to_send(), "Upstream connected; sending from the cursor.");
                 Next::Stay
