@@ -68,7 +68,7 @@ async fn health_metrics_and_compressed_samples() {
             .await;
     }
     wait_until("samples in", WAIT, || {
-        Stats::get(&agent.stats.samples_in) >= 400
+        Stats::get(&agent.stats.samples_in) >= before + 400
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
