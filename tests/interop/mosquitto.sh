@@ -10,6 +10,8 @@ set -euo pipefail
 AGENT=${1:?usage: mosquitto.sh path/to/pdtf-agent}
 AGENT=$(realpath "$AGENT")
 WORK=$(mktemp -d)
+# mosquitto started as root drops to its own user: it needs to write its persistence file.
+mkdir -p "$WORK/persist" && chmod 755 "$WORK" && chmod 777 "$WORK/persist"
 PORT=${PDTF_INTEROP_PORT:-18830}
 PREFIX=pdtf/ci/interop/line1
 pids=()
@@ -21,7 +23,7 @@ cat > "$WORK/mosquitto.conf" <<CONF
 listener $PORT 127.0.0.1
 allow_anonymous true
 persistence true
-persistence_location $WORK/
+persistence_location $WORK/persist/
 autosave_interval 1
 max_queued_messages 100000
 CONF
