@@ -3,7 +3,7 @@
 use pdtf_agent::Agent;
 use pdtf_connectors::Stats;
 use pdtf_e2e::*;
-use pdtf_models::{Journal, RecordBody, Seq};
+use pdtf_models::{RecordBody, Seq};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -121,7 +121,7 @@ async fn acknowledged_records_past_retention_are_purged_and_audited() {
     );
     let b = bodies(&agent);
     assert!(audits(&b, "purge") >= 1, "each purge is audited");
-    let report = agent.journal.verify(|_| {}).unwrap();
+    let report = agent.journal.verify(&mut |_| {}).unwrap();
     assert_eq!(
         report.first, first,
         "the remaining chain verifies from the new anchor"

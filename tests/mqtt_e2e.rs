@@ -4,7 +4,7 @@
 use pdtf_agent::Agent;
 use pdtf_connectors::Stats;
 use pdtf_e2e::*;
-use pdtf_models::{Journal, RecordBody, Seq};
+use pdtf_models::{RecordBody, Seq};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(20);

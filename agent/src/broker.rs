@@ -1,20 +1,39 @@
 //! The embedded MQTT broker (rumqttd) used by `pdtf-agent demo` and the end-to-end tests.
 //!
 //! rumqttd binds inside its own thread and does not report the bound address, so a free
-//! loopback port is picked first (bind to port 0, read it, release it) and handed to it.
-//! rumqttd has no stop call: the broker lives until the process exits.
+//! loopback port is picked first and handed to it. The port comes from 20000–31999, outside
+//! Linux's ephemeral range (32768–60999): a port-0 bind elsewhere in the process (a proxy, a
+//! client socket) can then never take it between the check and rumqttd's bind. Each call
+//! in a process gets a different port. rumqttd has no stop call: the broker lives until the
+//! process exits.
 
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 /// Largest payload the embedded broker accepts (upstream batches are capped well below).
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 
-/// A free port on 127.0.0.1 (racy by nature, but only with other processes on this host).
+const PORT_BASE: u16 = 20_000;
+const PORT_SPAN: u16 = 12_000;
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A free port on 127.0.0.1 outside the ephemeral range, never the same twice in a process.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    let start = (std::process::id() % u32::from(PORT_SPAN)) as u16;
+    for _ in 0..PORT_SPAN {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = PORT_BASE + (start.wrapping_add(n.wrapping_mul(7)) % PORT_SPAN);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port in 20000-31999",
+    ))
 }
 
 /// Starts a broker on `127.0.0.1:port` (0 = pick one) and waits until it accepts connections.

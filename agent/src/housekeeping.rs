@@ -74,12 +74,13 @@ impl Housekeeping {
 
     async fn round(&self) -> Result<(), String> {
         let j = self.journal.clone();
-        let acked = Stats::get(&self.stats.upstream_acked_seq);
         let retention = Duration::from_secs(self.config.retention_hours * 3600);
         let cutoff = Timestamp::from_unix_nanos(
             now().as_nanos() - i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX),
         );
         let (bytes, purge) = tokio::task::spawn_blocking(move || -> Result<_, JournalError> {
+            // The persisted cursor, not the in-memory ack: the journal checks against it.
+            let acked = j.cursor(pdtf_connectors::upstream::CURSOR)?.0;
             Ok((j.stored_bytes()?, plan_purge(j.as_ref(), acked, cutoff)?))
         })
         .await

@@ -129,7 +129,7 @@ fn validate(path: PathBuf) -> ExitCode {
 fn verify(state_dir: &std::path::Path) -> ExitCode {
     let started = std::time::Instant::now();
     let mut last_report = started;
-    let result = pdtf_agent::journal::verify_state_dir(state_dir, |seq| {
+    let result = pdtf_agent::journal::verify_offline(state_dir, |seq| {
         if last_report.elapsed() >= Duration::from_secs(2) {
             eprintln!("verified through seq {seq} ...");
             last_report = std::time::Instant::now();

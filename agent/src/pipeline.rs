@@ -22,7 +22,7 @@ use pdtf_models::{Entry, Gap, Journal, Record, RecordBody, Sample, Seq, TagId, T
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub const MAX_ENTRIES_PER_COMMIT: usize = 4_096;
 
@@ -268,8 +268,8 @@ impl LinePipeline {
                 );
                 self.accepted(&recs);
             }
-            Ok(Err(e)) => error!(error = %e, "Purge failed; records are kept."),
-            Err(e) => error!(error = %e, "Purge task failed; records are kept."),
+            Ok(Err(e)) => warn!(error = %e, "Purge not done; records are kept."),
+            Err(e) => warn!(error = %e, "Purge task failed; records are kept."),
         }
     }
 

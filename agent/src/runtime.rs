@@ -7,7 +7,7 @@
 
 use crate::config::{CompressionModeConfig, Config, SourceKind};
 use crate::housekeeping::Housekeeping;
-use crate::journal::RedbJournal;
+use crate::journal::Store;
 use crate::pipeline::LinePipeline;
 use pdtf_connectors::alert::{AlertBoard, AlertPublisher};
 use pdtf_connectors::mqtt::{MqttSource, TopicBinding, TopicMap};
@@ -35,7 +35,7 @@ pub fn qos(q: u8) -> QoS {
 }
 
 pub struct Agent {
-    pub journal: Arc<RedbJournal>,
+    pub journal: Arc<dyn Store>,
     pub stats: Arc<Stats>,
     pub board: Option<Arc<AlertBoard>>,
     pub tags: TagTable,
@@ -74,6 +74,24 @@ fn tag_table(c: &Config) -> (TagTable, Vec<Option<LimitSpec>>) {
         })
         .collect();
     (TagTable::new(specs), limits)
+}
+
+/// SHA-256 over the agent file and every included tag file (in load order, each prefixed
+/// by its path), so the audit trail names the exact configuration a run used.
+fn config_digest(c: &Config) -> String {
+    use sha2::{Digest, Sha256};
+    let mut files = vec![c.file.clone()];
+    for o in &c.tag_origins {
+        if !files.contains(&o.file) {
+            files.push(o.file.clone());
+        }
+    }
+    let mut d = Sha256::new();
+    for f in files {
+        d.update(f.as_bytes());
+        d.update(std::fs::read(&f).unwrap_or_default());
+    }
+    pdtf_models::record::hex(&d.finalize().into())
 }
 
 /// The records that open a run: the downtime since the last record as a gap (every restart
@@ -129,7 +147,7 @@ fn startup_records(
 impl Agent {
     /// Opens the journal and starts every task. Must be called inside a tokio runtime.
     pub fn start(c: &Config) -> Result<Agent, pdtf_models::JournalError> {
-        let journal = Arc::new(RedbJournal::open(&c.agent.state_dir)?);
+        let journal = crate::journal::open(c.journal.engine, &c.agent.state_dir)?;
         let stats = Arc::new(Stats::default());
         let (tags, limits) = tag_table(c);
         let last = journal.last_seq()?.0;
@@ -282,7 +300,7 @@ impl Agent {
         let (j, st) = (journal.clone(), stats.clone());
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            match j.verify(|_| {}) {
+            match j.verify(&mut |_| {}) {
                 Ok(r) => {
                     info!(
                         records = r.records,
@@ -300,9 +318,10 @@ impl Agent {
             }
         });
         let detail = format!(
-            "version={} config={} tags={} sources={}",
+            "version={} config={} config_sha256={} tags={} sources={}",
             env!("CARGO_PKG_VERSION"),
             c.file,
+            config_digest(c),
             tags.len(),
             c.sources.len()
         );
@@ -316,7 +335,7 @@ impl Agent {
             }
             .instrument(span),
         );
-        info!(agent = %c.agent.id, journal = %journal.path().display(), last_seq = last, tags = tags.len(), "Agent started.");
+        info!(agent = %c.agent.id, journal = %journal.location().display(), last_seq = last, tags = tags.len(), "Agent started.");
         Ok(Agent {
             journal,
             stats,

@@ -8,6 +8,28 @@ fn config_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
 }
 
+/// A copy of `config/` with the example's TLS files generated (the repository carries no
+/// keys), so the example loads as it would on a gateway.
+fn prepared() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("config");
+    copy_dir(&config_dir(), &root);
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["gw03".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let tls = root.join("example/tls");
+    std::fs::write(tls.join("site-ca.pem"), ca.pem()).unwrap();
+    std::fs::write(tls.join("gw03.pem"), cert.pem()).unwrap();
+    std::fs::write(tls.join("gw03.key"), key.serialize_pem()).unwrap();
+    (tmp, root)
+}
+
 fn render(errs: &[pdtf_agent::config::ConfigError]) -> String {
     errs.iter().map(|e| format!("{e}\n")).collect()
 }
@@ -60,14 +82,15 @@ const VALID: &[&str] = &["demo.toml", "example/agent.toml"];
 
 #[test]
 fn shipped_configurations_are_valid() {
+    let (_tmp, root) = prepared();
     for rel in VALID {
-        let path = config_dir().join(rel);
+        let path = root.join(rel);
         let text = std::fs::read_to_string(&path).unwrap();
         let c =
             load_str(&text, &path, &fake_env).unwrap_or_else(|e| panic!("{rel}:\n{}", render(&e)));
         assert!(!c.tags.is_empty(), "{rel} maps no tags");
     }
-    let example = config_dir().join("example/agent.toml");
+    let example = root.join("example/agent.toml");
     let c = load_str(
         &std::fs::read_to_string(&example).unwrap(),
         &example,
@@ -129,10 +152,11 @@ fn misspell(doc: &mut toml::Value, path: &str) -> String {
 
 #[test]
 fn a_misspelt_key_anywhere_is_rejected_with_its_path() {
+    let (_prepared, root) = prepared();
     let tmp = tempfile::tempdir().unwrap();
     let mut tried = 0;
     for rel in VALID {
-        let agent_path = config_dir().join(rel);
+        let agent_path = root.join(rel);
         let agent_dir = agent_path.parent().unwrap().to_owned();
         let agent_text = std::fs::read_to_string(&agent_path).unwrap();
         let c = load_str(&agent_text, &agent_path, &fake_env).unwrap();

@@ -10,11 +10,19 @@
 mod harness;
 
 use harness::{broker, upstream_seqs, wait_until, Consumer, Publisher};
-use pdtf_agent::journal::RedbJournal;
-use pdtf_models::{Journal, RecordBody, Seq};
+use pdtf_agent::config::Engine;
+use pdtf_models::{RecordBody, Seq};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// `PDTF_CRASH_ENGINE=sled` runs the suite on sled (needs `--features sled`).
+fn engine() -> Engine {
+    match std::env::var("PDTF_CRASH_ENGINE").as_deref() {
+        Ok("sled") => Engine::Sled,
+        _ => Engine::Redb,
+    }
+}
 
 fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
     let path = dir.join("agent.toml");
@@ -42,7 +50,15 @@ flush_interval_ms = 5
 [sinks.upstream]
 broker = "plant"
 max_batch_records = 200
+
+[journal]
+engine = "{engine}"
 {tags}"#,
+        engine = if engine() == Engine::Sled {
+            "sled"
+        } else {
+            "redb"
+        },
         state = dir.join("state").display(),
         tags = harness::TEST_TAGS,
     );
@@ -120,7 +136,7 @@ async fn sigkill_at_random_moments_loses_no_accepted_record() {
         tokio::time::sleep(Duration::from_millis(rng.u64(20..400))).await;
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
-        let j = RedbJournal::open(&state)
+        let j = pdtf_agent::journal::open(engine(), &state)
             .unwrap_or_else(|e| panic!("iteration {i}: journal does not reopen: {e}"));
         let last = j.last_seq().unwrap().0;
         assert!(
@@ -139,7 +155,7 @@ async fn sigkill_at_random_moments_loses_no_accepted_record() {
         last_seen = last;
         if i % 25 == 24 {
             let r = j
-                .verify(|_| {})
+                .verify(&mut |_| {})
                 .unwrap_or_else(|e| panic!("iteration {i}: chain broken: {e}"));
             assert_eq!((r.first, r.last), (1, last));
         }
@@ -160,9 +176,9 @@ async fn sigkill_at_random_moments_loses_no_accepted_record() {
     let status = child.wait().unwrap();
     assert!(status.success(), "clean stop failed: {status:?}");
 
-    let j = RedbJournal::open(&state).unwrap();
+    let j = pdtf_agent::journal::open(engine(), &state).unwrap();
     let report = j
-        .verify(|_| {})
+        .verify(&mut |_| {})
         .expect("audit chain intact after all kills");
     let records = j.read_from(Seq(1), usize::MAX).unwrap();
     assert_eq!(records.len() as u64, report.last);

@@ -97,9 +97,21 @@ pub enum FullPolicy {
     Block,
 }
 
+/// Storage engine of the journal.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    #[default]
+    Redb,
+    /// Only in builds with the cargo feature `sled` (kept for the engine comparison).
+    Sled,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JournalConfig {
+    #[serde(default)]
+    pub engine: Engine,
     /// Acknowledged records older than this are purged (0 = as soon as acknowledged).
     #[serde(default = "default_retention_hours")]
     pub retention_hours: u64,
@@ -116,6 +128,7 @@ pub struct JournalConfig {
 impl Default for JournalConfig {
     fn default() -> Self {
         Self {
+            engine: Engine::default(),
             retention_hours: default_retention_hours(),
             max_size_bytes: default_max_size_bytes(),
             full_policy: FullPolicy::default(),

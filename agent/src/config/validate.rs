@@ -186,6 +186,12 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
     if j.max_size_bytes < 1024 * 1024 {
         k.err("journal.max_size_bytes", "must be >= 1048576 (1 MiB)");
     }
+    if j.engine == super::Engine::Sled && !cfg!(feature = "sled") {
+        k.err(
+            "journal.engine",
+            "this build has no sled engine (build with `--features sled`)",
+        );
+    }
     if j.housekeeping_interval_s == 0 {
         k.err("journal.housekeeping_interval_s", "must be >= 1");
     }

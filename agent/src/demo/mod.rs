@@ -111,7 +111,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     stop_sim.cancel();
     let _sim_done = sim.await;
     let stats = agent.stats.clone();
-    let journal = agent.journal.path().to_owned();
+    let journal = agent.journal.location();
     agent.shutdown(Duration::from_secs(5)).await;
     print_summary(started.elapsed(), &stats, &journal);
     Ok(ExitCode::SUCCESS)

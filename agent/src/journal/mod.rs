@@ -1,5 +1,73 @@
-//! The journal: where records become accepted. See `pdtf_models::journal` for the contract.
+//! The journal: where records become accepted. See `pdtf_models::journal` for the contract,
+//! `chain.rs` for the audit-chain verification every engine shares.
+//!
+//! Engines: redb (default; see the README's storage section for the measurements behind that
+//! choice) and sled (cargo feature `sled`, for the comparison).
 
+mod chain;
 mod redb_store;
+#[cfg(feature = "sled")]
+mod sled_store;
 
-pub use redb_store::{verify_state_dir, RedbJournal, VerifyReport};
+pub use chain::VerifyReport;
+pub use redb_store::{verify_state_dir, RedbJournal};
+#[cfg(feature = "sled")]
+pub use sled_store::SledJournal;
+
+use crate::config::Engine;
+use pdtf_models::{Journal, JournalError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A journal the agent can run on: the record contract plus verification.
+pub trait Store: Journal {
+    fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, JournalError>;
+    fn location(&self) -> PathBuf;
+}
+
+impl Store for RedbJournal {
+    fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, JournalError> {
+        RedbJournal::verify(self, progress)
+    }
+    fn location(&self) -> PathBuf {
+        self.path().to_owned()
+    }
+}
+
+#[cfg(feature = "sled")]
+impl Store for SledJournal {
+    fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, JournalError> {
+        SledJournal::verify(self, progress)
+    }
+    fn location(&self) -> PathBuf {
+        self.path().to_owned()
+    }
+}
+
+/// Verifies the journal in `state_dir` offline, whichever engine wrote it.
+pub fn verify_offline(
+    state_dir: &Path,
+    progress: impl FnMut(u64),
+) -> Result<VerifyReport, JournalError> {
+    #[cfg(feature = "sled")]
+    if state_dir.join("journal.sled").is_dir() {
+        return SledJournal::open(state_dir)?.verify(progress);
+    }
+    verify_state_dir(state_dir, progress)
+}
+
+/// Opens the configured engine's journal in `state_dir`.
+pub fn open(engine: Engine, state_dir: &Path) -> Result<Arc<dyn Store>, JournalError> {
+    match engine {
+        Engine::Redb => Ok(Arc::new(RedbJournal::open(state_dir)?)),
+        #[cfg(feature = "sled")]
+        Engine::Sled => {
+            std::fs::create_dir_all(state_dir).map_err(|e| JournalError::Storage(e.to_string()))?;
+            Ok(Arc::new(SledJournal::open(state_dir)?))
+        }
+        #[cfg(not(feature = "sled"))]
+        Engine::Sled => Err(JournalError::Storage(
+            "this build has no sled engine (cargo feature `sled`)".into(),
+        )),
+    }
+}

@@ -14,7 +14,8 @@
 //! is the link of the record before it. A store in an older format is migrated explicitly at
 //! open (in one transaction); a newer format is refused.
 
-use pdtf_models::record::{hex, ChainHash, GENESIS};
+use super::chain::{corrupt, hash_from, u64_from, verify_chain, ChainMeta, VerifyReport};
+use pdtf_models::record::{ChainHash, GENESIS};
 use pdtf_models::{Entry, Journal, JournalError, Record, Seq};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -35,13 +36,6 @@ pub(super) fn storage(e: impl std::fmt::Display) -> JournalError {
     JournalError::Storage(e.to_string())
 }
 
-fn corrupt(seq: u64, reason: impl Into<String>) -> JournalError {
-    JournalError::Corrupt {
-        seq,
-        reason: reason.into(),
-    }
-}
-
 struct Head {
     next: u64,
     hash: ChainHash,
@@ -54,15 +48,6 @@ pub struct RedbJournal {
     head: Mutex<Head>,
 }
 
-/// What `verify` found in a store whose chain is intact.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub first: u64,
-    pub last: u64,
-    pub records: u64,
-    pub head: String,
-}
-
 fn meta_get(tx: &WriteTransaction, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
     let t = tx.open_table(META).map_err(storage)?;
     let v = t.get(key).map_err(storage)?.map(|v| v.value().to_vec());
@@ -73,16 +58,6 @@ fn meta_set(tx: &WriteTransaction, key: &str, value: &[u8]) -> Result<(), Journa
     let mut t = tx.open_table(META).map_err(storage)?;
     t.insert(key, value).map_err(storage)?;
     Ok(())
-}
-
-fn hash_from(v: Option<Vec<u8>>) -> ChainHash {
-    v.and_then(|b| b.try_into().ok()).unwrap_or(GENESIS)
-}
-
-fn u64_from(v: Option<Vec<u8>>) -> u64 {
-    v.and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0)
 }
 
 impl RedbJournal {
@@ -184,61 +159,24 @@ pub fn verify_state_dir(
 /// from the anchor to the recorded head. `progress` gets each verified seq.
 fn verify_db(
     db: &impl ReadableDatabase,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<VerifyReport, JournalError> {
-    {
-        let rtx = db.begin_read().map_err(storage)?;
-        let meta = rtx.open_table(META).map_err(storage)?;
-        let get = |k: &str| -> Result<Option<Vec<u8>>, JournalError> {
-            Ok(meta.get(k).map_err(storage)?.map(|v| v.value().to_vec()))
-        };
-        let first = u64_from(get("purged_through")?) + 1;
-        let mut prev = hash_from(get("anchor")?);
-        let recorded_head = get("head")?;
-        let t = rtx.open_table(RECORDS).map_err(storage)?;
-        let mut expected = first;
-        for item in t.iter().map_err(storage)? {
-            let (k, v) = item.map_err(storage)?;
-            let seq = k.value();
-            if seq != expected {
-                return Err(corrupt(
-                    expected,
-                    format!("missing: the store jumps from {} to {seq}", expected - 1),
-                ));
-            }
-            let s = Record::decode(v.value()).map_err(|e| corrupt(seq, e.to_string()))?;
-            if s.record.seq.0 != seq {
-                return Err(corrupt(
-                    seq,
-                    format!("stored under {seq} but holds seq {}", s.record.seq.0),
-                ));
-            }
-            if s.prev != prev {
-                // The link stored here was made from the original of the record before.
-                let culprit = seq.saturating_sub(1).max(first);
-                return Err(corrupt(
-                    culprit,
-                    format!("content does not match the chain link stored in record {seq}: edited, replaced or removed"),
-                ));
-            }
-            prev = s.hash;
-            progress(seq);
-            expected += 1;
-        }
-        let last = expected - 1;
-        if last >= first && recorded_head.is_some_and(|h| h.as_slice() != prev) {
-            return Err(corrupt(
-                last,
-                "content does not match the recorded chain head: edited",
-            ));
-        }
-        Ok(VerifyReport {
-            first,
-            last,
-            records: expected - first,
-            head: hex(&prev),
-        })
-    }
+    let rtx = db.begin_read().map_err(storage)?;
+    let meta = rtx.open_table(META).map_err(storage)?;
+    let get = |k: &str| -> Result<Option<Vec<u8>>, JournalError> {
+        Ok(meta.get(k).map_err(storage)?.map(|v| v.value().to_vec()))
+    };
+    let chain_meta = ChainMeta {
+        purged_through: get("purged_through")?,
+        anchor: get("anchor")?,
+        head: get("head")?,
+    };
+    let t = rtx.open_table(RECORDS).map_err(storage)?;
+    let rows = t.iter().map_err(storage)?.map(|item| {
+        let (k, v) = item.map_err(storage)?;
+        Ok((k.value(), v.value().to_vec()))
+    });
+    verify_chain(chain_meta, rows, progress)
 }
 
 /// Rewrites every format 1 record in format 2, chained from the genesis link.

@@ -1,0 +1,263 @@
+//! Journal on sled (feature `sled`), kept for the engine comparison. Same record format and
+//! chain as the redb store; directory `journal.sled/` in the state directory.
+//!
+//! Trees: `records` (u64 big-endian seq → record bytes), `cursors` (name → u64 LE), `meta`
+//! (`format`, `head`, `anchor`, `purged_through`). An append is one multi-tree transaction
+//! followed by `flush()` (sled makes nothing durable before a flush), so when it returns the
+//! records are on disk.
+
+use super::chain::{corrupt, hash_from, u64_from, verify_chain, ChainMeta, VerifyReport};
+use pdtf_connectors::upstream::CURSOR as UPSTREAM_CURSOR;
+use pdtf_models::record::{ChainHash, FORMAT_VERSION};
+use pdtf_models::{Entry, Journal, JournalError, Record, Seq};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+fn storage(e: impl std::fmt::Display) -> JournalError {
+    JournalError::Storage(e.to_string())
+}
+
+fn tx_err(e: TransactionError<JournalError>) -> JournalError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => storage(e),
+    }
+}
+
+struct Head {
+    next: u64,
+    hash: ChainHash,
+}
+
+pub struct SledJournal {
+    db: sled::Db,
+    records: sled::Tree,
+    cursors: sled::Tree,
+    meta: sled::Tree,
+    path: PathBuf,
+    head: Mutex<Head>,
+}
+
+fn get(t: &sled::Tree, k: &str) -> Result<Option<Vec<u8>>, JournalError> {
+    Ok(t.get(k).map_err(storage)?.map(|v| v.to_vec()))
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<JournalError>>;
+
+fn append_tx(
+    r: &TransactionalTree,
+    m: &TransactionalTree,
+    encoded: &[(u64, Vec<u8>)],
+    link: &ChainHash,
+) -> TxResult<()> {
+    for (seq, bytes) in encoded {
+        r.insert(&seq.to_be_bytes(), bytes.as_slice())?;
+    }
+    m.insert("head", link.as_slice())?;
+    Ok(())
+}
+
+/// Records with their seqs, their stored bytes by seq, and the new chain head.
+type Encoded = (Vec<Record>, Vec<(u64, Vec<u8>)>, ChainHash);
+
+fn encode(head: &Head, entries: Vec<Entry>) -> Encoded {
+    let mut link = head.hash;
+    let mut encoded = Vec::with_capacity(entries.len());
+    let records: Vec<Record> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| Record {
+            seq: Seq(head.next + i as u64),
+            time: e.time,
+            body: e.body,
+        })
+        .collect();
+    for r in &records {
+        let (bytes, hash) = r.encode(&link);
+        encoded.push((r.seq.0, bytes));
+        link = hash;
+    }
+    (records, encoded, link)
+}
+
+impl SledJournal {
+    pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
+        let path = state_dir.join("journal.sled");
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|e| storage(format!("cannot open {}: {e}", path.display())))?;
+        let records = db.open_tree("records").map_err(storage)?;
+        let cursors = db.open_tree("cursors").map_err(storage)?;
+        let meta = db.open_tree("meta").map_err(storage)?;
+        match get(&meta, "format")?.as_deref() {
+            None if records.is_empty() => {
+                meta.insert("format", &[FORMAT_VERSION]).map_err(storage)?;
+                db.flush().map_err(storage)?;
+            }
+            Some([FORMAT_VERSION]) => {}
+            other => {
+                return Err(storage(format!(
+                    "{} holds record format {other:?}; this agent knows {FORMAT_VERSION}",
+                    path.display()
+                )))
+            }
+        }
+        let head = match records.last().map_err(storage)? {
+            Some((k, v)) => {
+                let seq = u64::from_be_bytes(
+                    k.as_ref()
+                        .try_into()
+                        .map_err(|_| storage("bad record key"))?,
+                );
+                Head {
+                    next: seq + 1,
+                    hash: Record::decode(&v)
+                        .map_err(|e| corrupt(seq, e.to_string()))?
+                        .hash,
+                }
+            }
+            None => Head {
+                next: u64_from(get(&meta, "purged_through")?) + 1,
+                hash: hash_from(get(&meta, "anchor")?),
+            },
+        };
+        Ok(Self {
+            db,
+            records,
+            cursors,
+            meta,
+            path,
+            head: Mutex::new(head),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport, JournalError> {
+        let meta = ChainMeta {
+            purged_through: get(&self.meta, "purged_through")?,
+            anchor: get(&self.meta, "anchor")?,
+            head: get(&self.meta, "head")?,
+        };
+        let rows = self.records.iter().map(|item| {
+            let (k, v) = item.map_err(storage)?;
+            let seq = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| storage("bad record key"))?,
+            );
+            Ok((seq, v.to_vec()))
+        });
+        verify_chain(meta, rows, progress)
+    }
+
+    fn lock_head(&self) -> Result<std::sync::MutexGuard<'_, Head>, JournalError> {
+        self.head
+            .lock()
+            .map_err(|_| storage("journal writer lock poisoned"))
+    }
+}
+
+impl Journal for SledJournal {
+    fn append(&self, entries: Vec<Entry>) -> Result<Vec<Record>, JournalError> {
+        let mut head = self.lock_head()?;
+        if entries.is_empty() {
+            return Ok(vec![]);
+        }
+        let (records, encoded, link) = encode(&head, entries);
+        (&self.records, &self.meta)
+            .transaction(|(r, m)| append_tx(r, m, &encoded, &link))
+            .map_err(tx_err)?;
+        self.db.flush().map_err(storage)?;
+        head.next += records.len() as u64;
+        head.hash = link;
+        Ok(records)
+    }
+
+    fn read_from(&self, from: Seq, max: usize) -> Result<Vec<Record>, JournalError> {
+        let mut out = Vec::with_capacity(max.min(4096));
+        for item in self.records.range(from.0.to_be_bytes()..).take(max) {
+            let (k, v) = item.map_err(storage)?;
+            let seq = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| storage("bad record key"))?,
+            );
+            let s = Record::decode(&v).map_err(|e| corrupt(seq, e.to_string()))?;
+            out.push(s.record);
+        }
+        Ok(out)
+    }
+
+    fn last_seq(&self) -> Result<Seq, JournalError> {
+        Ok(Seq(self.lock_head()?.next - 1))
+    }
+
+    fn cursor(&self, name: &str) -> Result<Seq, JournalError> {
+        Ok(Seq(u64_from(get(&self.cursors, name)?)))
+    }
+
+    fn set_cursor(&self, name: &str, seq: Seq) -> Result<(), JournalError> {
+        self.cursors
+            .insert(name, &seq.0.to_le_bytes())
+            .map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(())
+    }
+
+    fn purge_through(&self, through: Seq, audit: Entry) -> Result<Vec<Record>, JournalError> {
+        let mut head = self.lock_head()?;
+        let acked = self.cursor(UPSTREAM_CURSOR)?.0;
+        if through.0 > acked {
+            return Err(storage(format!(
+                "refusing to purge through seq {} past the upstream acknowledgement ({acked})",
+                through.0
+            )));
+        }
+        let Some(bytes) = self.records.get(through.0.to_be_bytes()).map_err(storage)? else {
+            return Err(storage(format!(
+                "seq {} is not stored; nothing purged",
+                through.0
+            )));
+        };
+        let anchor = Record::decode(&bytes)
+            .map_err(|e| corrupt(through.0, e.to_string()))?
+            .hash;
+        let first = self.first_seq()?.0;
+        let (records, encoded, link) = encode(&head, vec![audit]);
+        (&self.records, &self.meta)
+            .transaction(|(r, m)| {
+                for seq in first..=through.0 {
+                    r.remove(&seq.to_be_bytes())?;
+                }
+                m.insert("anchor", anchor.as_slice())?;
+                m.insert("purged_through", &through.0.to_le_bytes())?;
+                append_tx(r, m, &encoded, &link)
+            })
+            .map_err(tx_err)?;
+        self.db.flush().map_err(storage)?;
+        head.next += 1;
+        head.hash = link;
+        Ok(records)
+    }
+
+    fn first_seq(&self) -> Result<Seq, JournalError> {
+        match self.records.first().map_err(storage)? {
+            Some((k, _)) => Ok(Seq(u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| storage("bad record key"))?,
+            ))),
+            None => Ok(Seq(self.last_seq()?.0 + 1)),
+        }
+    }
+
+    fn stored_bytes(&self) -> Result<u64, JournalError> {
+        self.db.size_on_disk().map_err(storage)
+    }
+}
