@@ -15,14 +15,14 @@
 //! open (in one transaction); a newer format is refused.
 
 use super::chain::{corrupt, hash_from, u64_from, verify_chain, ChainMeta, VerifyReport};
-use pdtf_models::record::{ChainHash, GENESIS};
+use super::writer::{check_purge, Encoded, Head, Writer};
+use pdtf_models::record::GENESIS;
 use pdtf_models::{Entry, Journal, JournalError, Record, Seq};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
 };
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use tracing::warn;
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
@@ -36,16 +36,11 @@ pub(super) fn storage(e: impl std::fmt::Display) -> JournalError {
     JournalError::Storage(e.to_string())
 }
 
-struct Head {
-    next: u64,
-    hash: ChainHash,
-}
-
 pub struct RedbJournal {
     db: Database,
     path: PathBuf,
     /// Next seq and the last link. Held for the whole append: the single-writer lock.
-    head: Mutex<Head>,
+    head: Writer,
 }
 
 fn meta_get(tx: &WriteTransaction, key: &str) -> Result<Option<Vec<u8>>, JournalError> {
@@ -122,7 +117,7 @@ impl RedbJournal {
         Ok(Self {
             db,
             path,
-            head: Mutex::new(head),
+            head: Writer::new(head),
         })
     }
 
@@ -213,52 +208,34 @@ impl RedbJournal {
         tx: &WriteTransaction,
         head: &Head,
         entries: Vec<Entry>,
-    ) -> Result<(Vec<Record>, ChainHash), JournalError> {
-        let records: Vec<Record> = entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| Record {
-                seq: Seq(head.next + i as u64),
-                time: e.time,
-                body: e.body,
-            })
-            .collect();
-        let mut link = head.hash;
+    ) -> Result<Encoded, JournalError> {
+        let e = head.encode(entries);
         {
             let mut t = tx.open_table(RECORDS).map_err(storage)?;
-            for r in &records {
-                let (bytes, hash) = r.encode(&link);
-                t.insert(r.seq.0, bytes.as_slice()).map_err(storage)?;
-                link = hash;
+            for (seq, bytes) in &e.rows {
+                t.insert(*seq, bytes.as_slice()).map_err(storage)?;
             }
         }
-        meta_set(tx, "head", &link)?;
-        Ok((records, link))
-    }
-
-    fn lock_head(&self) -> Result<std::sync::MutexGuard<'_, Head>, JournalError> {
-        self.head
-            .lock()
-            .map_err(|_| storage("journal writer lock poisoned"))
+        meta_set(tx, "head", &e.link)?;
+        Ok(e)
     }
 }
 
 impl Journal for RedbJournal {
     fn append(&self, entries: Vec<Entry>) -> Result<Vec<Record>, JournalError> {
-        let mut head = self.lock_head()?;
+        let mut head = self.head.lock()?;
         if entries.is_empty() {
             return Ok(vec![]);
         }
         let tx = self.db.begin_write().map_err(storage)?;
-        let (records, link) = Self::append_in(&tx, &head, entries)?;
+        let e = Self::append_in(&tx, &head, entries)?;
         tx.commit().map_err(storage)?;
-        head.next += records.len() as u64;
-        head.hash = link;
-        Ok(records)
+        head.advance(&e);
+        Ok(e.records)
     }
 
     fn purge_through(&self, through: Seq, audit: Entry) -> Result<Vec<Record>, JournalError> {
-        let mut head = self.lock_head()?;
+        let mut head = self.head.lock()?;
         let tx = self.db.begin_write().map_err(storage)?;
         let acked = {
             let t = tx.open_table(CURSORS).map_err(storage)?;
@@ -269,12 +246,7 @@ impl Journal for RedbJournal {
                 .unwrap_or(0);
             v
         };
-        if through.0 > acked {
-            return Err(storage(format!(
-                "refusing to purge through seq {} past the upstream acknowledgement ({acked})",
-                through.0
-            )));
-        }
+        check_purge(through, acked)?;
         let anchor = {
             let mut t = tx.open_table(RECORDS).map_err(storage)?;
             let last = t
@@ -295,11 +267,10 @@ impl Journal for RedbJournal {
         };
         meta_set(&tx, "anchor", &anchor)?;
         meta_set(&tx, "purged_through", &through.0.to_le_bytes())?;
-        let (records, link) = Self::append_in(&tx, &head, vec![audit])?;
+        let e = Self::append_in(&tx, &head, vec![audit])?;
         tx.commit().map_err(storage)?;
-        head.next += records.len() as u64;
-        head.hash = link;
-        Ok(records)
+        head.advance(&e);
+        Ok(e.records)
     }
 
     fn first_seq(&self) -> Result<Seq, JournalError> {

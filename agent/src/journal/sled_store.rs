@@ -7,13 +7,13 @@
 //! records are on disk.
 
 use super::chain::{corrupt, hash_from, u64_from, verify_chain, ChainMeta, VerifyReport};
+use super::writer::{check_purge, Head, Writer};
 use pdtf_connectors::upstream::CURSOR as UPSTREAM_CURSOR;
 use pdtf_models::record::{ChainHash, FORMAT_VERSION};
 use pdtf_models::{Entry, Journal, JournalError, Record, Seq};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 fn storage(e: impl std::fmt::Display) -> JournalError {
     JournalError::Storage(e.to_string())
@@ -26,18 +26,13 @@ fn tx_err(e: TransactionError<JournalError>) -> JournalError {
     }
 }
 
-struct Head {
-    next: u64,
-    hash: ChainHash,
-}
-
 pub struct SledJournal {
     db: sled::Db,
     records: sled::Tree,
     cursors: sled::Tree,
     meta: sled::Tree,
     path: PathBuf,
-    head: Mutex<Head>,
+    head: Writer,
 }
 
 fn get(t: &sled::Tree, k: &str) -> Result<Option<Vec<u8>>, JournalError> {
@@ -57,29 +52,6 @@ fn append_tx(
     }
     m.insert("head", link.as_slice())?;
     Ok(())
-}
-
-/// Records with their seqs, their stored bytes by seq, and the new chain head.
-type Encoded = (Vec<Record>, Vec<(u64, Vec<u8>)>, ChainHash);
-
-fn encode(head: &Head, entries: Vec<Entry>) -> Encoded {
-    let mut link = head.hash;
-    let mut encoded = Vec::with_capacity(entries.len());
-    let records: Vec<Record> = entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| Record {
-            seq: Seq(head.next + i as u64),
-            time: e.time,
-            body: e.body,
-        })
-        .collect();
-    for r in &records {
-        let (bytes, hash) = r.encode(&link);
-        encoded.push((r.seq.0, bytes));
-        link = hash;
-    }
-    (records, encoded, link)
 }
 
 impl SledJournal {
@@ -130,7 +102,7 @@ impl SledJournal {
             cursors,
             meta,
             path,
-            head: Mutex::new(head),
+            head: Writer::new(head),
         })
     }
 
@@ -155,28 +127,21 @@ impl SledJournal {
         });
         verify_chain(meta, rows, progress)
     }
-
-    fn lock_head(&self) -> Result<std::sync::MutexGuard<'_, Head>, JournalError> {
-        self.head
-            .lock()
-            .map_err(|_| storage("journal writer lock poisoned"))
-    }
 }
 
 impl Journal for SledJournal {
     fn append(&self, entries: Vec<Entry>) -> Result<Vec<Record>, JournalError> {
-        let mut head = self.lock_head()?;
+        let mut head = self.head.lock()?;
         if entries.is_empty() {
             return Ok(vec![]);
         }
-        let (records, encoded, link) = encode(&head, entries);
+        let e = head.encode(entries);
         (&self.records, &self.meta)
-            .transaction(|(r, m)| append_tx(r, m, &encoded, &link))
+            .transaction(|(r, m)| append_tx(r, m, &e.rows, &e.link))
             .map_err(tx_err)?;
         self.db.flush().map_err(storage)?;
-        head.next += records.len() as u64;
-        head.hash = link;
-        Ok(records)
+        head.advance(&e);
+        Ok(e.records)
     }
 
     fn read_from(&self, from: Seq, max: usize) -> Result<Vec<Record>, JournalError> {
@@ -195,7 +160,7 @@ impl Journal for SledJournal {
     }
 
     fn last_seq(&self) -> Result<Seq, JournalError> {
-        Ok(Seq(self.lock_head()?.next - 1))
+        Ok(Seq(self.head.lock()?.next - 1))
     }
 
     fn cursor(&self, name: &str) -> Result<Seq, JournalError> {
@@ -211,14 +176,9 @@ impl Journal for SledJournal {
     }
 
     fn purge_through(&self, through: Seq, audit: Entry) -> Result<Vec<Record>, JournalError> {
-        let mut head = self.lock_head()?;
+        let mut head = self.head.lock()?;
         let acked = self.cursor(UPSTREAM_CURSOR)?.0;
-        if through.0 > acked {
-            return Err(storage(format!(
-                "refusing to purge through seq {} past the upstream acknowledgement ({acked})",
-                through.0
-            )));
-        }
+        check_purge(through, acked)?;
         let Some(bytes) = self.records.get(through.0.to_be_bytes()).map_err(storage)? else {
             return Err(storage(format!(
                 "seq {} is not stored; nothing purged",
@@ -229,7 +189,7 @@ impl Journal for SledJournal {
             .map_err(|e| corrupt(through.0, e.to_string()))?
             .hash;
         let first = self.first_seq()?.0;
-        let (records, encoded, link) = encode(&head, vec![audit]);
+        let e = head.encode(vec![audit]);
         (&self.records, &self.meta)
             .transaction(|(r, m)| {
                 for seq in first..=through.0 {
@@ -237,13 +197,12 @@ impl Journal for SledJournal {
                 }
                 m.insert("anchor", anchor.as_slice())?;
                 m.insert("purged_through", &through.0.to_le_bytes())?;
-                append_tx(r, m, &encoded, &link)
+                append_tx(r, m, &e.rows, &e.link)
             })
             .map_err(tx_err)?;
         self.db.flush().map_err(storage)?;
-        head.next += 1;
-        head.hash = link;
-        Ok(records)
+        head.advance(&e);
+        Ok(e.records)
     }
 
     fn first_seq(&self) -> Result<Seq, JournalError> {

@@ -1,0 +1,78 @@
+//! Writer state shared by the engines: the next seq and the chain head, behind the lock that
+//! makes appends single-writer, and the encoding of entries into chained records.
+
+use pdtf_models::record::ChainHash;
+use pdtf_models::{Entry, JournalError, Record, Seq};
+use std::sync::{Mutex, MutexGuard};
+
+pub struct Head {
+    pub next: u64,
+    pub hash: ChainHash,
+}
+
+/// Records with their seqs, their stored bytes by seq, and the new chain head.
+pub struct Encoded {
+    pub records: Vec<Record>,
+    pub rows: Vec<(u64, Vec<u8>)>,
+    pub link: ChainHash,
+}
+
+impl Head {
+    /// Gives `entries` the next seqs and chains them after the head (nothing is written).
+    pub fn encode(&self, entries: Vec<Entry>) -> Encoded {
+        let mut link = self.hash;
+        let records: Vec<Record> = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| Record {
+                seq: Seq(self.next + i as u64),
+                time: e.time,
+                body: e.body,
+            })
+            .collect();
+        let rows = records
+            .iter()
+            .map(|r| {
+                let (bytes, hash) = r.encode(&link);
+                link = hash;
+                (r.seq.0, bytes)
+            })
+            .collect();
+        Encoded {
+            records,
+            rows,
+            link,
+        }
+    }
+
+    /// After the commit of `e` returned.
+    pub fn advance(&mut self, e: &Encoded) {
+        self.next += e.records.len() as u64;
+        self.hash = e.link;
+    }
+}
+
+pub struct Writer(Mutex<Head>);
+
+impl Writer {
+    pub fn new(head: Head) -> Self {
+        Self(Mutex::new(head))
+    }
+
+    pub fn lock(&self) -> Result<MutexGuard<'_, Head>, JournalError> {
+        self.0
+            .lock()
+            .map_err(|_| JournalError::Storage("journal writer lock poisoned".into()))
+    }
+}
+
+/// Only records the upstream acknowledged may be purged.
+pub fn check_purge(through: Seq, acked: u64) -> Result<(), JournalError> {
+    if through.0 > acked {
+        return Err(JournalError::Storage(format!(
+            "refusing to purge through seq {} past the upstream acknowledgement ({acked})",
+            through.0
+        )));
+    }
+    Ok(())
+}
