@@ -290,3 +290,53 @@ async fn source_outage_becomes_a_gap_record() {
     );
     assert_eq!(g.tags.len(), 2, "both tags of the source are in the gap");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_active_at_restart_clears_after_it() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let c = agent_config(dir.path(), port, port);
+    let publisher = Publisher::start(port, "plc-sim");
+    let first = Agent::start(&c).unwrap();
+    wait_until_sample(&first, &publisher).await;
+    publisher.send("line/temp", temp(85.0)).await;
+    wait_until("raised", WAIT, || {
+        Stats::get(&first.stats.alarms_active) == 1
+    })
+    .await;
+    first.shutdown(Duration::from_secs(2)).await;
+
+    // The value went back to normal while the agent was down; the restarted agent must know
+    // the alarm was active, so the first normal value clears it.
+    let second = Agent::start(&c).unwrap();
+    assert_eq!(
+        Stats::get(&second.stats.alarms_active),
+        1,
+        "active alarm restored from the journal"
+    );
+    wait_until_sample(&second, &publisher).await;
+    publisher.send("line/temp", temp(70.0)).await;
+    wait_until("cleared after restart", WAIT, || {
+        Stats::get(&second.stats.alarms_active) == 0
+    })
+    .await;
+    let scada = Consumer::start(port, "scada-late", "pdtf/s1/a1/l1/alarms/temp").await;
+    wait_until("retained state is inactive", WAIT, || {
+        scada
+            .snapshot()
+            .last()
+            .is_some_and(|m| m.json()["state"] == "inactive")
+    })
+    .await;
+    let last_alarm = journal_bodies(&second)
+        .into_iter()
+        .filter_map(|b| match b {
+            RecordBody::Alarm(a) => Some(a),
+            _ => None,
+        })
+        .next_back()
+        .unwrap();
+    assert_eq!(last_alarm.state, pdtf_models::AlarmState::Inactive);
+    assert_eq!(last_alarm.previous, Some(pdtf_models::Level::Hi));
+    second.shutdown(Duration::from_secs(1)).await;
+}

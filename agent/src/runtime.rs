@@ -76,6 +76,52 @@ fn tag_table(c: &Config) -> (TagTable, Vec<Option<LimitSpec>>) {
     (TagTable::new(specs), limits)
 }
 
+/// How far back the start-up scan for the last alarm state of each tag looks.
+const ALARM_RESTORE_SCAN_RECORDS: usize = 500_000;
+
+/// The last alarm transition of each limited tag, newest first from the journal end, within
+/// `ALARM_RESTORE_SCAN_RECORDS`: it seeds the detector and the retained alarm board so a
+/// restart neither forgets an active alarm nor leaves a stale one standing.
+fn restore_alarms(
+    journal: &dyn Journal,
+    last: u64,
+    limits: &[Option<LimitSpec>],
+    detector: &mut LimitDetector,
+    board: Option<&AlertBoard>,
+) -> Result<usize, pdtf_models::JournalError> {
+    let mut wanted: std::collections::BTreeSet<usize> = limits
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.is_some())
+        .map(|(i, _)| i)
+        .collect();
+    let mut before = last + 1;
+    let mut scanned = 0;
+    let mut active = 0;
+    while !wanted.is_empty() && scanned < ALARM_RESTORE_SCAN_RECORDS && before > 1 {
+        let chunk = journal.read_back(Seq(before), 10_000)?;
+        let Some(oldest) = chunk.last() else { break };
+        before = oldest.seq.0;
+        scanned += chunk.len();
+        for r in &chunk {
+            let RecordBody::Alarm(a) = &r.body else {
+                continue;
+            };
+            if !wanted.remove(&a.tag.index()) {
+                continue;
+            }
+            if let pdtf_models::AlarmState::Active(level) = a.state {
+                detector.restore(a.tag, Some(level));
+                active += 1;
+            }
+            if let Some(b) = board {
+                b.accept(r);
+            }
+        }
+    }
+    Ok(active)
+}
+
 /// SHA-256 over the agent file and every included tag file (in load order, each prefixed
 /// by its path), so the audit trail names the exact configuration a run used.
 fn config_digest(c: &Config) -> String {
@@ -258,9 +304,21 @@ impl Agent {
                 }))
             })
             .collect();
+        let mut detector = LimitDetector::new(limits.clone());
+        let restored = restore_alarms(
+            journal.as_ref(),
+            last,
+            &limits,
+            &mut detector,
+            board.as_deref(),
+        )?;
+        if restored > 0 {
+            info!(active = restored, "Alarm states restored from the journal.");
+        }
+        Stats::set(&stats.alarms_active, restored as u64);
         let mut pipeline = LinePipeline::new(
             LineTwin::new(tags.len()),
-            LimitDetector::new(limits),
+            detector,
             compressors,
             journal.clone(),
             board.clone(),

@@ -26,6 +26,9 @@ pub trait Journal: Send + Sync {
     /// Up to `max` records with `seq >= from`, in order.
     fn read_from(&self, from: Seq, max: usize) -> Result<Vec<Record>, JournalError>;
 
+    /// Up to `max` records with `seq < before`, newest first (for restoring state at start).
+    fn read_back(&self, before: Seq, max: usize) -> Result<Vec<Record>, JournalError>;
+
     /// Highest committed seq, `Seq(0)` when empty.
     fn last_seq(&self) -> Result<Seq, JournalError>;
 

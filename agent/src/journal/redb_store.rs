@@ -309,6 +309,22 @@ impl Journal for RedbJournal {
         Ok(out)
     }
 
+    fn read_back(&self, before: Seq, max: usize) -> Result<Vec<Record>, JournalError> {
+        let rtx = self.db.begin_read().map_err(storage)?;
+        let t = rtx.open_table(RECORDS).map_err(storage)?;
+        let mut out = Vec::with_capacity(max.min(4096));
+        for item in t.range(..before.0).map_err(storage)?.rev().take(max) {
+            let (k, v) = item.map_err(storage)?;
+            let seq = k.value();
+            out.push(
+                Record::decode(v.value())
+                    .map_err(|e| corrupt(seq, e.to_string()))?
+                    .record,
+            );
+        }
+        Ok(out)
+    }
+
     fn last_seq(&self) -> Result<Seq, JournalError> {
         let head = self
             .head

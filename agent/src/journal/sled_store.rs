@@ -159,6 +159,24 @@ impl Journal for SledJournal {
         Ok(out)
     }
 
+    fn read_back(&self, before: Seq, max: usize) -> Result<Vec<Record>, JournalError> {
+        let mut out = Vec::with_capacity(max.min(4096));
+        for item in self.records.range(..before.0.to_be_bytes()).rev().take(max) {
+            let (k, v) = item.map_err(storage)?;
+            let seq = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| storage("bad record key"))?,
+            );
+            out.push(
+                Record::decode(&v)
+                    .map_err(|e| corrupt(seq, e.to_string()))?
+                    .record,
+            );
+        }
+        Ok(out)
+    }
+
     fn last_seq(&self) -> Result<Seq, JournalError> {
         Ok(Seq(self.head.lock()?.next - 1))
     }

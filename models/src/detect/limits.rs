@@ -38,6 +38,16 @@ impl LimitDetector {
         self.state.get(tag.index()).and_then(|s| s.active)
     }
 
+    /// Sets a tag's active level from the record (at start, from the journal), so an alarm
+    /// that was active before a restart clears when the value returns, instead of staying
+    /// "active" on SCADA's retained topic forever.
+    pub fn restore(&mut self, tag: crate::TagId, level: Option<Level>) {
+        if let Some(st) = self.state.get_mut(tag.index()) {
+            st.active = level;
+            st.pending = None;
+        }
+    }
+
     pub fn active_count(&self) -> usize {
         self.state.iter().filter(|s| s.active.is_some()).count()
     }
@@ -242,6 +252,14 @@ mod tests {
         det.on_sample(&sample(f64::NAN, 3, Quality::Good), &twin, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(det.active(TagId(0)), Some(Level::HiHi));
+    }
+
+    #[test]
+    fn a_restored_alarm_clears_when_the_value_returns() {
+        let mut det = LimitDetector::new(vec![Some(spec())]);
+        det.restore(TagId(0), Some(Level::HiHi));
+        assert_eq!(det.active_count(), 1);
+        assert_eq!(run(&mut det, &[(50.0, 0)]), vec![AlarmState::Inactive]);
     }
 
     #[test]
