@@ -80,15 +80,21 @@ async fn records_flow_over_mutual_tls() {
     ))
     .unwrap();
     let publisher = Publisher::start(port, "plc-sim");
-    for i in 0..50 {
-        publisher.send("line/flow", format!("{i}")).await;
-    }
+    // Publish until 50 samples are in: the source may not be subscribed yet at first.
+    wait_until("50 samples in", WAIT, || {
+        let _ = publisher
+            .client
+            .try_publish("line/flow", rumqttc::QoS::AtLeastOnce, false, "1");
+        Stats::get(&agent.stats.samples_in) >= 50
+    })
+    .await;
+    let last = Stats::get(&agent.stats.last_seq);
     wait_until("records over TLS", WAIT, || {
-        Stats::get(&agent.stats.upstream_acked_seq) >= 50
+        Stats::get(&agent.stats.upstream_acked_seq) >= last
     })
     .await;
     wait_until("historian got them", WAIT, || {
-        upstream_seqs(&historian.snapshot()).0.len() >= 50
+        upstream_seqs(&historian.snapshot()).0.len() as u64 >= last
     })
     .await;
     assert!(proxy.handshake_errors.lock().unwrap().is_empty());
