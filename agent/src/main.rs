@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// PDTF Edge agent: plant-floor tags in, batch-aware alarms and records out, nothing lost.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
