@@ -242,11 +242,7 @@ async fn a_backlog_drains_at_the_configured_rate_and_live_alarms_overtake_it() {
     let proxy = Proxy::start(port).await;
     let dir = tempfile::tempdir().unwrap();
     proxy.cut();
-    let mut c = agent_config(dir.path(), port, proxy.port);
-    c.sinks.alerts = None;
-    let u = c.sinks.upstream.as_mut().unwrap();
-    u.max_drain_records_per_s = Some(400);
-    u.backlog_threshold_records = 100;
+    let c = backlog_config(dir.path(), port, proxy.port, 400);
     let agent = Agent::start(&c).unwrap();
     let publisher = Publisher::start(port, "plc-sim");
     feed_until(&agent, &publisher, 3_000).await;
@@ -300,11 +296,7 @@ async fn restarting_the_agent_mid_drain_gives_duplicates_only() {
     let proxy = Proxy::start(port).await;
     let dir = tempfile::tempdir().unwrap();
     proxy.cut();
-    let mut c = agent_config(dir.path(), port, proxy.port);
-    c.sinks.alerts = None;
-    let u = c.sinks.upstream.as_mut().unwrap();
-    u.max_drain_records_per_s = Some(1_000);
-    u.backlog_threshold_records = 100;
+    let c = backlog_config(dir.path(), port, proxy.port, 1_000);
     let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
     let first = Agent::start(&c).unwrap();
     let publisher = Publisher::start(port, "plc-sim");
@@ -323,21 +315,13 @@ async fn restarting_the_agent_mid_drain_gives_duplicates_only() {
     first.shutdown(Duration::ZERO).await;
 
     let second = Agent::start(&c).unwrap();
-    let last = Stats::get(&second.stats.last_seq);
-    wait_until("drained after restart", Duration::from_secs(60), || {
-        Stats::get(&second.stats.upstream_acked_seq) >= last
-    })
+    let (last, dups) = assert_upstream_complete(
+        &second,
+        &historian,
+        Duration::from_secs(60),
+        "nothing lost across the restart",
+    )
     .await;
-    wait_until("historian complete", WAIT, || {
-        upstream_seqs(&historian.snapshot()).0.last() >= Some(&last)
-    })
-    .await;
-    let (seqs, dups) = upstream_seqs(&historian.snapshot());
-    assert_eq!(
-        seqs[..last as usize],
-        (1..=last).collect::<Vec<_>>()[..],
-        "nothing lost across the restart"
-    );
     eprintln!("mid-drain restart: {last} records, {dups} duplicates (dropped by seq)");
     second.shutdown(Duration::from_secs(1)).await;
 }

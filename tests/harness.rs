@@ -240,6 +240,14 @@ source = "plc"
 topic = "line/flow"
 "#;
 
+/// The `[agent]` section every test config starts with; the journal goes in `dir/state`.
+pub fn agent_section(dir: &Path) -> String {
+    format!(
+        "[agent]\nid = \"test-agent\"\nsite = \"s1\"\narea = \"a1\"\nline = \"l1\"\nstate_dir = \"{}\"\n",
+        dir.join("state").display()
+    )
+}
+
 /// One line: source on `source_port`, alerts and upstream on `sink_port`.
 pub fn agent_config(state_dir: &Path, source_port: u16, sink_port: u16) -> Config {
     agent_config_with(state_dir, source_port, sink_port, "", "")
@@ -256,13 +264,7 @@ pub fn agent_config_with(
 ) -> Config {
     let text = format!(
         r#"
-[agent]
-id = "test-agent"
-site = "s1"
-area = "a1"
-line = "l1"
-state_dir = "{state}"
-
+{agent}
 [brokers.plant]
 host = "127.0.0.1"
 port = {source_port}
@@ -292,7 +294,7 @@ max_inflight = 4
 {sections}
 {TEST_TAGS}{flow_extra}
 "#,
-        state = state_dir.join("state").display()
+        agent = agent_section(state_dir)
     );
     config::load_str(&text, &state_dir.join("agent.toml"), &|_| None)
         .unwrap_or_else(|e| panic!("test config invalid: {e:?}"))
@@ -308,6 +310,48 @@ pub async fn wait_until_sample(agent: &pdtf_agent::Agent, publisher: &Publisher)
         }
     }
     panic!("the agent never received a sample");
+}
+
+/// A line whose upstream is behind `proxy_port` with no alerts sink, backlogged above 100
+/// records and then drained at `drain_per_s`.
+pub fn backlog_config(dir: &Path, port: u16, proxy_port: u16, drain_per_s: u64) -> Config {
+    let mut c = agent_config(dir, port, proxy_port);
+    c.sinks.alerts = None;
+    let u = c
+        .sinks
+        .upstream
+        .as_mut()
+        .expect("test config has an upstream");
+    u.max_drain_records_per_s = Some(drain_per_s);
+    u.backlog_threshold_records = 100;
+    c
+}
+
+/// Freezes the agent's last seq, waits until upstream acknowledged it and the historian holds
+/// it, and asserts the historian has every seq `1..=last`. Returns (last, duplicates).
+pub async fn assert_upstream_complete(
+    agent: &pdtf_agent::Agent,
+    historian: &Consumer,
+    timeout: Duration,
+    what: &str,
+) -> (u64, usize) {
+    use pdtf_connectors::Stats;
+    let last = Stats::get(&agent.stats.last_seq);
+    wait_until(&format!("{what}: upstream acknowledged"), timeout, || {
+        Stats::get(&agent.stats.upstream_acked_seq) >= last
+    })
+    .await;
+    wait_until(&format!("{what}: historian has it"), timeout, || {
+        upstream_seqs(&historian.snapshot()).0.last() >= Some(&last)
+    })
+    .await;
+    let (seqs, dups) = upstream_seqs(&historian.snapshot());
+    assert_eq!(
+        seqs[..last as usize],
+        (1..=last).collect::<Vec<_>>()[..],
+        "{what}: a hole upstream"
+    );
+    (last, dups)
 }
 
 /// Minimal HTTP GET on loopback: (status code, body).

@@ -224,21 +224,7 @@ async fn upstream_outages_mid_run_lose_no_accepted_record() {
         Stats::get(&agent.stats.samples_in) >= u64::from(sent)
     })
     .await;
-    let last = Stats::get(&agent.stats.last_seq);
-    wait_until("upstream drained after outages", WAIT, || {
-        Stats::get(&agent.stats.upstream_acked_seq) >= last
-    })
-    .await;
-    wait_until("historian has everything", WAIT, || {
-        upstream_seqs(&historian.snapshot()).0.last() >= Some(&last)
-    })
-    .await;
-    let (seqs, dups) = upstream_seqs(&historian.snapshot());
-    assert_eq!(
-        seqs[..last as usize],
-        (1..=last).collect::<Vec<_>>()[..],
-        "a hole after replay"
-    );
+    let (last, dups) = assert_upstream_complete(&agent, &historian, WAIT, "after replay").await;
     assert!(
         Stats::get(&agent.stats.upstream_reconnects) >= 3,
         "each cut forced a reconnect"

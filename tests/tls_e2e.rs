@@ -16,13 +16,7 @@ const WAIT: Duration = Duration::from_secs(20);
 fn tls_config(dir: &Path, plain_port: u16, tls_port: u16, tls: &str) -> pdtf_agent::config::Config {
     let text = format!(
         r#"
-[agent]
-id = "test-agent"
-site = "s1"
-area = "a1"
-line = "l1"
-state_dir = "{state}"
-
+{agent}
 [health]
 listen = "127.0.0.1:0"
 
@@ -46,7 +40,7 @@ broker = "plant"
 [sinks.upstream]
 broker = "site"
 {TEST_TAGS}"#,
-        state = dir.join("state").display()
+        agent = agent_section(dir)
     );
     load_str(&text, &dir.join("agent.toml"), &|_| None).unwrap_or_else(|e| panic!("{e:?}"))
 }

@@ -58,6 +58,7 @@ pub struct LinePipeline {
     /// Live copies of alarm records for upstream `.../events` (never waited on).
     pub live: Option<mpsc::Sender<Record>>,
     refusal: Option<Refusal>,
+    kept: Vec<Sample>,
 }
 
 impl LinePipeline {
@@ -83,6 +84,7 @@ impl LinePipeline {
             full_policy,
             live: None,
             refusal: None,
+            kept: Vec::new(),
         }
     }
 
@@ -193,7 +195,8 @@ impl LinePipeline {
     }
 
     async fn apply(&mut self, msg: SourceMsg, out: &mut Vec<Entry>, scratch: &mut Vec<RecordBody>) {
-        let mut kept = Vec::new();
+        // Reused across messages: the compressors' output for this message.
+        let mut kept = std::mem::take(&mut self.kept);
         match msg {
             SourceMsg::Samples(samples) => {
                 for s in samples {
@@ -227,17 +230,6 @@ impl LinePipeline {
                 time: g.end,
                 body: RecordBody::Gap(g),
             }),
-            SourceMsg::Batch(b) => {
-                if b.event == "start" {
-                    self.twin.start_batch(b.batch_id.clone(), b.product.clone());
-                } else {
-                    self.twin.end_batch();
-                }
-                out.push(Entry {
-                    time: now(),
-                    body: RecordBody::Batch(b),
-                });
-            }
             SourceMsg::Purge {
                 through,
                 records,
@@ -249,6 +241,7 @@ impl LinePipeline {
                 self.purge(through, records, oldest).await;
             }
         }
+        self.kept = kept;
     }
 
     async fn purge(&mut self, through: Seq, records: u64, oldest: Timestamp) {

@@ -28,13 +28,7 @@ fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
     let path = dir.join("agent.toml");
     let text = format!(
         r#"
-[agent]
-id = "test-agent"
-site = "s1"
-area = "a1"
-line = "l1"
-state_dir = "{state}"
-
+{agent}
 [brokers.plant]
 host = "127.0.0.1"
 port = {port}
@@ -59,7 +53,7 @@ engine = "{engine}"
         } else {
             "redb"
         },
-        state = dir.join("state").display(),
+        agent = harness::agent_section(dir),
         tags = harness::TEST_TAGS,
     );
     std::fs::write(&path, text).unwrap();

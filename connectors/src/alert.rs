@@ -6,7 +6,7 @@
 //! pipeline. On every (re)connect all entries are published again, so a broker that lost its
 //! retained store is repaired.
 
-use crate::mqtt::{BrokerConfig, Link};
+use crate::mqtt::{link_down, link_up, Backoff, BrokerConfig, Link, LinkError};
 use crate::Stats;
 use pdtf_models::{AlarmEvent, AlarmState, Record, Timestamp};
 use rumqttc::{Event, Packet, QoS};
@@ -141,12 +141,6 @@ impl AlertBoard {
         let all: BTreeSet<String> = b.entries.keys().cloned().collect();
         b.dirty = all;
     }
-
-    /// Current retained payload of a tag's topic (for status and tests).
-    pub fn current(&self, tag_name: &str) -> Option<Vec<u8>> {
-        let b = self.inner.lock().expect("alert board lock poisoned");
-        b.entries.get(&self.topic(tag_name)).cloned()
-    }
 }
 
 pub struct AlertPublisher {
@@ -160,30 +154,21 @@ impl AlertPublisher {
     pub async fn run(self, stats: Arc<Stats>, shutdown: CancellationToken) {
         let mut backoff = self.broker.backoff();
         loop {
-            let mut link = Link::open(self.broker.options(&self.agent_id, "alerts"), 256);
-            let reason = loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = self.board.changed.notified() => {
-                        if let Err(e) = self.publish_dirty(&link, &stats).await {
-                            break e;
-                        }
-                    }
-                    ev = link.events.recv() => match ev {
-                        None => break "connection task stopped".to_owned(),
-                        Some(Err(e)) => break crate::mqtt::link_down(&stats, "alerts", &self.broker.endpoint(), &e, &backoff),
-                        Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                            backoff.reset();
-                            crate::mqtt::link_up(&stats, "alerts");
-                            info!(broker = %self.broker.endpoint(), "Alert publisher connected; republishing current alarm states.");
-                            self.board.mark_all_dirty();
-                            if let Err(e) = self.publish_dirty(&link, &stats).await {
-                                break e;
-                            }
-                        }
-                        Some(Ok(_)) => {}
-                    },
-                }
+            let reason = match self.broker.options(&self.agent_id, "alerts") {
+                Err(e) => link_down(
+                    &stats,
+                    "alerts",
+                    &self.broker.endpoint(),
+                    LinkError::Setup(&e),
+                    &backoff,
+                ),
+                Ok(o) => match self
+                    .connected(Link::open(o, 256), &stats, &shutdown, &mut backoff)
+                    .await
+                {
+                    Some(reason) => reason,
+                    None => return,
+                },
             };
             // Whatever was in flight is republished from the board on the next connect.
             self.board.mark_all_dirty();
@@ -192,6 +177,42 @@ impl AlertPublisher {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Serves one connection; `None` on shutdown, else why the link went.
+    async fn connected(
+        &self,
+        mut link: Link,
+        stats: &Stats,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Option<String> {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = self.board.changed.notified() => {
+                    if let Err(e) = self.publish_dirty(&link, stats).await {
+                        return Some(e);
+                    }
+                }
+                ev = link.events.recv() => match ev {
+                    None => return Some("connection task stopped".to_owned()),
+                    Some(Err(e)) => {
+                        return Some(link_down(stats, "alerts", &self.broker.endpoint(), LinkError::Connection(&e), backoff));
+                    }
+                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                        backoff.reset();
+                        link_up(stats, "alerts");
+                        info!(broker = %self.broker.endpoint(), "Alert publisher connected; republishing current alarm states.");
+                        self.board.mark_all_dirty();
+                        if let Err(e) = self.publish_dirty(&link, stats).await {
+                            return Some(e);
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                },
             }
         }
     }

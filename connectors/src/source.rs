@@ -1,6 +1,6 @@
 //! What a source sends to its line pipeline.
 
-use pdtf_models::{record::BatchEvent, Gap, Malformed, Sample, Seq, TagId, Timestamp};
+use pdtf_models::{Gap, Malformed, Sample, Seq, TagId, Timestamp};
 
 /// Capacity of a line's input channel, in messages (each message is a batch). When it is
 /// full, sources wait: back-pressure reaches the protocol (TCP window, poll rate), and
@@ -21,8 +21,6 @@ pub enum SourceMsg {
     },
     /// The link is back and subscribed again; the outage is the gap.
     Gap(Gap),
-    /// A batch lifecycle command for the line's twin.
-    Batch(BatchEvent),
     /// Housekeeping: purge records through `through` (acknowledged upstream and past
     /// retention). The pipeline executes it so the journal keeps one writer.
     Purge {

@@ -73,7 +73,6 @@ pub enum RecordBody {
     Gap(Gap),
     Malformed(Malformed),
     Audit(Audit),
-    Batch(BatchEvent),
 }
 
 impl RecordBody {
@@ -84,7 +83,6 @@ impl RecordBody {
             RecordBody::Gap(_) => "gap",
             RecordBody::Malformed(_) => "malformed",
             RecordBody::Audit(_) => "audit",
-            RecordBody::Batch(_) => "batch",
         }
     }
 }
@@ -130,15 +128,6 @@ impl Malformed {
 pub struct Audit {
     pub event: String,
     pub detail: String,
-}
-
-/// Batch lifecycle event (ISA-88 procedural state changes arrive here).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BatchEvent {
-    pub batch_id: String,
-    /// "start", "end" (the full ISA-88 state set is a later issue).
-    pub event: String,
-    pub product: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -62,12 +62,4 @@ impl TagTable {
             .enumerate()
             .map(|(i, s)| (TagId(i as u32), s))
     }
-
-    /// Name lookup for configuration and tests; never used on the sample path.
-    pub fn find(&self, name: &str) -> Option<TagId> {
-        self.specs
-            .iter()
-            .position(|s| s.name == name)
-            .map(|i| TagId(i as u32))
-    }
 }

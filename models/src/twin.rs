@@ -17,8 +17,8 @@ pub struct TagValue {
 #[derive(Debug, Clone)]
 pub struct LineTwin {
     tags: Vec<Option<TagValue>>,
+    /// Set by batch tracking (the ISA-88 issue); `None` until then.
     batch_id: Option<String>,
-    product: Option<String>,
 }
 
 impl LineTwin {
@@ -26,7 +26,6 @@ impl LineTwin {
         Self {
             tags: vec![None; tag_count],
             batch_id: None,
-            product: None,
         }
     }
 
@@ -58,20 +57,6 @@ impl LineTwin {
 
     pub fn batch_id(&self) -> Option<&str> {
         self.batch_id.as_deref()
-    }
-
-    pub fn product(&self) -> Option<&str> {
-        self.product.as_deref()
-    }
-
-    pub fn start_batch(&mut self, batch_id: String, product: Option<String>) {
-        self.batch_id = Some(batch_id);
-        self.product = product;
-    }
-
-    pub fn end_batch(&mut self) {
-        self.batch_id = None;
-        self.product = None;
     }
 }
 

@@ -86,7 +86,8 @@ mod tests {
         e
     }
 
-    fn entries(n: usize) -> Vec<Entry> {
+    /// `n` audit entries, for the journal tests of every engine.
+    pub(crate) fn entries(n: usize) -> Vec<Entry> {
         (0..n)
             .map(|i| Entry {
                 time: Timestamp::from_unix_millis(i as i64),

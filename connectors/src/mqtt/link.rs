@@ -10,38 +10,45 @@ use crate::Stats;
 use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions};
 use tracing::{error, warn};
 
-const TLS_SETUP: &str = "TLS setup: ";
+/// Why a link is not up: the connection failed, or it could not even be set up because the
+/// TLS settings are unusable (a file the operator must fix).
+#[derive(Debug)]
+pub enum LinkError<'a> {
+    Connection(&'a ConnectionError),
+    Setup(&'a TlsError),
+}
 
-/// Logs a connection failure the way an operator needs it and records TLS problems in the
-/// health status (cleared by `link_up`). Returns the reason for the caller's records.
+/// Logs a link failure the way an operator needs it and records TLS problems in the health
+/// status (cleared by `link_up`). Returns the reason for the caller's records.
 pub fn link_down(
     stats: &Stats,
     component: &str,
     endpoint: &str,
-    e: &ConnectionError,
+    e: LinkError<'_>,
     backoff: &Backoff,
 ) -> String {
     let tls = match e {
-        ConnectionError::Tls(t) => {
+        LinkError::Connection(ConnectionError::Tls(t)) => {
             Some(format!("TLS handshake failed (no plaintext fallback): {t}"))
         }
-        ConnectionError::Io(io) if io.to_string().starts_with(TLS_SETUP) => Some(io.to_string()),
-        _ => None,
+        LinkError::Setup(t) => Some(format!("TLS setup: {t}")),
+        LinkError::Connection(_) => None,
     };
-    match tls {
-        Some(reason) => {
+    match (tls, e) {
+        (Some(reason), _) => {
             if backoff.attempts() <= 1 {
                 error!(component, broker = endpoint, %reason, "Link refused for security reasons; fix the certificate or the brokers.*.tls settings. Retrying with backoff.");
             }
             stats.problem(component, Some(reason.clone()));
             reason
         }
-        None => {
+        (None, LinkError::Connection(c)) => {
             if backoff.attempts() <= 1 {
-                warn!(component, broker = endpoint, error = %e, "Link down; reconnecting with backoff.");
+                warn!(component, broker = endpoint, error = %c, "Link down; reconnecting with backoff.");
             }
-            e.to_string()
+            c.to_string()
         }
+        (None, LinkError::Setup(t)) => t.to_string(),
     }
 }
 
@@ -49,6 +56,7 @@ pub fn link_down(
 pub fn link_up(stats: &Stats, component: &str) {
     stats.problem(component, None);
 }
+
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -62,27 +70,9 @@ pub struct Link {
 }
 
 impl Link {
-    /// Starts connecting. The first event is `ConnAck` on success or the connection error;
-    /// unusable TLS settings arrive as that first error (`describe` marks them TLS).
-    pub fn open(options: Result<MqttOptions, TlsError>, request_capacity: usize) -> Self {
+    /// Starts connecting. The first event is `ConnAck` on success or the connection error.
+    pub fn open(options: MqttOptions, request_capacity: usize) -> Self {
         let (tx, events) = mpsc::channel(EVENT_BUFFER);
-        let options = match options {
-            Ok(o) => o,
-            Err(e) => {
-                let (client, _unused) =
-                    AsyncClient::new(MqttOptions::new("unused", "localhost", 1), 1);
-                let setup = std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("{TLS_SETUP}{e}"),
-                );
-                let _queued = tx.try_send(Err(ConnectionError::Io(setup)));
-                return Self {
-                    client,
-                    events,
-                    pump: tokio::spawn(async {}),
-                };
-            }
-        };
         let (client, mut eventloop) = AsyncClient::new(options, request_capacity);
         let pump = tokio::spawn(async move {
             loop {

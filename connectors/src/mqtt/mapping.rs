@@ -44,19 +44,20 @@ impl TopicMap {
         t
     }
 
-    /// Decodes one message. Samples that decode are returned even when a sibling binding on
-    /// the same topic fails; each failure comes back as its own reason.
+    /// Decodes one message, appending its samples to `out` (the caller's batch, so the hot
+    /// path allocates nothing per message). Samples that decode are kept even when a sibling
+    /// binding on the same topic fails; each failure comes back as its own reason.
     pub fn decode(
         &self,
         topic: &str,
         payload: &[u8],
         now: Timestamp,
-    ) -> (Vec<Sample>, Vec<String>) {
+        out: &mut Vec<Sample>,
+    ) -> Vec<String> {
         let Some(bindings) = self.by_topic.get(topic) else {
-            return (vec![], vec!["no tag is mapped to this topic".to_owned()]);
+            return vec!["no tag is mapped to this topic".to_owned()];
         };
         let mut json: Option<Result<Value, String>> = None;
-        let mut samples = Vec::with_capacity(bindings.len());
         let mut errors = Vec::new();
         for b in bindings {
             let result = match &b.value_pointer {
@@ -73,7 +74,7 @@ impl TopicMap {
                 }
             };
             match result {
-                Ok((value, source_time, quality)) => samples.push(Sample {
+                Ok((value, source_time, quality)) => out.push(Sample {
                     tag: b.tag,
                     value,
                     quality,
@@ -83,7 +84,7 @@ impl TopicMap {
                 Err(e) => errors.push(e),
             }
         }
-        (samples, errors)
+        errors
     }
 }
 
@@ -211,16 +212,22 @@ mod tests {
 
     const NOW: Timestamp = Timestamp::from_unix_millis(5);
 
+    fn decode(m: &TopicMap, topic: &str, payload: &[u8]) -> (Vec<Sample>, Vec<String>) {
+        let mut samples = Vec::new();
+        let errors = m.decode(topic, payload, NOW, &mut samples);
+        (samples, errors)
+    }
+
     #[test]
     fn bare_number_payloads() {
-        let (s, e) = map().decode("plant/temp", b" 21.5\n", NOW);
+        let (s, e) = decode(&map(), "plant/temp", b" 21.5\n");
         assert!(e.is_empty());
         assert_eq!(
             (s[0].tag, s[0].value, s[0].agent_time),
             (TagId(0), 21.5, NOW)
         );
         for bad in [&b"abc"[..], b"", b"\xff", b"NaN", b"inf"] {
-            let (s, e) = map().decode("plant/temp", bad, NOW);
+            let (s, e) = decode(&map(), "plant/temp", bad);
             assert!(s.is_empty() && e.len() == 1, "{bad:?} accepted");
         }
     }
@@ -228,17 +235,17 @@ mod tests {
     #[test]
     fn json_pointers_with_time_and_quality() {
         let payload = br#"{"a":{"v":1.5},"b":true,"ts":"2026-01-02T03:04:05.5Z","q":"uncertain"}"#;
-        let (s, e) = map().decode("plant/json", payload, NOW);
+        let (s, e) = decode(&map(), "plant/json", payload);
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].value, s[1].value), (1.5, 1.0));
         assert_eq!(s[0].quality, Quality::Uncertain);
         let ts = s[0].source_time.unwrap();
         assert_eq!(ts.as_nanos() % 1_000_000_000, 500_000_000);
-        let (s, _) = map().decode(
+        let (s, _) = decode(
+            &map(),
             "plant/json",
             br#"{"a":{"v":1},"b":2,"ts":1000,"q":2150891520}"#,
-            NOW,
         );
         assert_eq!(s[0].source_time, Some(Timestamp::from_unix_millis(1000)));
         assert_eq!(s[0].quality, Quality::Bad);
@@ -246,29 +253,29 @@ mod tests {
 
     #[test]
     fn wrong_types_are_errors_not_coercions() {
-        let (s, e) = map().decode(
+        let (s, e) = decode(
+            &map(),
             "plant/json",
             br#"{"a":{"v":"1.5"},"b":3,"ts":1,"q":"good"}"#,
-            NOW,
         );
         assert_eq!(s.len(), 1, "the good sibling still decodes");
         assert_eq!(s[0].tag, TagId(2));
         assert!(e[0].contains("expected a number, found a string"), "{e:?}");
-        let (s, e) = map().decode("plant/json", b"{not json", NOW);
+        let (s, e) = decode(&map(), "plant/json", b"{not json");
         assert!(s.is_empty());
         assert_eq!(e.len(), 2);
         assert!(e[0].starts_with("payload is not JSON"));
-        let (_, e) = map().decode(
+        let (_, e) = decode(
+            &map(),
             "plant/json",
             br#"{"a":{"v":1},"b":3,"ts":1,"q":"meh"}"#,
-            NOW,
         );
         assert!(e[0].contains("unknown quality"), "{e:?}");
     }
 
     #[test]
     fn unknown_topic_is_reported() {
-        let (s, e) = map().decode("plant/other", b"1", NOW);
+        let (s, e) = decode(&map(), "plant/other", b"1");
         assert!(s.is_empty());
         assert_eq!(e, vec!["no tag is mapped to this topic".to_owned()]);
     }

@@ -9,7 +9,7 @@ pub mod tls;
 
 pub use backoff::Backoff;
 pub use config::BrokerConfig;
-pub use link::{link_down, link_up, Link};
+pub use link::{link_down, link_up, Link, LinkError};
 pub use mapping::{TopicBinding, TopicMap};
 pub use source::MqttSource;
 pub use tls::{TlsError, TlsSettings};

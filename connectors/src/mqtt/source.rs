@@ -5,7 +5,7 @@
 //! the `Gap` with the outage's start and end. Samples are flushed when a batch is full or the
 //! flush interval passes, and always before a `Malformed` or `Gap` so order is kept.
 
-use super::{BrokerConfig, Link, TopicMap};
+use super::{BrokerConfig, Link, LinkError, TopicMap};
 use crate::{SourceMsg, Stats};
 use pdtf_models::{Gap, Malformed, Sample, TagId, Timestamp};
 use rumqttc::{ConnectReturnCode, Event, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
@@ -61,9 +61,9 @@ impl Session<'_> {
     }
 
     async fn on_publish(&mut self, topic: &str, payload: &[u8]) -> bool {
-        let (samples, errors) = self.src.map.decode(topic, payload, now());
-        Stats::add(&self.stats.samples_in, samples.len() as u64);
-        self.batch.extend(samples);
+        let before = self.batch.len();
+        let errors = self.src.map.decode(topic, payload, now(), &mut self.batch);
+        Stats::add(&self.stats.samples_in, (self.batch.len() - before) as u64);
         for reason in errors {
             Stats::add(&self.stats.malformed_in, 1);
             warn!(source = %self.src.id, topic, %reason, "Payload skipped; recorded as malformed.");
@@ -99,18 +99,28 @@ impl MqttSource {
         let mut down_since: Option<(Timestamp, String)> = None;
         let role = format!("src-{}", self.id);
         loop {
-            let link = Link::open(self.broker.options(&self.agent_id, &role), 64);
-            let exit = self
-                .session(
-                    link,
-                    &out,
+            let exit = match self.broker.options(&self.agent_id, &role) {
+                Ok(o) => {
+                    let link = Link::open(o, 64);
+                    self.session(
+                        link,
+                        &out,
+                        &stats,
+                        &shutdown,
+                        &tags,
+                        &mut down_since,
+                        &mut backoff,
+                    )
+                    .await
+                }
+                Err(e) => Exit::LinkLost(super::link_down(
                     &stats,
-                    &shutdown,
-                    &tags,
-                    &mut down_since,
-                    &mut backoff,
-                )
-                .await;
+                    &format!("source {}", self.id),
+                    &self.broker.endpoint(),
+                    LinkError::Setup(&e),
+                    &backoff,
+                )),
+            };
             let reason = match exit {
                 Exit::Shutdown => return,
                 Exit::LinkLost(reason) => reason,
@@ -176,7 +186,7 @@ impl MqttSource {
                         Some(Err(e)) => {
                             s.flush().await;
                             let component = format!("source {}", self.id);
-                            return Exit::LinkLost(super::link_down(stats, &component, &self.broker.endpoint(), &e, backoff));
+                            return Exit::LinkLost(super::link_down(stats, &component, &self.broker.endpoint(), LinkError::Connection(&e), backoff));
                         }
                         Some(Ok(ev)) => ev,
                     };

@@ -23,7 +23,7 @@ mod window;
 pub use rate::DrainRate;
 pub use window::AckWindow;
 
-use crate::mqtt::{Backoff, BrokerConfig, Link};
+use crate::mqtt::{link_down, Backoff, BrokerConfig, Link, LinkError};
 use crate::Stats;
 use pdtf_models::{Journal, Record, RecordBody, Seq};
 use rumqttc::{Event, Outgoing, Packet, QoS};
@@ -139,7 +139,7 @@ async fn blocking<T: Send + 'static>(
 impl UpstreamSync {
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut backoff = self.broker.backoff();
-        let mut mode = self.connect().await;
+        let mut mode = self.connect(&backoff).await;
         let mut pipeline_running = true;
         loop {
             mode = match mode {
@@ -170,24 +170,31 @@ impl UpstreamSync {
         tracing::debug!(broker = %self.broker.endpoint(), %reason, retry_in_ms = delay.as_millis() as u64, "Upstream offline; records stay in the journal.");
         tokio::select! {
             _ = shutdown.cancelled() => Mode::Stop,
-            _ = tokio::time::sleep(delay) => self.connect().await,
+            _ = tokio::time::sleep(delay) => self.connect(backoff).await,
         }
     }
 
-    async fn connect(&mut self) -> Mode {
+    async fn connect(&mut self, backoff: &Backoff) -> Mode {
         let j = self.journal.clone();
         let start = match blocking(move || j.cursor(CURSOR)).await {
             Ok(s) => s.0,
             Err(e) => return Mode::Offline(format!("cannot read upstream cursor: {e}")),
         };
         let inflight = self.settings.max_inflight.clamp(1, u16::MAX as usize);
-        let opts = self
-            .broker
-            .options(&self.settings.agent_id, "upstream")
-            .map(|mut o| {
-                o.set_inflight(inflight as u16);
-                o
-            });
+        let mut opts = match self.broker.options(&self.settings.agent_id, "upstream") {
+            Ok(o) => o,
+            Err(e) => {
+                let endpoint = self.broker.endpoint();
+                return Mode::Offline(link_down(
+                    &self.stats,
+                    "upstream",
+                    &endpoint,
+                    LinkError::Setup(&e),
+                    backoff,
+                ));
+            }
+        };
+        opts.set_inflight(inflight as u16);
         let link = Link::open(opts, inflight + 8);
         let conn = Conn {
             link,
@@ -316,11 +323,11 @@ impl UpstreamSync {
     ) -> Next {
         match ev {
             None => Next::Offline("connection task stopped".into()),
-            Some(Err(e)) => Next::Offline(crate::mqtt::link_down(
+            Some(Err(e)) => Next::Offline(link_down(
                 &self.stats,
                 "upstream",
                 &self.broker.endpoint(),
-                &e,
+                LinkError::Connection(&e),
                 backoff,
             )),
             Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {

@@ -1,17 +1,6 @@
 use super::*;
+use crate::journal::tests::entries;
 use pdtf_models::{record::Audit, RecordBody, Timestamp};
-
-fn entries(n: usize) -> Vec<Entry> {
-    (0..n)
-        .map(|i| Entry {
-            time: Timestamp::from_unix_millis(i as i64),
-            body: RecordBody::Audit(Audit {
-                event: "test".into(),
-                detail: i.to_string(),
-            }),
-        })
-        .collect()
-}
 
 #[test]
 fn seqs_are_contiguous_across_reopen_and_cursors_persist() {
