@@ -22,13 +22,13 @@ fn batch(n: usize, offset: usize) -> Vec<Entry> {
             );
             Entry {
                 time: t,
-                body: RecordBody::Sample(Sample {
-                    tag: TagId((i % 32) as u32),
-                    value: 20.0 + (i as f64 * 0.37).sin(),
-                    quality: Quality::Good,
-                    source_time: Some(t),
-                    agent_time: t,
-                }),
+                body: RecordBody::Sample(Sample::new(
+                    TagId((i % 32) as u32),
+                    20.0 + (i as f64 * 0.37).sin(),
+                    Quality::Good,
+                    Some(t),
+                    t,
+                )),
             }
         })
         .collect()

@@ -200,6 +200,7 @@ impl LinePipeline {
         match msg {
             SourceMsg::Samples(samples) => {
                 for s in samples {
+                    let at = s.agent_time;
                     self.twin.update(&s);
                     self.limits.on_sample(&s, &self.twin, scratch);
                     match self.compressors.get_mut(s.tag.index()) {
@@ -207,10 +208,7 @@ impl LinePipeline {
                         None => kept.push(s),
                     }
                     self.record_samples(&mut kept, out);
-                    out.extend(scratch.drain(..).map(|body| Entry {
-                        time: s.agent_time,
-                        body,
-                    }));
+                    out.extend(scratch.drain(..).map(|body| Entry { time: at, body }));
                 }
             }
             SourceMsg::Malformed(m) => out.push(Entry {

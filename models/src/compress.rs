@@ -38,10 +38,18 @@ pub struct CompressionSpec {
     pub max_interval_ms: u64,
 }
 
+/// The last kept sample, as far as the doors need it.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    t: Timestamp,
+    v: f64,
+    q: Quality,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct TagCompressor {
     spec: Option<CompressionSpec>,
-    archived: Option<Sample>,
+    archived: Option<Point>,
     held: Option<Sample>,
     slope_lo: f64,
     slope_hi: f64,
@@ -61,8 +69,11 @@ impl TagCompressor {
     }
 
     /// Feeds one sample; pushes the samples to record (zero, one or two) onto `out`.
+    /// Samples without a number (text, arrays, empty) are always kept.
     pub fn push(&mut self, s: Sample, out: &mut Vec<Sample>) {
-        let Some(spec) = self.spec else {
+        let (Some(spec), Some(v)) = (self.spec, s.number()) else {
+            self.release_held(out);
+            self.archived = None;
             out.push(s);
             return;
         };
@@ -71,26 +82,26 @@ impl TagCompressor {
             return;
         };
         let must_keep = s.quality != Quality::Good
-            || a.quality != s.quality
-            || s.agent_time.millis_since(a.agent_time) >= spec.max_interval_ms
-            || s.agent_time <= a.agent_time;
+            || a.q != s.quality
+            || s.agent_time.millis_since(a.t) >= spec.max_interval_ms
+            || s.agent_time <= a.t;
         if must_keep {
             self.release_held(out);
             self.keep(s, out);
             return;
         }
         if spec.mode == CompressionMode::Deadband {
-            if (s.value - a.value).abs() > spec.error {
+            if (v - a.v).abs() > spec.error {
                 self.keep(s, out);
             }
             return;
         }
-        let dt = secs(a.agent_time, s.agent_time);
-        let slope = (s.value - a.value) / dt;
+        let dt = secs(a.t, s.agent_time);
+        let slope = (v - a.v) / dt;
         if slope >= self.slope_lo && slope <= self.slope_hi {
             // The line archived → s passes within `error` of every point since `archived`.
-            self.slope_lo = self.slope_lo.max((s.value - spec.error - a.value) / dt);
-            self.slope_hi = self.slope_hi.min((s.value + spec.error - a.value) / dt);
+            self.slope_lo = self.slope_lo.max((v - spec.error - a.v) / dt);
+            self.slope_hi = self.slope_hi.min((v + spec.error - a.v) / dt);
             self.held = Some(s);
             return;
         }
@@ -116,8 +127,12 @@ impl TagCompressor {
     }
 
     fn keep(&mut self, s: Sample, out: &mut Vec<Sample>) {
+        self.archived = s.number().map(|v| Point {
+            t: s.agent_time,
+            v,
+            q: s.quality,
+        });
         out.push(s);
-        self.archived = Some(s);
         self.held = None;
         self.slope_lo = f64::NEG_INFINITY;
         self.slope_hi = f64::INFINITY;
@@ -130,20 +145,20 @@ mod tests {
     use crate::TagId;
 
     fn sample(ms: i64, v: f64) -> Sample {
-        Sample {
-            tag: TagId(0),
-            value: v,
-            quality: Quality::Good,
-            source_time: None,
-            agent_time: Timestamp::from_unix_millis(ms),
-        }
+        Sample::new(
+            TagId(0),
+            v,
+            Quality::Good,
+            None,
+            Timestamp::from_unix_millis(ms),
+        )
     }
 
     fn compress(spec: CompressionSpec, input: &[Sample]) -> Vec<Sample> {
         let mut c = TagCompressor::new(Some(spec));
         let mut out = Vec::new();
         for s in input {
-            c.push(*s, &mut out);
+            c.push(s.clone(), &mut out);
         }
         c.flush(&mut out);
         out
@@ -153,12 +168,13 @@ mod tests {
     /// kept value for deadband.
     fn reconstruct(mode: CompressionMode, kept: &[Sample], t: Timestamp) -> f64 {
         let i = kept.partition_point(|k| k.agent_time <= t);
-        let a = kept[i - 1];
-        if mode == CompressionMode::Deadband || a.agent_time == t || i == kept.len() {
-            return a.value;
+        let a = &kept[i - 1];
+        let (av, at) = (a.number().unwrap(), a.agent_time);
+        if mode == CompressionMode::Deadband || at == t || i == kept.len() {
+            return av;
         }
-        let b = kept[i];
-        a.value + (b.value - a.value) * secs(a.agent_time, t) / secs(a.agent_time, b.agent_time)
+        let b = &kept[i];
+        av + (b.number().unwrap() - av) * secs(at, t) / secs(at, b.agent_time)
     }
 
     fn random_walk(seed: u64, n: usize) -> Vec<Sample> {
@@ -189,7 +205,8 @@ mod tests {
                     assert_eq!(kept[0], input[0], "first sample kept");
                     assert!(kept.len() < input.len(), "{spec:?} dropped nothing");
                     for s in &input {
-                        let err = (reconstruct(mode, &kept, s.agent_time) - s.value).abs();
+                        let err =
+                            (reconstruct(mode, &kept, s.agent_time) - s.number().unwrap()).abs();
                         assert!(
                             err <= error + 1e-9,
                             "seed {seed} {spec:?}: error {err} at {:?}",

@@ -17,6 +17,6 @@ pub mod twin;
 pub use alarm::{AlarmEvent, AlarmState, Level};
 pub use journal::{Journal, JournalError};
 pub use record::{Entry, Gap, Malformed, Record, RecordBody, Seq};
-pub use sample::{Quality, Sample};
+pub use sample::{status, Quality, Sample, Value};
 pub use tag::{LimitSpec, TagId, TagSpec, TagTable};
 pub use time::Timestamp;

@@ -1,8 +1,8 @@
 //! Records: everything the agent commits, and their stored binary format.
 //!
-//! Stored format of one record (format version 2):
+//! Stored format of one record (format version 3):
 //! ```text
-//! [version: u8 = 2][crc32: u32 LE][prev: 32 bytes][payload: bincode 2 (standard) of Record]
+//! [version: u8 = 3][crc32: u32 LE][prev: 32 bytes][payload: bincode 2 (standard) of Record]
 //! ```
 //! - `crc32` covers `prev` and `payload`: it catches accidental corruption of one record.
 //! - `prev` is the chain hash of the record before (all zeros before the first record, or the
@@ -10,8 +10,11 @@
 //!   Editing, removing or reordering a stored record breaks the link of the record after it,
 //!   even when the editor recomputes the CRC: that is the audit trail's tamper evidence.
 //!
-//! Version 1 (`[1][crc32 of payload][payload]`, no chain) is read only by the journal's
-//! explicit v1 → v2 migration. An unknown version is an error, never a guess.
+//! Older versions are read only by the journal's explicit migration (`decode_older`):
+//! - 1: `[1][crc32 of payload][payload]`, no chain;
+//! - 2: the v3 layout, but samples were numbers only, without status code or server time.
+//!
+//! An unknown version is an error, never a guess.
 
 use crate::{AlarmEvent, Sample, TagId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -22,7 +25,7 @@ use sha2::{Digest, Sha256};
 pub struct Seq(pub u64);
 
 /// The current stored format version.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// A link of the audit chain: SHA-256 over the previous link, the seq and the payload.
 pub type ChainHash = [u8; 32];
@@ -146,7 +149,104 @@ pub enum DecodeError {
     Payload(String),
 }
 
-const V2_HEADER: usize = 1 + 4 + 32;
+const HEADER: usize = 1 + 4 + 32;
+
+/// A record read from an older format, converted to the current one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Older {
+    pub version: u8,
+    pub record: Record,
+    /// Format 2 only: the stored link to the record before, and this record's old link.
+    pub chain: Option<(ChainHash, ChainHash)>,
+}
+
+/// The record schema of formats 1 and 2, kept for migration only.
+mod legacy {
+    use super::{Audit, Gap, Malformed, Seq};
+    use crate::{AlarmEvent, Quality, TagId, Timestamp};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Record {
+        pub seq: Seq,
+        pub time: Timestamp,
+        pub body: Body,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Body {
+        Sample(Sample),
+        Alarm(AlarmEvent),
+        Gap(Gap),
+        Malformed(Malformed),
+        Audit(Audit),
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Sample {
+        pub tag: TagId,
+        pub value: f64,
+        pub quality: Quality,
+        pub source_time: Option<Timestamp>,
+        pub agent_time: Timestamp,
+    }
+
+    impl From<Record> for super::Record {
+        fn from(r: Record) -> Self {
+            use super::RecordBody as B;
+            let body = match r.body {
+                Body::Sample(s) => B::Sample(crate::Sample::new(
+                    s.tag,
+                    s.value,
+                    s.quality,
+                    s.source_time,
+                    s.agent_time,
+                )),
+                Body::Alarm(a) => B::Alarm(a),
+                Body::Gap(g) => B::Gap(g),
+                Body::Malformed(m) => B::Malformed(m),
+                Body::Audit(a) => B::Audit(a),
+            };
+            Self {
+                seq: r.seq,
+                time: r.time,
+                body,
+            }
+        }
+    }
+
+    /// For migration tests: the old schema of a record (numeric samples only).
+    pub fn from_current(r: &super::Record) -> Record {
+        use super::RecordBody as B;
+        let body = match &r.body {
+            B::Sample(s) => Body::Sample(Sample {
+                tag: s.tag,
+                value: s.number().expect("format 2 samples are numbers"),
+                quality: s.quality,
+                source_time: s.source_time,
+                agent_time: s.agent_time,
+            }),
+            B::Alarm(a) => Body::Alarm(a.clone()),
+            B::Gap(g) => Body::Gap(g.clone()),
+            B::Malformed(m) => Body::Malformed(m.clone()),
+            B::Audit(a) => Body::Audit(a.clone()),
+        };
+        Record {
+            seq: r.seq,
+            time: r.time,
+            body,
+        }
+    }
+}
+
+fn check_crc(bytes: &[u8], start: usize) -> Result<(), DecodeError> {
+    let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let computed = crc32fast::hash(&bytes[start..]);
+    if stored != computed {
+        return Err(DecodeError::Checksum { stored, computed });
+    }
+    Ok(())
+}
 
 fn payload_of(r: &Record) -> Vec<u8> {
     bincode::serde::encode_to_vec(r, bincode::config::standard())
@@ -163,7 +263,7 @@ impl Record {
     /// Encodes in the current format after `prev`; returns the bytes and this record's link.
     pub fn encode(&self, prev: &ChainHash) -> (Vec<u8>, ChainHash) {
         let payload = payload_of(self);
-        let mut out = Vec::with_capacity(payload.len() + V2_HEADER);
+        let mut out = Vec::with_capacity(payload.len() + HEADER);
         out.push(FORMAT_VERSION);
         out.extend_from_slice(&[0; 4]);
         out.extend_from_slice(prev);
@@ -179,48 +279,62 @@ impl Record {
         match bytes.first() {
             None => return Err(DecodeError::Truncated(0)),
             Some(&FORMAT_VERSION) => {}
-            Some(&1) => return Err(DecodeError::NeedsMigration(1)),
+            Some(&v @ (1 | 2)) => return Err(DecodeError::NeedsMigration(v)),
             Some(&v) => return Err(DecodeError::UnknownVersion(v)),
         }
-        if bytes.len() < V2_HEADER {
+        if bytes.len() < HEADER {
             return Err(DecodeError::Truncated(bytes.len()));
         }
-        let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        let computed = crc32fast::hash(&bytes[5..]);
-        if stored != computed {
-            return Err(DecodeError::Checksum { stored, computed });
-        }
-        let prev: ChainHash = bytes[5..V2_HEADER]
-            .try_into()
-            .expect("header length checked");
-        let payload = &bytes[V2_HEADER..];
+        check_crc(bytes, 5)?;
+        let prev: ChainHash = bytes[5..HEADER].try_into().expect("header length checked");
+        let payload = &bytes[HEADER..];
         let record = decode_payload(payload)?;
         let hash = chain(&prev, record.seq.0, payload);
         Ok(Stored { record, prev, hash })
     }
 
-    /// Reads the version 1 format (`[1][crc32 of payload][payload]`); migration only.
-    pub fn decode_v1(bytes: &[u8]) -> Result<Record, DecodeError> {
-        if bytes.len() < 5 {
+    /// Reads a record of format 1 or 2 and converts it; the journal's migration only.
+    pub fn decode_older(bytes: &[u8]) -> Result<Older, DecodeError> {
+        let version = *bytes.first().ok_or(DecodeError::Truncated(0))?;
+        let (start, chained) = match version {
+            1 => (5, false),
+            2 => (HEADER, true),
+            v => return Err(DecodeError::UnknownVersion(v)),
+        };
+        if bytes.len() < start {
             return Err(DecodeError::Truncated(bytes.len()));
         }
-        if bytes[0] != 1 {
-            return Err(DecodeError::UnknownVersion(bytes[0]));
-        }
-        let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
-        let computed = crc32fast::hash(&bytes[5..]);
-        if stored != computed {
-            return Err(DecodeError::Checksum { stored, computed });
-        }
-        decode_payload(&bytes[5..])
+        check_crc(bytes, 5)?;
+        let payload = &bytes[start..];
+        let old: legacy::Record =
+            bincode::serde::decode_from_slice(payload, bincode::config::standard())
+                .map(|(r, _)| r)
+                .map_err(|e| DecodeError::Payload(e.to_string()))?;
+        let seq = old.seq.0;
+        let chain = chained.then(|| {
+            let prev: ChainHash = bytes[5..HEADER].try_into().expect("header length checked");
+            (prev, self::chain(&prev, seq, payload))
+        });
+        Ok(Older {
+            version,
+            record: old.into(),
+            chain,
+        })
     }
 
-    /// Writes the version 1 format; kept so the migration is tested against real v1 bytes.
-    pub fn encode_v1(&self) -> Vec<u8> {
-        let payload = payload_of(self);
-        let mut out = vec![1];
-        out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    /// Writes format 1 or 2 (numeric samples only); kept so the migration is tested against
+    /// real old bytes.
+    pub fn encode_older(&self, version: u8, prev: &ChainHash) -> Vec<u8> {
+        let payload =
+            bincode::serde::encode_to_vec(legacy::from_current(self), bincode::config::standard())
+                .expect("records contain only serialisable plain data");
+        let mut out = vec![version, 0, 0, 0, 0];
+        if version == 2 {
+            out.extend_from_slice(prev);
+        }
         out.extend_from_slice(&payload);
+        let crc = crc32fast::hash(&out[5..]);
+        out[1..5].copy_from_slice(&crc.to_le_bytes());
         out
     }
 }
@@ -228,16 +342,28 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AlarmState, Level, Quality};
+    use crate::{AlarmState, Level, Quality, Value};
 
     fn records() -> Vec<Record> {
         let t = Timestamp::from_unix_nanos(1_763_000_000_000_000_001);
         let bodies = vec![
+            RecordBody::Sample(Sample::new(TagId(3), 71.25, Quality::Uncertain, Some(t), t)),
             RecordBody::Sample(Sample {
-                tag: TagId(3),
-                value: 71.25,
-                quality: Quality::Uncertain,
+                tag: TagId(4),
+                value: Value::Array(vec![1.0, 2.5]),
+                quality: Quality::Bad,
+                status: 0x8034_0000,
                 source_time: Some(t),
+                server_time: Some(t),
+                agent_time: t,
+            }),
+            RecordBody::Sample(Sample {
+                tag: TagId(5),
+                value: Value::Text("B-17".into()),
+                quality: Quality::Good,
+                status: 0,
+                source_time: None,
+                server_time: Some(t),
                 agent_time: t,
             }),
             RecordBody::Alarm(AlarmEvent {
@@ -306,7 +432,7 @@ mod tests {
         let (enc, hash) = r.encode(&GENESIS);
         let mut edited = r.clone();
         if let RecordBody::Sample(s) = &mut edited.body {
-            s.value = 99.0;
+            s.value = Value::Num(99.0);
         }
         let (enc2, hash2) = edited.encode(&GENESIS);
         assert_ne!(enc, enc2);
@@ -316,13 +442,20 @@ mod tests {
     #[test]
     fn versions_are_explicit() {
         let r = &records()[0];
-        let v1 = r.encode_v1();
+        let v1 = r.encode_older(1, &GENESIS);
         assert_eq!(Record::decode(&v1), Err(DecodeError::NeedsMigration(1)));
-        assert_eq!(&Record::decode_v1(&v1).unwrap(), r);
+        let old = Record::decode_older(&v1).unwrap();
+        assert_eq!((&old.record, old.chain), (r, None));
+        let prev = [7; 32];
+        let v2 = r.encode_older(2, &prev);
+        assert_eq!(Record::decode(&v2), Err(DecodeError::NeedsMigration(2)));
+        let old = Record::decode_older(&v2).unwrap();
+        assert_eq!(&old.record, r);
+        assert_eq!(old.chain.map(|c| c.0), Some(prev));
         let (mut enc, _) = r.encode(&GENESIS);
-        enc[0] = 3;
-        assert_eq!(Record::decode(&enc), Err(DecodeError::UnknownVersion(3)));
-        assert_eq!(Record::decode(&[2, 0]), Err(DecodeError::Truncated(2)));
+        enc[0] = 4;
+        assert_eq!(Record::decode(&enc), Err(DecodeError::UnknownVersion(4)));
+        assert_eq!(Record::decode(&[3, 0]), Err(DecodeError::Truncated(2)));
     }
 
     #[test]

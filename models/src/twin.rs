@@ -4,11 +4,11 @@
 //! id. The ISA-88 procedural model (phases, trajectories, materials) extends this struct; the
 //! pipeline owns one twin per line, so none of it needs locks.
 
-use crate::{Quality, Sample, TagId, Timestamp};
+use crate::{Quality, Sample, TagId, Timestamp, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TagValue {
-    pub value: f64,
+    pub value: Value,
     pub quality: Quality,
     pub source_time: Option<Timestamp>,
     pub agent_time: Timestamp,
@@ -32,7 +32,7 @@ impl LineTwin {
     pub fn update(&mut self, s: &Sample) {
         if let Some(slot) = self.tags.get_mut(s.tag.index()) {
             *slot = Some(TagValue {
-                value: s.value,
+                value: s.value.clone(),
                 quality: s.quality,
                 source_time: s.source_time,
                 agent_time: s.agent_time,
@@ -68,16 +68,10 @@ mod tests {
     fn mark_bad_keeps_value_but_drops_quality() {
         let mut twin = LineTwin::new(2);
         let t0 = Timestamp::from_unix_millis(1);
-        twin.update(&Sample {
-            tag: TagId(1),
-            value: 4.5,
-            quality: Quality::Good,
-            source_time: None,
-            agent_time: t0,
-        });
+        twin.update(&Sample::new(TagId(1), 4.5, Quality::Good, None, t0));
         twin.mark_bad(&[TagId(0), TagId(1)], Timestamp::from_unix_millis(9));
         let v = twin.get(TagId(1)).unwrap();
-        assert_eq!((v.value, v.quality), (4.5, Quality::Bad));
+        assert_eq!((&v.value, v.quality), (&Value::Num(4.5), Quality::Bad));
         assert!(twin.get(TagId(0)).is_none(), "never-seen tag stays unknown");
     }
 }

@@ -16,7 +16,7 @@
 
 use super::chain::{corrupt, hash_from, u64_from, verify_chain, ChainMeta, VerifyReport};
 use super::writer::{check_purge, Encoded, Head, Writer};
-use pdtf_models::record::GENESIS;
+use pdtf_models::record::{hex, GENESIS};
 use pdtf_models::{Entry, Journal, JournalError, Record, Seq};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -82,7 +82,8 @@ impl RedbJournal {
         match meta_get(&tx, "format")?.as_deref() {
             None if empty => meta_set(&tx, "format", &[pdtf_models::record::FORMAT_VERSION])?,
             // Stores written before the meta table existed hold format 1 records.
-            None | Some([1]) => migrate_v1(&tx)?,
+            None | Some([1]) => migrate(&tx, 1)?,
+            Some([2]) => migrate(&tx, 2)?,
             Some([pdtf_models::record::FORMAT_VERSION]) => {}
             Some(other) => {
                 return Err(storage(format!(
@@ -174,8 +175,10 @@ fn verify_db(
     verify_chain(chain_meta, rows, progress)
 }
 
-/// Rewrites every format 1 record in format 2, chained from the genesis link.
-fn migrate_v1(tx: &WriteTransaction) -> Result<(), JournalError> {
+/// Rewrites every format 1 or 2 record in the current format. Format 2's chain is checked
+/// while reading (a broken link refuses the migration) and the new chain starts from the
+/// same anchor, so a purged store keeps its anchor. The old head is logged.
+fn migrate(tx: &WriteTransaction, from: u8) -> Result<(), JournalError> {
     let mut t = tx.open_table(RECORDS).map_err(storage)?;
     let mut rows = Vec::new();
     for item in t.iter().map_err(storage)? {
@@ -183,10 +186,22 @@ fn migrate_v1(tx: &WriteTransaction) -> Result<(), JournalError> {
         rows.push((k.value(), v.value().to_vec()));
     }
     let mut prev = GENESIS;
-    for (seq, bytes) in &rows {
-        let r = Record::decode_v1(bytes)
-            .map_err(|e| corrupt(*seq, format!("format 1 record does not decode: {e}")))?;
-        let (enc, hash) = r.encode(&prev);
+    let mut old_head = None;
+    for (i, (seq, bytes)) in rows.iter().enumerate() {
+        let old = Record::decode_older(bytes)
+            .map_err(|e| corrupt(*seq, format!("format {from} record does not decode: {e}")))?;
+        if let Some((old_prev, old_hash)) = old.chain {
+            if i == 0 {
+                prev = old_prev;
+            } else if Some(old_prev) != old_head {
+                return Err(corrupt(
+                    *seq,
+                    format!("format {from} chain is broken here; refusing to migrate"),
+                ));
+            }
+            old_head = Some(old_hash);
+        }
+        let (enc, hash) = old.record.encode(&prev);
         t.insert(*seq, enc.as_slice()).map_err(storage)?;
         prev = hash;
     }
@@ -197,7 +212,10 @@ fn migrate_v1(tx: &WriteTransaction) -> Result<(), JournalError> {
     }
     warn!(
         records = rows.len(),
-        "Journal migrated from record format 1 to 2 (audit chain added)."
+        from,
+        to = pdtf_models::record::FORMAT_VERSION,
+        old_head = old_head.as_ref().map(hex).unwrap_or_default(),
+        "Journal migrated to the current record format."
     );
     Ok(())
 }

@@ -74,13 +74,9 @@ impl TopicMap {
                 }
             };
             match result {
-                Ok((value, source_time, quality)) => out.push(Sample {
-                    tag: b.tag,
-                    value,
-                    quality,
-                    source_time,
-                    agent_time: now,
-                }),
+                Ok((value, source_time, quality)) => {
+                    out.push(Sample::new(b.tag, value, quality, source_time, now))
+                }
                 Err(e) => errors.push(e),
             }
         }
@@ -223,8 +219,8 @@ mod tests {
         let (s, e) = decode(&map(), "plant/temp", b" 21.5\n");
         assert!(e.is_empty());
         assert_eq!(
-            (s[0].tag, s[0].value, s[0].agent_time),
-            (TagId(0), 21.5, NOW)
+            (s[0].tag, s[0].number(), s[0].agent_time),
+            (TagId(0), Some(21.5), NOW)
         );
         for bad in [&b"abc"[..], b"", b"\xff", b"NaN", b"inf"] {
             let (s, e) = decode(&map(), "plant/temp", bad);
@@ -238,7 +234,7 @@ mod tests {
         let (s, e) = decode(&map(), "plant/json", payload);
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(s.len(), 2);
-        assert_eq!((s[0].value, s[1].value), (1.5, 1.0));
+        assert_eq!((s[0].number(), s[1].number()), (Some(1.5), Some(1.0)));
         assert_eq!(s[0].quality, Quality::Uncertain);
         let ts = s[0].source_time.unwrap();
         assert_eq!(ts.as_nanos() % 1_000_000_000, 500_000_000);

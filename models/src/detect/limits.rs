@@ -97,11 +97,14 @@ impl Detector for LimitDetector {
         let (Some(Some(spec)), Some(st)) = (self.specs.get(i), self.state.get_mut(i)) else {
             return;
         };
-        if !sample.quality.is_usable() || !sample.value.is_finite() {
+        let Some(value) = sample.number().filter(|v| v.is_finite()) else {
+            return;
+        };
+        if !sample.quality.is_usable() {
             return;
         }
         let now = sample.agent_time;
-        let want = wanted(spec, sample.value, st.active);
+        let want = wanted(spec, value, st.active);
         if want == st.active {
             st.pending = None;
             return;
@@ -135,7 +138,7 @@ impl Detector for LimitDetector {
             tag: sample.tag,
             state,
             previous,
-            value: sample.value,
+            value,
             limit: limit.unwrap_or(f64::NAN),
             severity,
             time: now,
@@ -161,13 +164,13 @@ mod tests {
     }
 
     fn sample(value: f64, ms: i64, quality: Quality) -> Sample {
-        Sample {
-            tag: TagId(0),
+        Sample::new(
+            TagId(0),
             value,
             quality,
-            source_time: None,
-            agent_time: Timestamp::from_unix_millis(ms),
-        }
+            None,
+            Timestamp::from_unix_millis(ms),
+        )
     }
 
     fn run(det: &mut LimitDetector, values: &[(f64, i64)]) -> Vec<AlarmState> {

@@ -126,42 +126,65 @@ fn a_removed_record_is_reported_missing() {
     assert!(reason.contains("missing"), "{reason}");
 }
 
-#[test]
-fn a_format_1_store_is_migrated_explicitly_and_a_newer_one_refused() {
-    let dir = tempfile::tempdir().unwrap();
+/// A store as an older release wrote it: format 1 (no meta table, no chain) or format 2
+/// (chained, numeric samples only). `break_at` edits one link.
+fn write_old_store(dir: &Path, version: u8, n: usize, break_at: Option<usize>) {
+    let db = Database::create(dir.join("journal.redb")).unwrap();
+    let tx = db.begin_write().unwrap();
     {
-        // A store as the first release wrote it: v1 records, no meta table.
-        let db = Database::create(dir.path().join("journal.redb")).unwrap();
-        let tx = db.begin_write().unwrap();
-        {
-            let mut t = tx.open_table(RECORDS).unwrap();
-            for (i, e) in entries(4).into_iter().enumerate() {
-                let r = Record {
-                    seq: Seq(i as u64 + 1),
-                    time: e.time,
-                    body: e.body,
-                };
-                t.insert(r.seq.0, r.encode_v1().as_slice()).unwrap();
+        let mut t = tx.open_table(RECORDS).unwrap();
+        let mut prev = [5; 32]; // a purge anchor, as a purged format 2 store has
+        for (i, e) in entries(n).into_iter().enumerate() {
+            let r = Record {
+                seq: Seq(i as u64 + 1),
+                time: e.time,
+                body: e.body,
+            };
+            let link = if break_at == Some(i) { [9; 32] } else { prev };
+            let bytes = r.encode_older(version, &link);
+            if version == 2 {
+                prev = Record::decode_older(&bytes).unwrap().chain.unwrap().1;
             }
+            t.insert(r.seq.0, bytes.as_slice()).unwrap();
         }
-        tx.commit().unwrap();
     }
-    let j = RedbJournal::open(dir.path()).unwrap();
-    assert_eq!(j.read_from(Seq(1), 10).unwrap().len(), 4);
-    assert_eq!(j.verify(|_| {}).unwrap().records, 4);
-    j.append(entries(1)).unwrap();
-    assert_eq!(j.verify(|_| {}).unwrap().last, 5);
-    drop(j);
-    {
-        let db = Database::open(dir.path().join("journal.redb")).unwrap();
-        let tx = db.begin_write().unwrap();
-        meta_set(&tx, "format", &[9]).unwrap();
-        tx.commit().unwrap();
+    if version == 2 {
+        meta_set(&tx, "format", &[2]).unwrap();
+        meta_set(&tx, "anchor", &[5; 32]).unwrap();
     }
-    let err = RedbJournal::open(dir.path())
-        .err()
-        .expect("newer format refused");
-    assert!(err.to_string().contains("newer than this agent"), "{err}");
+    tx.commit().unwrap();
+}
+
+#[test]
+fn format_1_and_2_stores_are_migrated_explicitly_and_a_newer_one_refused() {
+    for version in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        write_old_store(dir.path(), version, 4, None);
+        let j = RedbJournal::open(dir.path()).unwrap();
+        assert_eq!(j.read_from(Seq(1), 10).unwrap().len(), 4, "v{version}");
+        assert_eq!(j.verify(|_| {}).unwrap().records, 4, "v{version}");
+        j.append(entries(1)).unwrap();
+        assert_eq!(j.verify(|_| {}).unwrap().last, 5);
+        drop(j);
+        {
+            let db = Database::open(dir.path().join("journal.redb")).unwrap();
+            let tx = db.begin_write().unwrap();
+            meta_set(&tx, "format", &[9]).unwrap();
+            tx.commit().unwrap();
+        }
+        let err = RedbJournal::open(dir.path())
+            .err()
+            .expect("newer format refused");
+        assert!(err.to_string().contains("newer than this agent"), "{err}");
+    }
+}
+
+#[test]
+fn a_format_2_store_with_a_broken_chain_is_not_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    write_old_store(dir.path(), 2, 5, Some(3));
+    let err = RedbJournal::open(dir.path()).err().expect("refused");
+    assert!(err.to_string().contains("chain is broken"), "{err}");
 }
 
 #[test]
