@@ -9,6 +9,8 @@ pub mod demo;
 pub mod health;
 pub mod housekeeping;
 pub mod journal;
+pub mod opcua_cli;
+pub mod opcua_sim;
 pub mod pipeline;
 pub mod runtime;
 

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pdtf_agent::{config, demo, Agent};
+use pdtf_agent::{config, demo, opcua_cli, Agent};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,6 +48,61 @@ enum Command {
         /// Where the demo's journal goes (default: a fresh directory under the system temp dir).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+    },
+    /// OPC UA servers: browse the address space, trust a server certificate.
+    Opcua {
+        #[command(subcommand)]
+        command: OpcuaCommand,
+    },
+}
+
+/// Which server: `--config FILE --server NAME` uses that server's security, identity and
+/// PKI; `--endpoint URL` connects with security None, anonymously.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Agent TOML file holding the server's `[opcua_servers.NAME]`.
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        requires = "server",
+        conflicts_with = "endpoint"
+    )]
+    config: Option<PathBuf>,
+    /// NAME of `[opcua_servers.NAME]` in --config.
+    #[arg(long, value_name = "NAME", requires = "config")]
+    server: Option<String>,
+    /// `opc.tcp://host:port/path` (security None, anonymous).
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum OpcuaCommand {
+    /// Print the address space under a node (objects and variables, with the tag-map
+    /// value_type each variable's data type allows), or with --toml a tag-map skeleton.
+    Browse {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Start node (default: the Objects folder).
+        #[arg(long, value_name = "NODE_ID", default_value = "i=85")]
+        node: String,
+        /// Levels below the start node.
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        depth: usize,
+        /// Print `[[tags]]` for every variable found, with `source = SOURCE_ID`. Node ids use
+        /// `nsu=` (namespace URI) so the map survives namespace reordering.
+        #[arg(long, value_name = "SOURCE_ID")]
+        toml: Option<String>,
+    },
+    /// Show the server's certificate (subject, thumbprint); with --yes put it in the PKI
+    /// directory's trusted/ folder, so the agent accepts the server. Exits 1 without --yes.
+    Trust {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Trust it (after comparing the thumbprint with the server's).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -175,6 +230,31 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { config } => return validate(config),
         Command::Verify { state_dir } => return verify(&state_dir),
+        Command::Opcua { command } => {
+            init_logging("warn");
+            let target = |a: ServerArgs| opcua_cli::Target {
+                config: a.config,
+                server: a.server,
+                endpoint: a.endpoint,
+            };
+            rt().context("starting runtime")
+                .and_then(|rt| match command {
+                    OpcuaCommand::Browse {
+                        server,
+                        node,
+                        depth,
+                        toml,
+                    } => rt.block_on(opcua_cli::browse(
+                        target(server),
+                        &node,
+                        depth,
+                        toml.as_deref(),
+                    )),
+                    OpcuaCommand::Trust { server, yes } => {
+                        rt.block_on(opcua_cli::trust(target(server), yes))
+                    }
+                })
+        }
         Command::Run { config } => {
             init_logging("info,rumqttd=warn");
             rt().context("starting runtime")

@@ -5,12 +5,14 @@
 //! pipeline commits everything they sent and writes the `agent_stop` audit record, the
 //! upstream sync gets a bounded grace period to deliver it, then the sinks stop.
 
-use crate::config::{CompressionModeConfig, Config, SourceKind};
+use crate::config::{CompressionModeConfig, Config, DeadbandKind, SourceConfig, SourceKind};
 use crate::housekeeping::Housekeeping;
 use crate::journal::Store;
 use crate::pipeline::LinePipeline;
+use futures_util::FutureExt;
 use pdtf_connectors::alert::{AlertBoard, AlertPublisher};
 use pdtf_connectors::mqtt::{MqttSource, TopicBinding, TopicMap};
+use pdtf_connectors::opcua::{Deadband, OpcuaItem, OpcuaSource};
 use pdtf_connectors::upstream::{UpstreamSettings, UpstreamSync};
 use pdtf_connectors::{Stats, SOURCE_CHANNEL_BATCHES};
 use pdtf_models::compress::{CompressionMode, CompressionSpec, TagCompressor};
@@ -260,34 +262,17 @@ impl Agent {
         let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_BATCHES);
         let mut sources = Vec::new();
         for s in &c.sources {
-            let SourceKind::Mqtt = s.kind;
-            let mut map = TopicMap::default();
-            for (i, t) in c.tags.iter().enumerate().filter(|(_, t)| t.source == s.id) {
-                map.insert(
-                    t.topic.clone(),
-                    TopicBinding {
-                        tag: TagId(i as u32),
-                        value_pointer: t.value_pointer.clone(),
-                        time_pointer: t.time_pointer.clone(),
-                        quality_pointer: t.quality_pointer.clone(),
-                    },
-                );
-            }
-            let src = MqttSource {
-                id: s.id.clone(),
-                agent_id: c.agent.id.clone(),
-                broker: c.brokers[&s.broker].clone(),
-                filters: s.topics.clone(),
-                qos: qos(s.qos),
-                map,
-                max_batch_samples: s.max_batch_samples,
-                flush_interval: Duration::from_millis(s.flush_interval_ms),
+            let task = match s.kind {
+                SourceKind::Mqtt => mqtt_source(c, s)
+                    .run(tx.clone(), stats.clone(), sources_stop.clone())
+                    .instrument(tracing::info_span!("source", id = %s.id, kind = "mqtt"))
+                    .boxed(),
+                SourceKind::Opcua => opcua_source(c, s)
+                    .run(tx.clone(), stats.clone(), sources_stop.clone())
+                    .instrument(tracing::info_span!("source", id = %s.id, kind = "opcua"))
+                    .boxed(),
             };
-            let span = tracing::info_span!("source", id = %s.id, kind = "mqtt");
-            sources.push(tokio::spawn(
-                src.run(tx.clone(), stats.clone(), sources_stop.clone())
-                    .instrument(span),
-            ));
+            sources.push(tokio::spawn(task));
         }
 
         let compressors = c
@@ -429,5 +414,77 @@ impl Agent {
             upstream_acked = Stats::get(&self.stats.upstream_acked_seq),
             "Agent stopped."
         );
+    }
+}
+
+fn mqtt_source(c: &Config, s: &SourceConfig) -> MqttSource {
+    let mut map = TopicMap::default();
+    for (i, t) in c.tags.iter().enumerate().filter(|(_, t)| t.source == s.id) {
+        let Some(topic) = &t.topic else { continue };
+        map.insert(
+            topic.clone(),
+            TopicBinding {
+                tag: TagId(i as u32),
+                value_pointer: t.value_pointer.clone(),
+                time_pointer: t.time_pointer.clone(),
+                quality_pointer: t.quality_pointer.clone(),
+            },
+        );
+    }
+    MqttSource {
+        id: s.id.clone(),
+        agent_id: c.agent.id.clone(),
+        broker: c.brokers[s
+            .broker
+            .as_deref()
+            .expect("validated: mqtt sources name a broker")]
+        .clone(),
+        filters: s.topics.clone(),
+        qos: qos(s.qos),
+        map,
+        max_batch_samples: s.max_batch_samples,
+        flush_interval: Duration::from_millis(s.flush_interval_ms),
+    }
+}
+
+fn opcua_source(c: &Config, s: &SourceConfig) -> OpcuaSource {
+    let server = c.opcua_servers[s
+        .server
+        .as_deref()
+        .expect("validated: opcua sources name a server")]
+    .clone();
+    let items = c
+        .tags
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.source == s.id)
+        .filter_map(|(i, t)| {
+            let node = t.node.as_deref()?.parse().ok()?;
+            Some(OpcuaItem {
+                tag: TagId(i as u32),
+                node,
+                value_type: t.value_type,
+                sampling_interval_ms: t
+                    .sampling_interval_ms
+                    .unwrap_or(s.publishing_interval_ms as f64),
+                queue_size: t.queue_size,
+                discard_oldest: t.discard_oldest,
+                deadband: t.opcua_deadband.map(|d| match d.kind {
+                    DeadbandKind::Absolute => Deadband::Absolute(d.value),
+                    DeadbandKind::Percent => Deadband::Percent(d.value),
+                }),
+            })
+        })
+        .collect();
+    OpcuaSource {
+        id: s.id.clone(),
+        agent_id: c.agent.id.clone(),
+        pki_dir: pdtf_connectors::opcua::client::pki_dir(&server, &c.agent.state_dir),
+        server,
+        publishing_interval: Duration::from_millis(s.publishing_interval_ms),
+        chunk_size: s.create_chunk_size,
+        items,
+        max_batch_samples: s.max_batch_samples,
+        flush_interval: Duration::from_millis(s.flush_interval_ms),
     }
 }

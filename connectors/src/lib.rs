@@ -6,6 +6,7 @@
 
 pub mod alert;
 pub mod mqtt;
+pub mod opcua;
 pub mod source;
 pub mod stats;
 pub mod upstream;

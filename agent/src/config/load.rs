@@ -1,13 +1,22 @@
 //! Reading the agent file and its includes into a `Config`, collecting every error.
 
 use super::{validate, Config, ConfigError, Origin, SinksConfig};
+use pdtf_connectors::opcua::Identity;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::{Table, Value};
 
 const AGENT_KEYS: &[&str] = &[
-    "agent", "include", "brokers", "sources", "sinks", "journal", "health", "tags",
+    "agent",
+    "include",
+    "brokers",
+    "opcua_servers",
+    "sources",
+    "sinks",
+    "journal",
+    "health",
+    "tags",
 ];
 const TAGMAP_KEYS: &[&str] = &["tags"];
 
@@ -49,6 +58,16 @@ pub fn load_str(
             for (name, v) in t {
                 if let Some(b) = de(v, &file, &format!("brokers.{name}"), &mut errs) {
                     brokers.insert(name, b);
+                }
+            }
+        }
+    }
+    let mut opcua_servers = BTreeMap::new();
+    if let Some(v) = table.remove("opcua_servers") {
+        if let Some(t) = as_table(v, &file, "opcua_servers", &mut errs) {
+            for (name, v) in t {
+                if let Some(b) = de(v, &file, &format!("opcua_servers.{name}"), &mut errs) {
+                    opcua_servers.insert(name, b);
                 }
             }
         }
@@ -105,6 +124,7 @@ pub fn load_str(
     let config = Config {
         agent,
         brokers,
+        opcua_servers,
         sources,
         sinks,
         journal,
@@ -135,6 +155,20 @@ pub fn load_str(
                 format!("brokers.{name}.{}", e.key),
                 e.message,
             ));
+        }
+    }
+    // OPC UA files: relative to the agent file.
+    for s in config.opcua_servers.values_mut() {
+        let mut paths = vec![s.pki_dir.as_mut()];
+        match &mut s.identity {
+            Identity::UserPassword { password_file, .. } => paths.push(password_file.as_mut()),
+            Identity::X509 { cert, key } => paths.extend([Some(cert), Some(key)]),
+            Identity::Anonymous => {}
+        }
+        for p in paths.into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
         }
     }
     errs.extend(validate(&config));
@@ -186,6 +220,23 @@ fn interpolate(
     env: &dyn Fn(&str) -> Option<String>,
     errs: &mut Vec<ConfigError>,
 ) {
+    if path.starts_with("opcua_servers.") && path.ends_with(".identity.password") {
+        // OPC UA passwords never sit in a config file: only an environment reference.
+        let is_ref = v.as_str().is_some_and(|s| {
+            s.strip_prefix("${")
+                .and_then(|r| r.strip_suffix('}'))
+                .is_some_and(|n| !n.is_empty() && !n.contains(['$', '{', '}']))
+        });
+        if !is_ref {
+            errs.push(ConfigError::new(
+                file,
+                path,
+                "must be a ${ENV_VAR} reference (or use identity.password_file): passwords are not written in config files",
+            ));
+            *v = Value::String(String::new());
+            return;
+        }
+    }
     match v {
         Value::String(s) if s.contains("${") => match substitute(s, env) {
             Ok(new) => *s = new,

@@ -16,6 +16,7 @@ pub use load::{load, load_str};
 pub use validate::{matches_filter, validate};
 
 use pdtf_connectors::mqtt::BrokerConfig;
+use pdtf_connectors::opcua::{OpcuaServerConfig, ValueType};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -179,6 +180,14 @@ pub struct AgentSection {
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     Mqtt,
+    Opcua,
+}
+
+const fn default_publishing_interval_ms() -> u64 {
+    500
+}
+const fn default_create_chunk_size() -> usize {
+    200
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -186,8 +195,17 @@ pub enum SourceKind {
 pub struct SourceConfig {
     pub id: String,
     pub kind: SourceKind,
-    /// Name of a `[brokers.NAME]` section.
-    pub broker: String,
+    /// mqtt: name of a `[brokers.NAME]` section.
+    pub broker: Option<String>,
+    /// opcua: name of an `[opcua_servers.NAME]` section.
+    pub server: Option<String>,
+    /// opcua: the subscription's publishing interval.
+    #[serde(default = "default_publishing_interval_ms")]
+    pub publishing_interval_ms: u64,
+    /// opcua: monitored items per CreateMonitoredItems request (some PLCs slow down badly
+    /// with large requests).
+    #[serde(default = "default_create_chunk_size")]
+    pub create_chunk_size: usize,
     #[serde(default = "default_qos")]
     pub qos: u8,
     /// Subscription filters (wildcards allowed). Empty: subscribe to the mapped topics.
@@ -261,8 +279,23 @@ pub struct TagConfig {
     pub description: String,
     /// Id of the source that delivers this tag.
     pub source: String,
-    /// Exact MQTT topic the value arrives on.
-    pub topic: String,
+    /// mqtt: exact MQTT topic the value arrives on.
+    pub topic: Option<String>,
+    /// opcua: node id, `ns=2;s=Line1.Temp`, `ns=3;i=1001` or `nsu=URI;s=…`.
+    pub node: Option<String>,
+    /// opcua: the type the value must have; another type is recorded as Bad.
+    #[serde(default)]
+    pub value_type: ValueType,
+    /// opcua: sampling interval (absent: the subscription's publishing interval).
+    pub sampling_interval_ms: Option<f64>,
+    /// opcua: server-side queue of the monitored item.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: u32,
+    /// opcua: when the queue is full, drop the oldest (true) or the newest value.
+    #[serde(default = "default_true")]
+    pub discard_oldest: bool,
+    /// opcua: server-side deadband filter.
+    pub opcua_deadband: Option<OpcuaDeadbandConfig>,
     /// RFC 6901 pointer to the value in a JSON payload; absent = the payload is a bare number.
     pub value_pointer: Option<String>,
     pub time_pointer: Option<String>,
@@ -270,6 +303,28 @@ pub struct TagConfig {
     pub limits: Option<LimitsConfig>,
     /// Thins the *recorded* samples (detectors still see all of them).
     pub compression: Option<CompressionConfig>,
+}
+
+const fn default_queue_size() -> u32 {
+    10
+}
+const fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadbandKind {
+    Absolute,
+    /// Percent of the variable's EURange.
+    Percent,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OpcuaDeadbandConfig {
+    pub kind: DeadbandKind,
+    pub value: f64,
 }
 
 /// Where a tag was defined, for error messages.
@@ -283,6 +338,7 @@ pub struct Origin {
 pub struct Config {
     pub agent: AgentSection,
     pub brokers: BTreeMap<String, BrokerConfig>,
+    pub opcua_servers: BTreeMap<String, OpcuaServerConfig>,
     pub sources: Vec<SourceConfig>,
     pub sinks: SinksConfig,
     pub journal: JournalConfig,

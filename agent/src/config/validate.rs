@@ -1,6 +1,7 @@
 //! Value and cross-reference rules. Pure: returns every problem with its TOML path.
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, DeadbandKind, SourceKind};
+use pdtf_connectors::opcua::NodeAddr;
 use std::collections::BTreeSet;
 
 /// MQTT topic-filter match (`+` one level, `#` the rest).
@@ -109,10 +110,18 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
     let used: BTreeSet<&str> = c
         .sources
         .iter()
-        .map(|s| s.broker.as_str())
+        .filter_map(|s| s.broker.as_deref())
         .chain(c.sinks.alerts.iter().map(|a| a.broker.as_str()))
         .chain(c.sinks.upstream.iter().map(|u| u.broker.as_str()))
         .collect();
+    for (name, o) in &c.opcua_servers {
+        for (key, msg) in o.problems() {
+            k.err(format!("opcua_servers.{name}.{key}"), msg);
+        }
+        if !c.sources.iter().any(|s| s.server.as_deref() == Some(name)) {
+            k.err(format!("opcua_servers.{name}"), "is not used by any source");
+        }
+    }
     for name in brokers.difference(&used) {
         k.err(
             format!("brokers.{name}"),
@@ -127,7 +136,48 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
         if !source_ids.insert(s.id.as_str()) {
             k.err(format!("{p}.id"), format!("duplicate source id {:?}", s.id));
         }
-        k.broker_ref(format!("{p}.broker"), &s.broker, &brokers);
+        match (s.kind, &s.broker, &s.server) {
+            (SourceKind::Mqtt, Some(b), None) => k.broker_ref(format!("{p}.broker"), b, &brokers),
+            (SourceKind::Mqtt, None, _) => {
+                k.err(format!("{p}.broker"), "is required for kind = \"mqtt\"")
+            }
+            (SourceKind::Mqtt, Some(_), Some(_)) => k.err(
+                format!("{p}.server"),
+                "is for kind = \"opcua\"; an mqtt source has a broker",
+            ),
+            (SourceKind::Opcua, None, Some(name)) => {
+                if !c.opcua_servers.contains_key(name) {
+                    let known: Vec<&str> = c.opcua_servers.keys().map(String::as_str).collect();
+                    k.err(
+                        format!("{p}.server"),
+                        format!(
+                            "no OPC UA server named {name:?} (defined: {})",
+                            if known.is_empty() {
+                                "none".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        ),
+                    );
+                }
+                if s.publishing_interval_ms == 0 {
+                    k.err(format!("{p}.publishing_interval_ms"), "must be >= 1");
+                }
+                if s.create_chunk_size == 0 {
+                    k.err(format!("{p}.create_chunk_size"), "must be >= 1");
+                }
+                if !s.topics.is_empty() {
+                    k.err(format!("{p}.topics"), "is for kind = \"mqtt\"");
+                }
+            }
+            (SourceKind::Opcua, None, None) => {
+                k.err(format!("{p}.server"), "is required for kind = \"opcua\"")
+            }
+            (SourceKind::Opcua, Some(_), _) => k.err(
+                format!("{p}.broker"),
+                "is for kind = \"mqtt\"; an opcua source has a server",
+            ),
+        }
         k.qos(format!("{p}.qos"), s.qos);
         if s.max_batch_samples == 0 {
             k.err(format!("{p}.max_batch_samples"), "must be >= 1");
@@ -238,23 +288,82 @@ fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
                 format!("{p}.source"),
                 format!("no source with id {:?}", t.source),
             ),
-            Some(s) => {
-                if !s.topics.is_empty() && !s.topics.iter().any(|f| matches_filter(f, &t.topic)) {
-                    k.err(
+            Some(s) if s.kind == SourceKind::Mqtt => {
+                match &t.topic {
+                    None => k.err(
                         format!("{p}.topic"),
-                        format!(
-                            "{:?} is not covered by any of sources[id={}].topics",
-                            t.topic, s.id
-                        ),
+                        format!("is required: source {:?} is mqtt", s.id),
+                    ),
+                    Some(topic) if topic.is_empty() || topic.contains(['+', '#']) => k.err(
+                        format!("{p}.topic"),
+                        "must be an exact topic name (no wildcards)",
+                    ),
+                    Some(topic) => {
+                        if !s.topics.is_empty()
+                            && !s.topics.iter().any(|f| matches_filter(f, topic))
+                        {
+                            k.err(
+                                format!("{p}.topic"),
+                                format!(
+                                    "{topic:?} is not covered by any of sources[id={}].topics",
+                                    s.id
+                                ),
+                            );
+                        }
+                    }
+                }
+                if t.node.is_some() {
+                    k.err(
+                        format!("{p}.node"),
+                        format!("is for OPC UA tags; source {:?} is mqtt", s.id),
                     );
                 }
             }
-        }
-        if t.topic.is_empty() || t.topic.contains(['+', '#']) {
-            k.err(
-                format!("{p}.topic"),
-                "must be an exact topic name (no wildcards)",
-            );
+            Some(s) => {
+                match &t.node {
+                    None => k.err(
+                        format!("{p}.node"),
+                        format!("is required: source {:?} is opcua", s.id),
+                    ),
+                    Some(n) => {
+                        if let Err(e) = n.parse::<NodeAddr>() {
+                            k.err(format!("{p}.node"), e);
+                        }
+                    }
+                }
+                for (key, set) in [
+                    ("topic", t.topic.is_some()),
+                    ("value_pointer", t.value_pointer.is_some()),
+                    ("time_pointer", t.time_pointer.is_some()),
+                    ("quality_pointer", t.quality_pointer.is_some()),
+                ] {
+                    if set {
+                        k.err(
+                            format!("{p}.{key}"),
+                            format!("is for MQTT tags; source {:?} is opcua", s.id),
+                        );
+                    }
+                }
+                if t.sampling_interval_ms
+                    .is_some_and(|v| !(v.is_finite() && v >= 0.0))
+                {
+                    k.err(format!("{p}.sampling_interval_ms"), "must be a number >= 0");
+                }
+                if t.queue_size == 0 {
+                    k.err(format!("{p}.queue_size"), "must be >= 1");
+                }
+                if let Some(d) = t.opcua_deadband {
+                    let ok = d.value.is_finite()
+                        && d.value >= 0.0
+                        && (d.kind == DeadbandKind::Absolute || d.value <= 100.0);
+                    if !ok {
+                        k.err(
+                            format!("{p}.opcua_deadband.value"),
+                            "must be >= 0 (and <= 100 for percent)",
+                        );
+                    }
+                }
+            }
         }
         for (key, ptr) in [
             ("value_pointer", &t.value_pointer),

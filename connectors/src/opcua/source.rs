@@ -1,0 +1,422 @@
+//! OPC UA tag source: one session, one subscription, monitored items per mapped tag.
+//!
+//! The session event loop (async-opcua) reconnects forever with capped exponential backoff
+//! (plus jitter, see `client::Jitter`). When the server still has the session, the
+//! subscription is transferred to the new connection; otherwise the library recreates it
+//! and its monitored items, in chunks. Either way the server sends every item's current
+//! value again (`sendInitialValues`).
+//!
+//! Truth over an outage: the first lost connection sends `LinkDown` (the tags go Bad in the
+//! twin at once), and the first connection with the subscription back sends the `Gap`
+//! (start, end, reason, tags). Values are flushed to the pipeline on a timer or when a
+//! batch is full; while the pipeline is busy this task does not poll the session, so
+//! back-pressure reaches the server's queues instead of memory here.
+
+use super::client::{self, explain};
+use super::{NodeAddr, OpcuaServerConfig, ValueType};
+use crate::mqtt::Backoff;
+use crate::{SourceMsg, Stats};
+use futures_util::StreamExt;
+use opcua::client::{DataChangeCallback, MonitoredItem, Session, SessionPollResult};
+use opcua::types::{
+    DataChangeFilter, DataChangeTrigger, DeadbandType, ExtensionObject, MonitoredItemCreateRequest,
+    MonitoringMode, MonitoringParameters, ReadValueId, StatusCode, TimestampsToReturn,
+};
+use pdtf_models::{Gap, Malformed, Sample, TagId, Timestamp};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// The OPC UA deadband filter of a monitored item (evaluated by the server).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Deadband {
+    Absolute(f64),
+    /// Percent of the variable's EURange (the server needs an EURange property).
+    Percent(f64),
+}
+
+/// One monitored item: a mapped tag and how the server should sample it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpcuaItem {
+    pub tag: TagId,
+    pub node: NodeAddr,
+    pub value_type: ValueType,
+    pub sampling_interval_ms: f64,
+    pub queue_size: u32,
+    pub discard_oldest: bool,
+    pub deadband: Option<Deadband>,
+}
+
+pub struct OpcuaSource {
+    pub id: String,
+    pub agent_id: String,
+    pub server: OpcuaServerConfig,
+    pub pki_dir: PathBuf,
+    pub publishing_interval: Duration,
+    /// Monitored items per CreateMonitoredItems request.
+    pub chunk_size: usize,
+    pub items: Vec<OpcuaItem>,
+    pub max_batch_samples: usize,
+    pub flush_interval: Duration,
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system(SystemTime::now())
+}
+
+/// What creating the subscription found.
+struct Subscribed {
+    failed: Vec<(usize, String)>,
+}
+
+type Buffer = Arc<Mutex<Vec<Sample>>>;
+
+impl OpcuaSource {
+    fn component(&self) -> String {
+        format!("source {}", self.id)
+    }
+
+    fn tags(&self) -> Vec<TagId> {
+        self.items.iter().map(|i| i.tag).collect()
+    }
+
+    /// Runs until `shutdown`; never gives up on the server.
+    pub async fn run(
+        self,
+        out: mpsc::Sender<SourceMsg>,
+        stats: Arc<Stats>,
+        shutdown: CancellationToken,
+    ) {
+        let mut backoff = Backoff::new(
+            self.server.retry_initial(),
+            Duration::from_millis(self.server.retry_max_ms),
+        );
+        let mut down_since: Option<(Timestamp, String)> = None;
+        loop {
+            let attempt = async {
+                let c = client::client(&self.server, &self.pki_dir, &self.agent_id)
+                    .map_err(|m| (StatusCode::BadConfigurationError, m))?;
+                let token = client::identity_token(&self.server)
+                    .map_err(|m| (StatusCode::BadConfigurationError, m))?;
+                client::connect(&c, &self.server, token).await
+            };
+            let connection = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = attempt => c,
+            };
+            let reason = match connection {
+                Ok((session, event_loop)) => {
+                    match self
+                        .drive(
+                            session,
+                            event_loop,
+                            &out,
+                            &stats,
+                            &shutdown,
+                            &mut down_since,
+                            &mut backoff,
+                        )
+                        .await
+                    {
+                        None => return,
+                        Some(reason) => reason,
+                    }
+                }
+                Err((status, detail)) => explain(status, &detail, &self.pki_dir),
+            };
+            stats.problem(
+                &self.component(),
+                Some(format!("{}: {reason}", self.server.endpoint)),
+            );
+            Stats::add(&stats.source_reconnects, 1);
+            if backoff.attempts() < 2 {
+                warn!(source = %self.id, endpoint = %self.server.endpoint, %reason, "OPC UA server not reachable; retrying.");
+            }
+            if down_since.is_none() && !self.send_link_down(&out, &reason, &mut down_since).await {
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    async fn send_link_down(
+        &self,
+        out: &mpsc::Sender<SourceMsg>,
+        reason: &str,
+        down_since: &mut Option<(Timestamp, String)>,
+    ) -> bool {
+        let at = now();
+        *down_since = Some((at, reason.to_owned()));
+        let msg = SourceMsg::LinkDown {
+            source: self.id.clone(),
+            tags: self.tags(),
+            at,
+        };
+        out.send(msg).await.is_ok()
+    }
+
+    async fn flush(&self, buffer: &Buffer, out: &mpsc::Sender<SourceMsg>) -> bool {
+        let batch = std::mem::take(&mut *buffer.lock().expect("buffer lock"));
+        batch.is_empty() || out.send(SourceMsg::Samples(batch)).await.is_ok()
+    }
+
+    /// Polls one session until shutdown (`None`) or until it cannot go on (`Some(reason)`).
+    #[allow(clippy::too_many_arguments)]
+    async fn drive(
+        &self,
+        session: Arc<Session>,
+        event_loop: opcua::client::SessionEventLoop<client::JitterConnector>,
+        out: &mpsc::Sender<SourceMsg>,
+        stats: &Stats,
+        shutdown: &CancellationToken,
+        down_since: &mut Option<(Timestamp, String)>,
+        backoff: &mut Backoff,
+    ) -> Option<String> {
+        let buffer: Buffer = Arc::default();
+        let stream = event_loop.enter();
+        tokio::pin!(stream);
+        let mut tick = tokio::time::interval(self.flush_interval.max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut subscribing: Option<tokio::task::JoinHandle<Result<Subscribed, String>>> = None;
+        let mut subscribed = false;
+        let mut failures = 0u32;
+        let close = |session: Arc<Session>| async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    self.flush(&buffer, out).await;
+                    if let Some(t) = subscribing.take() { t.abort(); }
+                    // Keep polling the loop while the session closes.
+                    let s = session.clone();
+                    let closing = close(s);
+                    tokio::pin!(closing);
+                    loop {
+                        tokio::select! {
+                            _ = &mut closing => break,
+                            ev = stream.next() => if ev.is_none() { break },
+                        }
+                    }
+                    return None;
+                }
+                _ = tick.tick() => {
+                    if !self.flush(&buffer, out).await {
+                        return None;
+                    }
+                }
+                done = async { subscribing.as_mut().expect("guarded").await }, if subscribing.is_some() => {
+                    subscribing = None;
+                    let failed = match done {
+                        Ok(Ok(report)) => {
+                            subscribed = true;
+                            if !self.report(report, out, stats).await
+                                || !self.connected(&buffer, out, stats, down_since, backoff).await
+                            {
+                                return None;
+                            }
+                            None
+                        }
+                        Ok(Err(reason)) => Some(reason),
+                        Err(join) => Some(join.to_string()),
+                    };
+                    if let Some(reason) = failed {
+                        error!(source = %self.id, %reason, "Creating the subscription failed; reconnecting.");
+                        close(session.clone()).await;
+                        return Some(format!("subscription failed: {reason}"));
+                    }
+                }
+                ev = stream.next() => {
+                    let ev = match ev {
+                        None => return Some("session closed".into()),
+                        Some(Err(code)) => return Some(format!("session ended: {code}")),
+                        Some(Ok(ev)) => ev,
+                    };
+                    match ev {
+                        SessionPollResult::Reconnected(mode) => {
+                            failures = 0;
+                            if subscribed {
+                                info!(source = %self.id, ?mode, "OPC UA session back; subscription transferred or recreated.");
+                                // The library's publish loop can sit idle after recreating a
+                                // subscription on a new session; start it explicitly.
+                                session.trigger_publish_now();
+                                if !self.connected(&buffer, out, stats, down_since, backoff).await {
+                                    return None;
+                                }
+                            } else if subscribing.is_none() {
+                                let task = self.subscribe(session.clone(), buffer.clone());
+                                subscribing = Some(tokio::spawn(task));
+                            }
+                        }
+                        SessionPollResult::ConnectionLost(code) => {
+                            self.flush(&buffer, out).await;
+                            let reason = format!("connection lost: {code}");
+                            warn!(source = %self.id, endpoint = %self.server.endpoint, %reason, "OPC UA link lost; its tags are Bad until it is back.");
+                            stats.problem(&self.component(), Some(format!("{}: {reason}", self.server.endpoint)));
+                            Stats::add(&stats.source_reconnects, 1);
+                            if down_since.is_none() && !self.send_link_down(out, &reason, down_since).await {
+                                return None;
+                            }
+                        }
+                        SessionPollResult::ReconnectFailed(code) => {
+                            failures += 1;
+                            let reason = explain(code, "reconnect failed", &self.pki_dir);
+                            if failures <= 2 {
+                                warn!(source = %self.id, endpoint = %self.server.endpoint, %reason, "OPC UA reconnect failed; retrying.");
+                            }
+                            stats.problem(&self.component(), Some(format!("{}: {reason}", self.server.endpoint)));
+                            if down_since.is_none() && !self.send_link_down(out, &reason, down_since).await {
+                                return None;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// The subscription is (back) in place: clear the problem and close the gap.
+    async fn connected(
+        &self,
+        buffer: &Buffer,
+        out: &mpsc::Sender<SourceMsg>,
+        stats: &Stats,
+        down_since: &mut Option<(Timestamp, String)>,
+        backoff: &mut Backoff,
+    ) -> bool {
+        stats.problem(&self.component(), None);
+        backoff.reset();
+        let Some((start, reason)) = down_since.take() else {
+            return true;
+        };
+        Stats::add(&stats.gaps, 1);
+        let gap = Gap {
+            source: self.id.clone(),
+            start,
+            end: now(),
+            reason,
+            tags: self.tags(),
+        };
+        self.flush(buffer, out).await && out.send(SourceMsg::Gap(gap)).await.is_ok()
+    }
+
+    /// Items the server refused are recorded (malformed, with the server's reason) so the
+    /// missing tag is explained; the others work.
+    async fn report(&self, r: Subscribed, out: &mpsc::Sender<SourceMsg>, stats: &Stats) -> bool {
+        info!(source = %self.id, endpoint = %self.server.endpoint, items = self.items.len() - r.failed.len(), refused = r.failed.len(), "OPC UA source subscribed.");
+        for (i, reason) in r.failed {
+            let item = &self.items[i];
+            error!(source = %self.id, node = %item.node, %reason, "The server refused this monitored item; its tag gets no data.");
+            Stats::add(&stats.malformed_in, 1);
+            let m = Malformed::new(&self.id, &item.node.to_string(), reason, b"");
+            if out.send(SourceMsg::Malformed(m)).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Creates the subscription and its monitored items, `chunk_size` per request.
+    fn subscribe(
+        &self,
+        session: Arc<Session>,
+        buffer: Buffer,
+    ) -> impl std::future::Future<Output = Result<Subscribed, String>> + Send + 'static {
+        let items = self.items.clone();
+        let chunk = self.chunk_size.max(1);
+        let publishing = self.publishing_interval;
+        let max_batch = self.max_batch_samples;
+        async move {
+            let namespaces = session
+                .read_namespace_array()
+                .await
+                .map_err(|e| format!("reading the namespace array: {e}"))?;
+            let kinds: Vec<(TagId, ValueType)> =
+                items.iter().map(|i| (i.tag, i.value_type)).collect();
+            let callback = DataChangeCallback::new(move |dv, item: &MonitoredItem| {
+                let Some(&(tag, ty)) = (item.client_handle() as usize)
+                    .checked_sub(1)
+                    .and_then(|i| kinds.get(i))
+                else {
+                    return;
+                };
+                let s = super::value::to_sample(&dv, tag, ty, now());
+                let mut b = buffer.lock().expect("buffer lock");
+                b.push(s);
+                if b.len() > max_batch * 64 {
+                    debug!(
+                        buffered = b.len(),
+                        "OPC UA notifications are arriving faster than the pipeline takes them."
+                    );
+                }
+            });
+            let sub = session
+                .create_subscription(publishing, 60, 10, 0, 0, true, callback)
+                .await
+                .map_err(|e| format!("CreateSubscription: {e}"))?;
+            let mut failed = Vec::new();
+            let mut requests = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match item.node.resolve(&namespaces) {
+                    Ok(node) => requests.push((i, create_request(item, node, i as u32 + 1))),
+                    Err(e) => failed.push((i, e)),
+                }
+            }
+            for part in requests.chunks(chunk) {
+                let reqs = part.iter().map(|(_, r)| r.clone()).collect();
+                let results = session
+                    .create_monitored_items(sub, TimestampsToReturn::Both, reqs)
+                    .await
+                    .map_err(|e| format!("CreateMonitoredItems: {e}"))?;
+                for ((i, _), r) in part.iter().zip(results) {
+                    if !r.result.status_code.is_good() {
+                        failed.push((
+                            *i,
+                            format!("CreateMonitoredItems: {}", r.result.status_code),
+                        ));
+                    }
+                }
+            }
+            Ok(Subscribed { failed })
+        }
+    }
+}
+
+fn create_request(
+    item: &OpcuaItem,
+    node: opcua::types::NodeId,
+    handle: u32,
+) -> MonitoredItemCreateRequest {
+    let filter = match item.deadband {
+        None => ExtensionObject::null(),
+        Some(d) => {
+            let (kind, value) = match d {
+                Deadband::Absolute(v) => (DeadbandType::Absolute, v),
+                Deadband::Percent(v) => (DeadbandType::Percent, v),
+            };
+            ExtensionObject::from_message(DataChangeFilter {
+                trigger: DataChangeTrigger::StatusValue,
+                deadband_type: kind as u32,
+                deadband_value: value,
+            })
+        }
+    };
+    MonitoredItemCreateRequest {
+        item_to_monitor: ReadValueId::from(node),
+        monitoring_mode: MonitoringMode::Reporting,
+        requested_parameters: MonitoringParameters {
+            client_handle: handle,
+            sampling_interval: item.sampling_interval_ms,
+            filter,
+            queue_size: item.queue_size,
+            discard_oldest: item.discard_oldest,
+        },
+    }
+}

@@ -1,0 +1,297 @@
+//! OPC UA end to end: the agent against async-opcua's server in process, on loopback.
+
+use opcua::types::{StatusCode, Variant};
+use pdtf_agent::config;
+use pdtf_agent::opcua_sim::{SimOptions, SimServer};
+use pdtf_agent::Agent;
+use pdtf_connectors::Stats;
+use pdtf_e2e::*;
+use pdtf_models::{status, Quality, Record, RecordBody, Sample, Value};
+use std::path::Path;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn vars() -> Vec<(String, Variant)> {
+    vec![
+        ("Temp".into(), Variant::Double(20.0)),
+        ("Running".into(), Variant::Boolean(false)),
+        ("Batch".into(), Variant::String("B-1".into())),
+        ("Spectrum".into(), Variant::from(vec![0.1f64, 0.2, 0.3])),
+        ("Count".into(), Variant::Int32(7)),
+    ]
+}
+
+async fn sim(port: u16, pki: &Path, secure: bool) -> SimServer {
+    SimServer::start(SimOptions {
+        port,
+        pki_dir: pki.to_path_buf(),
+        folder: "Line1".into(),
+        variables: vars(),
+        secure,
+        password: Some("s3cret".into()),
+    })
+    .await
+    .unwrap()
+}
+
+fn agent_config(dir: &Path, endpoint: &str, security: &str) -> config::Config {
+    let text = format!(
+        r#"
+{agent}
+[opcua_servers.line]
+endpoint = "{endpoint}"
+retry_initial_ms = 100
+retry_max_ms = 500
+keep_alive_ms = 500
+{security}
+
+[[sources]]
+id = "plc"
+kind = "opcua"
+server = "line"
+publishing_interval_ms = 100
+create_chunk_size = 2
+flush_interval_ms = 10
+
+[[tags]]
+name = "temp"
+source = "plc"
+node = "nsu=urn:pdtf:sim;s=Line1.Temp"
+limits = {{ hi = 80.0 }}
+
+[[tags]]
+name = "running"
+source = "plc"
+node = "ns=2;s=Line1.Running"
+value_type = "bool"
+
+[[tags]]
+name = "batch"
+source = "plc"
+node = "nsu=urn:pdtf:sim;s=Line1.Batch"
+value_type = "string"
+
+[[tags]]
+name = "spectrum"
+source = "plc"
+node = "nsu=urn:pdtf:sim;s=Line1.Spectrum"
+value_type = "number_array"
+
+[[tags]]
+name = "count_as_bool"
+source = "plc"
+node = "nsu=urn:pdtf:sim;s=Line1.Count"
+value_type = "bool"
+
+[[tags]]
+name = "missing"
+source = "plc"
+node = "nsu=urn:pdtf:sim;s=Line1.NoSuchNode"
+"#,
+        agent = agent_section(dir)
+    );
+    config::load_str(&text, &dir.join("agent.toml"), &|k| {
+        (k == "OPCUA_PW").then(|| "s3cret".to_owned())
+    })
+    .unwrap_or_else(|e| panic!("test config invalid: {e:?}"))
+}
+
+fn records(agent: &Agent) -> Vec<Record> {
+    agent
+        .journal
+        .read_from(agent.journal.first_seq().unwrap(), usize::MAX)
+        .unwrap()
+}
+
+fn samples(agent: &Agent, tag: u32) -> Vec<Sample> {
+    records(agent)
+        .into_iter()
+        .filter_map(|r| match r.body {
+            RecordBody::Sample(s) if s.tag.0 == tag => Some(s),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn wait_for_sample(
+    agent: &Agent,
+    tag: u32,
+    what: &str,
+    f: impl Fn(&Sample) -> bool,
+) -> Sample {
+    let mut found = None;
+    wait_until(what, WAIT, || {
+        found = samples(agent, tag).into_iter().rev().find(|s| f(s));
+        found.is_some()
+    })
+    .await;
+    found.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_status_codes_and_recovery_after_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_pki = dir.path().join("server-pki");
+    let server = sim(0, &server_pki, false).await;
+    let agent = Agent::start(&agent_config(dir.path(), &server.endpoint, "")).unwrap();
+
+    // Initial values of every type arrive through the subscription.
+    let t = wait_for_sample(&agent, 0, "temp", |s| s.value == Value::Num(20.0)).await;
+    assert_eq!((t.quality, t.status), (Quality::Good, 0));
+    assert!(t.source_time.is_some() && t.server_time.is_some(), "{t:?}");
+    wait_for_sample(&agent, 1, "running", |s| s.value == Value::Bool(false)).await;
+    wait_for_sample(&agent, 2, "batch", |s| s.value == Value::Text("B-1".into())).await;
+    wait_for_sample(&agent, 3, "spectrum", |s| {
+        s.value == Value::Array(vec![0.1, 0.2, 0.3])
+    })
+    .await;
+    // An Int32 where the map says bool is Bad, not coerced.
+    let c = wait_for_sample(&agent, 4, "count mismatch", |_| true).await;
+    assert_eq!(
+        (c.value, c.quality, c.status),
+        (Value::Empty, Quality::Bad, status::BAD_TYPE_MISMATCH)
+    );
+    // The unknown node is recorded (refused item, or a Bad value saying why); the others work.
+    wait_until("unknown node recorded", WAIT, || {
+        records(&agent).iter().any(|r| match &r.body {
+            RecordBody::Malformed(m) => m.address.contains("NoSuchNode"),
+            RecordBody::Sample(s) => {
+                s.tag.0 == 5 && s.status == StatusCode::BadNodeIdUnknown.bits()
+            }
+            _ => false,
+        })
+    })
+    .await;
+
+    // Changes, with Uncertain and Bad status codes kept.
+    server.set("Temp", Variant::Double(85.5), StatusCode::Good);
+    wait_for_sample(&agent, 0, "85.5", |s| s.value == Value::Num(85.5)).await;
+    wait_until("hi alarm", WAIT, || {
+        Stats::get(&agent.stats.alarms_raised) >= 1
+    })
+    .await;
+    let u = StatusCode::UncertainSensorNotAccurate;
+    server.set("Temp", Variant::Double(21.0), u);
+    let s = wait_for_sample(&agent, 0, "uncertain", |s| s.status == u.bits()).await;
+    assert_eq!((s.quality, s.value), (Quality::Uncertain, Value::Num(21.0)));
+    let b = StatusCode::BadSensorFailure;
+    server.set("Temp", Variant::Double(22.0), b);
+    let s = wait_for_sample(&agent, 0, "bad", |s| s.status == b.bits()).await;
+    assert_eq!(s.quality, Quality::Bad);
+    server.set("Temp", Variant::Double(23.0), StatusCode::Good);
+    wait_for_sample(&agent, 0, "good again", |s| {
+        s.value == Value::Num(23.0) && s.quality == Quality::Good
+    })
+    .await;
+
+    // Restart the server on the same port: the agent recovers by itself, with a gap.
+    let port = server.port;
+    server.stop().await;
+    wait_until("outage seen", WAIT, || {
+        agent
+            .stats
+            .problems()
+            .iter()
+            .any(|(c, _)| c == "source plc")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server = sim(port, &server_pki, false).await;
+    server.set("Temp", Variant::Double(30.0), StatusCode::Good);
+    wait_for_sample(&agent, 0, "value after restart", |s| {
+        s.value == Value::Num(30.0)
+    })
+    .await;
+    let all = records(&agent);
+    let gap = all
+        .iter()
+        .find_map(|r| match &r.body {
+            RecordBody::Gap(g) if g.source == "plc" => Some(g.clone()),
+            _ => None,
+        })
+        .expect("the outage is a gap record");
+    assert!(gap.start < gap.end, "{gap:?}");
+    assert_eq!(gap.tags.len(), 6, "every tag of the source: {gap:?}");
+    // Nothing was presented as Good during the outage.
+    for r in &all {
+        if let RecordBody::Sample(s) = &r.body {
+            let inside = s.agent_time > gap.start && s.agent_time < gap.end;
+            assert!(
+                !(inside && s.quality == Quality::Good),
+                "stale good value in the gap: {s:?}"
+            );
+        }
+    }
+    assert!(
+        agent
+            .stats
+            .problems()
+            .iter()
+            .all(|(c, _)| c != "source plc"),
+        "problem cleared"
+    );
+    agent.shutdown(Duration::from_secs(1)).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_and_encrypt_refuses_an_untrusted_server_until_it_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = sim(0, &dir.path().join("server-pki"), true).await;
+    let security = r#"security_policy = "Basic256Sha256"
+security_mode = "SignAndEncrypt"
+pki_dir = "pki"
+identity = { kind = "user_password", user = "operator", password = "${OPCUA_PW}" }"#;
+    let c = agent_config(dir.path(), &server.endpoint, security);
+    let pki = dir.path().join("pki");
+    let agent = Agent::start(&c).unwrap();
+
+    // Unknown server certificate: refused, saved in rejected/, and the error says what to do.
+    let mut problem = String::new();
+    wait_until("untrusted refusal", WAIT, || {
+        problem = agent
+            .stats
+            .problems()
+            .into_iter()
+            .find(|(c, _)| c == "source plc")
+            .map(|(_, p)| p)
+            .unwrap_or_default();
+        problem.contains("not trusted")
+    })
+    .await;
+    assert!(
+        problem.contains(&pki.join("rejected").display().to_string()),
+        "{problem}"
+    );
+    assert!(
+        problem.contains(&pki.join("trusted").display().to_string()),
+        "{problem}"
+    );
+    let rejected: Vec<_> = std::fs::read_dir(pki.join("rejected")).unwrap().collect();
+    assert_eq!(
+        rejected.len(),
+        1,
+        "the server's certificate is kept for review"
+    );
+    assert!(
+        samples(&agent, 0).is_empty(),
+        "no data from an untrusted server"
+    );
+
+    // What `pdtf-agent opcua trust --yes` does; the agent connects at its next retry.
+    let client =
+        pdtf_connectors::opcua::client::client(&c.opcua_servers["line"], &pki, "t").unwrap();
+    let cert = pdtf_connectors::opcua::client::server_cert(&client, &c.opcua_servers["line"])
+        .await
+        .unwrap();
+    pdtf_connectors::opcua::client::trust(&pki, &cert).unwrap();
+    server.set("Temp", Variant::Double(42.0), StatusCode::Good);
+    wait_for_sample(&agent, 0, "value over SignAndEncrypt", |s| {
+        s.value == Value::Num(42.0)
+    })
+    .await;
+    assert_eq!(std::fs::read_dir(pki.join("rejected")).unwrap().count(), 0);
+    agent.shutdown(Duration::from_secs(1)).await;
+    server.stop().await;
+}
