@@ -256,7 +256,7 @@ fn main() -> ExitCode {
                 })
         }
         Command::Run { config } => {
-            init_logging("info,rumqttd=warn");
+            init_logging("info,rumqttd=warn,opcua_client=off,opcua_core=off");
             rt().context("starting runtime")
                 .and_then(|rt| rt.block_on(run(config)))
         }
@@ -266,7 +266,7 @@ fn main() -> ExitCode {
             state_dir,
         } => {
             // The embedded broker logs every closed connection as an error; not the operator's concern here.
-            init_logging("warn,rumqttd=off");
+            init_logging("warn,rumqttd=off,opcua_client=off,opcua_core=off,opcua_server=off");
             let args = demo::DemoArgs {
                 duration: duration.map(Duration::from_secs),
                 config,

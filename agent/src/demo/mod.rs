@@ -35,7 +35,7 @@ fn demo_config_path(arg: Option<PathBuf>) -> PathBuf {
     })
 }
 
-fn prepare(args: &DemoArgs, port: u16) -> anyhow::Result<Config> {
+fn prepare(args: &DemoArgs, port: u16, opcua_endpoint: &str) -> anyhow::Result<Config> {
     let path = demo_config_path(args.config.clone());
     let mut c = match config::load(&path) {
         Ok(c) => c,
@@ -49,6 +49,9 @@ fn prepare(args: &DemoArgs, port: u16) -> anyhow::Result<Config> {
         b.port = port;
         b.backoff_initial_ms = 200;
         b.backoff_max_ms = 2_000;
+    }
+    for s in c.opcua_servers.values_mut() {
+        s.endpoint = opcua_endpoint.to_owned();
     }
     c.agent.state_dir = match &args.state_dir {
         Some(d) => d.clone(),
@@ -65,7 +68,11 @@ fn prepare(args: &DemoArgs, port: u16) -> anyhow::Result<Config> {
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let port = crate::broker::start_embedded(0).context("starting the embedded MQTT broker")?;
-    let c = prepare(&args, port)?;
+    let stop_sim = CancellationToken::new();
+    let plc = crate::opcua_sim::SimServer::start(sim::plc_options())
+        .await
+        .context("starting the simulated OPC UA server")?;
+    let c = prepare(&args, port, &plc.endpoint)?;
     eprintln!(
         "PDTF Edge demo: broker mqtt://127.0.0.1:{port}, line {}, journal {}",
         c.topic_prefix(),
@@ -75,9 +82,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "Watch it: mosquitto_sub -p {port} -v -t '{}/alarms/#'   (Ctrl-C stops the demo)",
         c.topic_prefix()
     );
+    eprintln!(
+        "Simulated PLC: {} (try `pdtf-agent opcua browse --endpoint {}`)",
+        plc.endpoint, plc.endpoint
+    );
     let agent = Agent::start(&c).context("starting the agent")?;
-    let stop_sim = CancellationToken::new();
     let sim = tokio::spawn(sim::run(port, stop_sim.clone()));
+    let plc_sim = tokio::spawn(sim::run_plc(plc, stop_sim.clone()));
 
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
@@ -110,9 +121,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     stop_sim.cancel();
     let _sim_done = sim.await;
+    let plc = plc_sim.await.ok();
     let stats = agent.stats.clone();
     let journal = agent.journal.location();
     agent.shutdown(Duration::from_secs(5)).await;
+    if let Some(plc) = plc {
+        plc.stop().await;
+    }
     print_summary(started.elapsed(), &stats, &journal);
     Ok(ExitCode::SUCCESS)
 }

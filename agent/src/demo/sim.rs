@@ -127,3 +127,60 @@ pub async fn run(port: u16, stop: CancellationToken) {
     }
     pump.abort();
 }
+
+/// The granulator's PLC: spray pump, fan, batch id and an NIR spectrum, in the simulated
+/// OPC UA server's `Granulator` folder.
+pub fn plc_options() -> crate::opcua_sim::SimOptions {
+    use opcua::types::Variant;
+    crate::opcua_sim::SimOptions {
+        port: 0,
+        pki_dir: std::env::temp_dir().join(format!("pdtf-demo-plc-pki-{}", std::process::id())),
+        folder: "Granulator".into(),
+        variables: vec![
+            ("SprayPumpSpeed".into(), Variant::Double(55.0)),
+            ("FanRunning".into(), Variant::Boolean(true)),
+            ("BatchId".into(), Variant::String("GR-2026-0142".into())),
+            ("NirSpectrum".into(), Variant::from(vec![0.0f64; 8])),
+        ],
+        secure: false,
+        password: None,
+    }
+}
+
+/// Updates the PLC's variables every 500 ms; every 40 s the spray pump overspeeds for a
+/// while (a hi alarm) and once reports `UncertainSensorNotAccurate`.
+pub async fn run_plc(
+    plc: crate::opcua_sim::SimServer,
+    stop: CancellationToken,
+) -> crate::opcua_sim::SimServer {
+    use opcua::types::{StatusCode, Variant};
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        n += 1;
+        let phase = n % 80;
+        let speed = if (50..58).contains(&phase) {
+            66.0
+        } else {
+            55.0
+        } + rng.f64()
+            - 0.5;
+        let status = if phase == 30 {
+            StatusCode::UncertainSensorNotAccurate
+        } else {
+            StatusCode::Good
+        };
+        plc.set("SprayPumpSpeed", Variant::Double(speed), status);
+        let moisture = 8.0 - (n as f64 / 200.0).min(6.0);
+        let spectrum: Vec<f64> = (0..8)
+            .map(|b| 0.2 + moisture * 0.02 * (b as f64 / 8.0) + rng.f64() * 0.005)
+            .collect();
+        plc.set("NirSpectrum", Variant::from(spectrum), StatusCode::Good);
+    }
+    plc
+}

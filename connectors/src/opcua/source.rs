@@ -161,8 +161,9 @@ impl OpcuaSource {
         out.send(msg).await.is_ok()
     }
 
-    async fn flush(&self, buffer: &Buffer, out: &mpsc::Sender<SourceMsg>) -> bool {
+    async fn flush(&self, buffer: &Buffer, out: &mpsc::Sender<SourceMsg>, stats: &Stats) -> bool {
         let batch = std::mem::take(&mut *buffer.lock().expect("buffer lock"));
+        Stats::add(&stats.samples_in, batch.len() as u64);
         batch.is_empty() || out.send(SourceMsg::Samples(batch)).await.is_ok()
     }
 
@@ -192,7 +193,7 @@ impl OpcuaSource {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    self.flush(&buffer, out).await;
+                    self.flush(&buffer, out, stats).await;
                     if let Some(t) = subscribing.take() { t.abort(); }
                     // Keep polling the loop while the session closes.
                     let s = session.clone();
@@ -207,7 +208,7 @@ impl OpcuaSource {
                     return None;
                 }
                 _ = tick.tick() => {
-                    if !self.flush(&buffer, out).await {
+                    if !self.flush(&buffer, out, stats).await {
                         return None;
                     }
                 }
@@ -255,7 +256,7 @@ impl OpcuaSource {
                             }
                         }
                         SessionPollResult::ConnectionLost(code) => {
-                            self.flush(&buffer, out).await;
+                            self.flush(&buffer, out, stats).await;
                             let reason = format!("connection lost: {code}");
                             warn!(source = %self.id, endpoint = %self.server.endpoint, %reason, "OPC UA link lost; its tags are Bad until it is back.");
                             stats.problem(&self.component(), Some(format!("{}: {reason}", self.server.endpoint)));
@@ -304,7 +305,7 @@ impl OpcuaSource {
             reason,
             tags: self.tags(),
         };
-        self.flush(buffer, out).await && out.send(SourceMsg::Gap(gap)).await.is_ok()
+        self.flush(buffer, out, stats).await && out.send(SourceMsg::Gap(gap)).await.is_ok()
     }
 
     /// Items the server refused are recorded (malformed, with the server's reason) so the
