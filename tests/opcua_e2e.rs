@@ -196,7 +196,6 @@ async fn values_status_codes_and_recovery_after_a_server_restart() {
             .any(|(c, _)| c == "source plc")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let server = sim(port, &server_pki, false).await;
     server.set("Temp", Variant::Double(30.0), StatusCode::Good);
     wait_for_sample(&agent, 0, "value after restart", |s| {

@@ -52,9 +52,13 @@ pub async fn browse(
         .map_err(|_| anyhow!("--node {node:?} is not a node id (e.g. i=85, ns=2;s=Line1)"))?;
     let c = client::client(&cfg, &pki, &id).map_err(|e| anyhow!(e))?;
     let token = client::identity_token(&cfg).map_err(|e| anyhow!(e))?;
-    let (session, event_loop) = client::connect(&c, &cfg, token)
+    let client::Connection {
+        session,
+        event_loop,
+        server_cert_file,
+    } = client::connect(&c, &cfg, token)
         .await
-        .map_err(|(s, d)| anyhow!(client::explain(s, &d, &pki)))?;
+        .map_err(|(s, d)| anyhow!(client::explain(s, &d, &pki, None)))?;
     // Drive the session until it is connected (or fails), then browse while it runs.
     let mut events = Box::pin(event_loop.enter());
     let connected = tokio::time::timeout(Duration::from_secs(15), async {
@@ -62,7 +66,12 @@ pub async fn browse(
             match ev {
                 Ok(opcua::client::SessionPollResult::Reconnected(_)) => return Ok(()),
                 Ok(opcua::client::SessionPollResult::ReconnectFailed(code)) => {
-                    return Err(client::explain(code, "connect failed", &pki))
+                    return Err(client::explain(
+                        code,
+                        "connect failed",
+                        &pki,
+                        server_cert_file.as_deref(),
+                    ))
                 }
                 Err(code) => return Err(code.to_string()),
                 Ok(_) => {}

@@ -5,11 +5,13 @@
 //! bounded; a full channel blocks the sender (sources slow down, nothing is dropped).
 
 pub mod alert;
+pub mod backoff;
 pub mod mqtt;
 pub mod opcua;
 pub mod source;
 pub mod stats;
 pub mod upstream;
 
-pub use source::{SourceMsg, SOURCE_CHANNEL_BATCHES};
+pub use backoff::Backoff;
+pub use source::{Outage, SourceMsg, SOURCE_CHANNEL_BATCHES};
 pub use stats::Stats;

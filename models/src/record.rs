@@ -322,8 +322,8 @@ impl Record {
         })
     }
 
-    /// Writes format 1 or 2 (numeric samples only); kept so the migration is tested against
-    /// real old bytes.
+    /// Writes format 1 or 2 (numeric samples only), so the migration is tested against real
+    /// old bytes. Tests only: the agent never writes an old format.
     pub fn encode_older(&self, version: u8, prev: &ChainHash) -> Vec<u8> {
         let payload =
             bincode::serde::encode_to_vec(legacy::from_current(self), bincode::config::standard())

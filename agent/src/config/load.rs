@@ -52,26 +52,8 @@ pub fn load_str(
             None
         }
     };
-    let mut brokers = BTreeMap::new();
-    if let Some(v) = table.remove("brokers") {
-        if let Some(t) = as_table(v, &file, "brokers", &mut errs) {
-            for (name, v) in t {
-                if let Some(b) = de(v, &file, &format!("brokers.{name}"), &mut errs) {
-                    brokers.insert(name, b);
-                }
-            }
-        }
-    }
-    let mut opcua_servers = BTreeMap::new();
-    if let Some(v) = table.remove("opcua_servers") {
-        if let Some(t) = as_table(v, &file, "opcua_servers", &mut errs) {
-            for (name, v) in t {
-                if let Some(b) = de(v, &file, &format!("opcua_servers.{name}"), &mut errs) {
-                    opcua_servers.insert(name, b);
-                }
-            }
-        }
-    }
+    let brokers = named_sections(&mut table, "brokers", &file, &mut errs);
+    let opcua_servers = named_sections(&mut table, "opcua_servers", &file, &mut errs);
     let sources = table
         .remove("sources")
         .map(|v| de_each(v, &file, "sources", &mut errs))
@@ -280,6 +262,25 @@ fn substitute(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// `[KEY.NAME]` sections, each deserialised on its own so each error has its path.
+fn named_sections<T: DeserializeOwned>(
+    table: &mut Table,
+    key: &str,
+    file: &str,
+    errs: &mut Vec<ConfigError>,
+) -> BTreeMap<String, T> {
+    let mut out = BTreeMap::new();
+    let Some(t) = table.remove(key).and_then(|v| as_table(v, file, key, errs)) else {
+        return out;
+    };
+    for (name, v) in t {
+        if let Some(b) = de(v, file, &format!("{key}.{name}"), errs) {
+            out.insert(name, b);
+        }
+    }
+    out
 }
 
 fn as_table(v: Value, file: &str, path: &str, errs: &mut Vec<ConfigError>) -> Option<Table> {

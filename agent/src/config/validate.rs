@@ -44,12 +44,17 @@ impl Check<'_> {
     }
 
     fn broker_ref(&mut self, path: String, name: &str, known: &BTreeSet<&str>) {
+        self.named_ref(path, "broker", name, known);
+    }
+
+    /// `name` must be one of `known` (the sections of that kind).
+    fn named_ref(&mut self, path: String, what: &str, name: &str, known: &BTreeSet<&str>) {
         if !known.contains(name) {
             let list: Vec<_> = known.iter().copied().collect();
             self.err(
                 path,
                 format!(
-                    "no broker named {name:?} (defined: {})",
+                    "no {what} named {name:?} (defined: {})",
                     if list.is_empty() {
                         "none".into()
                     } else {
@@ -146,20 +151,8 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
                 "is for kind = \"opcua\"; an mqtt source has a broker",
             ),
             (SourceKind::Opcua, None, Some(name)) => {
-                if !c.opcua_servers.contains_key(name) {
-                    let known: Vec<&str> = c.opcua_servers.keys().map(String::as_str).collect();
-                    k.err(
-                        format!("{p}.server"),
-                        format!(
-                            "no OPC UA server named {name:?} (defined: {})",
-                            if known.is_empty() {
-                                "none".into()
-                            } else {
-                                known.join(", ")
-                            }
-                        ),
-                    );
-                }
+                let servers = c.opcua_servers.keys().map(String::as_str).collect();
+                k.named_ref(format!("{p}.server"), "OPC UA server", name, &servers);
                 if s.publishing_interval_ms == 0 {
                     k.err(format!("{p}.publishing_interval_ms"), "must be >= 1");
                 }

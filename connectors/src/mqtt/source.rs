@@ -6,8 +6,8 @@
 //! flush interval passes, and always before a `Malformed` or `Gap` so order is kept.
 
 use super::{BrokerConfig, Link, LinkError, TopicMap};
-use crate::{SourceMsg, Stats};
-use pdtf_models::{Gap, Malformed, Sample, TagId, Timestamp};
+use crate::{Outage, SourceMsg, Stats};
+use pdtf_models::{Malformed, Sample, TagId, Timestamp};
 use rumqttc::{ConnectReturnCode, Event, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -96,7 +96,7 @@ impl MqttSource {
     ) {
         let tags = self.map.tags();
         let mut backoff = self.broker.backoff();
-        let mut down_since: Option<(Timestamp, String)> = None;
+        let mut outage = Outage::default();
         let role = format!("src-{}", self.id);
         loop {
             let exit = match self.broker.options(&self.agent_id, &role) {
@@ -108,7 +108,7 @@ impl MqttSource {
                         &stats,
                         &shutdown,
                         &tags,
-                        &mut down_since,
+                        &mut outage,
                         &mut backoff,
                     )
                     .await
@@ -126,20 +126,13 @@ impl MqttSource {
                 Exit::LinkLost(reason) => reason,
             };
             Stats::add(&stats.source_reconnects, 1);
-            if down_since.is_none() {
-                let at = now();
+            if !outage.is_down() {
                 warn!(source = %self.id, broker = %self.broker.endpoint(), %reason, "Source link lost; its tags are Bad until it is back.");
-                let msg = SourceMsg::LinkDown {
-                    source: self.id.clone(),
-                    tags: tags.clone(),
-                    at,
-                };
-                if out.send(msg).await.is_err() {
-                    return;
-                }
-                down_since = Some((at, reason));
             } else {
                 debug!(source = %self.id, %reason, "Reconnect attempt failed.");
+            }
+            if !outage.begin(&out, &self.id, &tags, &reason, now()).await {
+                return;
             }
             let delay = backoff.next_delay();
             tokio::select! {
@@ -157,7 +150,7 @@ impl MqttSource {
         stats: &Stats,
         shutdown: &CancellationToken,
         tags: &[TagId],
-        down_since: &mut Option<(Timestamp, String)>,
+        outage: &mut Outage,
         backoff: &mut super::Backoff,
     ) -> Exit {
         let mut s = Session {
@@ -209,9 +202,8 @@ impl MqttSource {
                             }
                             backoff.reset();
                             info!(source = %self.id, broker = %self.broker.endpoint(), filters = filters.len(), "Source subscribed.");
-                            if let Some((start, reason)) = down_since.take() {
+                            if let Some(gap) = outage.end(&self.id, tags, now()) {
                                 Stats::add(&stats.gaps, 1);
-                                let gap = Gap { source: self.id.clone(), start, end: now(), reason, tags: tags.to_vec() };
                                 if !s.send(SourceMsg::Gap(gap)).await {
                                     return Exit::Shutdown;
                                 }

@@ -151,7 +151,12 @@ impl Connector for JitterConnector {
     }
 }
 
-pub type Connection = (Arc<Session>, SessionEventLoop<JitterConnector>);
+pub struct Connection {
+    pub session: Arc<Session>,
+    pub event_loop: SessionEventLoop<JitterConnector>,
+    /// The file name the server's certificate gets in `pki/trusted` or `pki/rejected`.
+    pub server_cert_file: Option<String>,
+}
 
 /// Asks the server for its endpoints (over an unsecured discovery channel, as OPC UA
 /// clients do) and builds a session for the configured one. Nothing is connected until the
@@ -167,7 +172,10 @@ pub async fn connect(
         .map_err(|e| (e.status(), format!("GetEndpoints at {}: {e}", cfg.endpoint)))?;
     let endpoint =
         pick_endpoint(cfg, &offered).map_err(|m| (StatusCode::BadConfigurationError, m))?;
-    client
+    let server_cert_file = opcua::crypto::X509::from_byte_string(&endpoint.server_certificate)
+        .ok()
+        .map(|c| opcua::crypto::CertificateStore::cert_file_name(&c));
+    let (session, event_loop) = client
         .session_builder()
         .with_endpoints(offered)
         .user_identity_token(token)
@@ -177,19 +185,33 @@ pub async fn connect(
             max: cfg.retry_initial(),
         })
         .build(client.certificate_store().clone())
-        .map_err(|e| (e.status(), e.to_string()))
+        .map_err(|e| (e.status(), e.to_string()))?;
+    Ok(Connection {
+        session,
+        event_loop,
+        server_cert_file,
+    })
 }
 
-/// Turns a connection failure into what an operator can act on: an untrusted server
-/// certificate names the file to move.
-pub fn explain(status: StatusCode, detail: &str, pki: &Path) -> String {
-    if status == StatusCode::BadCertificateUntrusted
-        || detail.contains("unknown and untrusted")
-        || detail.contains("resides in the rejected directory")
-    {
+/// Turns a connection failure into what an operator can act on. When the server's
+/// certificate sits in `pki/rejected` (the library put it there, or an operator did), that is
+/// the reason, whatever status code the attempt ended with; the message names the file.
+pub fn explain(
+    status: StatusCode,
+    detail: &str,
+    pki: &Path,
+    server_cert_file: Option<&str>,
+) -> String {
+    let rejected = server_cert_file
+        .map(|f| pki.join("rejected").join(f))
+        .filter(|p| p.exists());
+    if rejected.is_some() || status == StatusCode::BadCertificateUntrusted {
+        let what = rejected.map_or_else(
+            || format!("It was saved in {}", pki.join("rejected").display()),
+            |p| format!("It is {}", p.display()),
+        );
         return format!(
-            "the server's certificate is not trusted. It was saved in {rej}; if it is the right server, move it to {tru} (or run `pdtf-agent opcua trust --config FILE --server NAME`). ({status}: {detail})",
-            rej = pki.join("rejected").display(),
+            "the server's certificate is not trusted. {what}; if it is the right server, move it to {tru} (or run `pdtf-agent opcua trust --config FILE --server NAME`). ({status}: {detail})",
             tru = pki.join("trusted").display(),
         );
     }

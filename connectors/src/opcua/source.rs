@@ -14,21 +14,20 @@
 
 use super::client::{self, explain};
 use super::{NodeAddr, OpcuaServerConfig, ValueType};
-use crate::mqtt::Backoff;
-use crate::{SourceMsg, Stats};
+use crate::{Backoff, Outage, SourceMsg, Stats};
 use futures_util::StreamExt;
 use opcua::client::{DataChangeCallback, MonitoredItem, Session, SessionPollResult};
 use opcua::types::{
     DataChangeFilter, DataChangeTrigger, DeadbandType, ExtensionObject, MonitoredItemCreateRequest,
     MonitoringMode, MonitoringParameters, ReadValueId, StatusCode, TimestampsToReturn,
 };
-use pdtf_models::{Gap, Malformed, Sample, TagId, Timestamp};
+use pdtf_models::{Malformed, Sample, TagId, Timestamp};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 /// The OPC UA deadband filter of a monitored item (evaluated by the server).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,6 +73,15 @@ struct Subscribed {
 
 type Buffer = Arc<Mutex<Vec<Sample>>>;
 
+/// What outlives one session: the pipeline, the outage and the backoff.
+struct Link<'a> {
+    out: &'a mpsc::Sender<SourceMsg>,
+    stats: &'a Stats,
+    tags: &'a [TagId],
+    outage: &'a mut Outage,
+    backoff: &'a mut Backoff,
+}
+
 impl OpcuaSource {
     fn component(&self) -> String {
         format!("source {}", self.id)
@@ -94,7 +102,8 @@ impl OpcuaSource {
             self.server.retry_initial(),
             Duration::from_millis(self.server.retry_max_ms),
         );
-        let mut down_since: Option<(Timestamp, String)> = None;
+        let mut outage = Outage::default();
+        let tags = self.tags();
         loop {
             let attempt = async {
                 let c = client::client(&self.server, &self.pki_dir, &self.agent_id)
@@ -108,24 +117,20 @@ impl OpcuaSource {
                 c = attempt => c,
             };
             let reason = match connection {
-                Ok((session, event_loop)) => {
-                    match self
-                        .drive(
-                            session,
-                            event_loop,
-                            &out,
-                            &stats,
-                            &shutdown,
-                            &mut down_since,
-                            &mut backoff,
-                        )
-                        .await
-                    {
+                Ok(connection) => {
+                    let mut link = Link {
+                        out: &out,
+                        stats: &stats,
+                        tags: &tags,
+                        outage: &mut outage,
+                        backoff: &mut backoff,
+                    };
+                    match self.drive(connection, &mut link, &shutdown).await {
                         None => return,
                         Some(reason) => reason,
                     }
                 }
-                Err((status, detail)) => explain(status, &detail, &self.pki_dir),
+                Err((status, detail)) => explain(status, &detail, &self.pki_dir, None),
             };
             stats.problem(
                 &self.component(),
@@ -135,7 +140,7 @@ impl OpcuaSource {
             if backoff.attempts() < 2 {
                 warn!(source = %self.id, endpoint = %self.server.endpoint, %reason, "OPC UA server not reachable; retrying.");
             }
-            if down_since.is_none() && !self.send_link_down(&out, &reason, &mut down_since).await {
+            if !outage.begin(&out, &self.id, &tags, &reason, now()).await {
                 return;
             }
             tokio::select! {
@@ -145,22 +150,6 @@ impl OpcuaSource {
         }
     }
 
-    async fn send_link_down(
-        &self,
-        out: &mpsc::Sender<SourceMsg>,
-        reason: &str,
-        down_since: &mut Option<(Timestamp, String)>,
-    ) -> bool {
-        let at = now();
-        *down_since = Some((at, reason.to_owned()));
-        let msg = SourceMsg::LinkDown {
-            source: self.id.clone(),
-            tags: self.tags(),
-            at,
-        };
-        out.send(msg).await.is_ok()
-    }
-
     async fn flush(&self, buffer: &Buffer, out: &mpsc::Sender<SourceMsg>, stats: &Stats) -> bool {
         let batch = std::mem::take(&mut *buffer.lock().expect("buffer lock"));
         Stats::add(&stats.samples_in, batch.len() as u64);
@@ -168,17 +157,18 @@ impl OpcuaSource {
     }
 
     /// Polls one session until shutdown (`None`) or until it cannot go on (`Some(reason)`).
-    #[allow(clippy::too_many_arguments)]
     async fn drive(
         &self,
-        session: Arc<Session>,
-        event_loop: opcua::client::SessionEventLoop<client::JitterConnector>,
-        out: &mpsc::Sender<SourceMsg>,
-        stats: &Stats,
+        connection: client::Connection,
+        link: &mut Link<'_>,
         shutdown: &CancellationToken,
-        down_since: &mut Option<(Timestamp, String)>,
-        backoff: &mut Backoff,
     ) -> Option<String> {
+        let client::Connection {
+            session,
+            event_loop,
+            server_cert_file,
+        } = connection;
+        let (out, stats) = (link.out, link.stats);
         let buffer: Buffer = Arc::default();
         let stream = event_loop.enter();
         tokio::pin!(stream);
@@ -218,7 +208,7 @@ impl OpcuaSource {
                         Ok(Ok(report)) => {
                             subscribed = true;
                             if !self.report(report, out, stats).await
-                                || !self.connected(&buffer, out, stats, down_since, backoff).await
+                                || !self.connected(&buffer, link).await
                             {
                                 return None;
                             }
@@ -247,7 +237,7 @@ impl OpcuaSource {
                                 // The library's publish loop can sit idle after recreating a
                                 // subscription on a new session; start it explicitly.
                                 session.trigger_publish_now();
-                                if !self.connected(&buffer, out, stats, down_since, backoff).await {
+                                if !self.connected(&buffer, link).await {
                                     return None;
                                 }
                             } else if subscribing.is_none() {
@@ -261,18 +251,18 @@ impl OpcuaSource {
                             warn!(source = %self.id, endpoint = %self.server.endpoint, %reason, "OPC UA link lost; its tags are Bad until it is back.");
                             stats.problem(&self.component(), Some(format!("{}: {reason}", self.server.endpoint)));
                             Stats::add(&stats.source_reconnects, 1);
-                            if down_since.is_none() && !self.send_link_down(out, &reason, down_since).await {
+                            if !link.outage.begin(out, &self.id, link.tags, &reason, now()).await {
                                 return None;
                             }
                         }
                         SessionPollResult::ReconnectFailed(code) => {
                             failures += 1;
-                            let reason = explain(code, "reconnect failed", &self.pki_dir);
+                            let reason = explain(code, "reconnect failed", &self.pki_dir, server_cert_file.as_deref());
                             if failures <= 2 {
                                 warn!(source = %self.id, endpoint = %self.server.endpoint, %reason, "OPC UA reconnect failed; retrying.");
                             }
                             stats.problem(&self.component(), Some(format!("{}: {reason}", self.server.endpoint)));
-                            if down_since.is_none() && !self.send_link_down(out, &reason, down_since).await {
+                            if !link.outage.begin(out, &self.id, link.tags, &reason, now()).await {
                                 return None;
                             }
                         }
@@ -284,28 +274,15 @@ impl OpcuaSource {
     }
 
     /// The subscription is (back) in place: clear the problem and close the gap.
-    async fn connected(
-        &self,
-        buffer: &Buffer,
-        out: &mpsc::Sender<SourceMsg>,
-        stats: &Stats,
-        down_since: &mut Option<(Timestamp, String)>,
-        backoff: &mut Backoff,
-    ) -> bool {
-        stats.problem(&self.component(), None);
-        backoff.reset();
-        let Some((start, reason)) = down_since.take() else {
+    async fn connected(&self, buffer: &Buffer, link: &mut Link<'_>) -> bool {
+        link.stats.problem(&self.component(), None);
+        link.backoff.reset();
+        let Some(gap) = link.outage.end(&self.id, link.tags, now()) else {
             return true;
         };
-        Stats::add(&stats.gaps, 1);
-        let gap = Gap {
-            source: self.id.clone(),
-            start,
-            end: now(),
-            reason,
-            tags: self.tags(),
-        };
-        self.flush(buffer, out, stats).await && out.send(SourceMsg::Gap(gap)).await.is_ok()
+        Stats::add(&link.stats.gaps, 1);
+        self.flush(buffer, link.out, link.stats).await
+            && link.out.send(SourceMsg::Gap(gap)).await.is_ok()
     }
 
     /// Items the server refused are recorded (malformed, with the server's reason) so the
@@ -333,7 +310,6 @@ impl OpcuaSource {
         let items = self.items.clone();
         let chunk = self.chunk_size.max(1);
         let publishing = self.publishing_interval;
-        let max_batch = self.max_batch_samples;
         async move {
             let namespaces = session
                 .read_namespace_array()
@@ -349,14 +325,7 @@ impl OpcuaSource {
                     return;
                 };
                 let s = super::value::to_sample(&dv, tag, ty, now());
-                let mut b = buffer.lock().expect("buffer lock");
-                b.push(s);
-                if b.len() > max_batch * 64 {
-                    debug!(
-                        buffered = b.len(),
-                        "OPC UA notifications are arriving faster than the pipeline takes them."
-                    );
-                }
+                buffer.lock().expect("buffer lock").push(s);
             });
             let sub = session
                 .create_subscription(publishing, 60, 10, 0, 0, true, callback)
