@@ -22,17 +22,20 @@ fn vars() -> Vec<(String, Variant)> {
     ]
 }
 
-async fn sim(port: u16, pki: &Path, secure: bool) -> SimServer {
-    SimServer::start(SimOptions {
+fn options(port: u16, pki: &Path, secure: bool) -> SimOptions {
+    SimOptions {
         port,
         pki_dir: pki.to_path_buf(),
         folder: "Line1".into(),
         variables: vars(),
         secure,
         password: Some("s3cret".into()),
-    })
-    .await
-    .unwrap()
+        namespaces_before: vec![],
+    }
+}
+
+async fn sim(port: u16, pki: &Path, secure: bool) -> SimServer {
+    SimServer::start(options(port, pki, secure)).await.unwrap()
 }
 
 fn agent_config(dir: &Path, endpoint: &str, security: &str) -> config::Config {
@@ -279,9 +282,9 @@ identity = { kind = "user_password", user = "operator", password = "${OPCUA_PW}"
     );
 
     // What `pdtf-agent opcua trust --yes` does; the agent connects at its next retry.
-    let client =
-        pdtf_connectors::opcua::client::client(&c.opcua_servers["line"], &pki, "t").unwrap();
-    let cert = pdtf_connectors::opcua::client::server_cert(&client, &c.opcua_servers["line"])
+    let clients =
+        pdtf_connectors::opcua::client::clients(&c.opcua_servers["line"], &pki, "t", 1).unwrap();
+    let cert = pdtf_connectors::opcua::client::server_cert(&clients, &c.opcua_servers["line"])
         .await
         .unwrap();
     pdtf_connectors::opcua::client::trust(&pki, &cert).unwrap();
@@ -291,6 +294,146 @@ identity = { kind = "user_password", user = "operator", password = "${OPCUA_PW}"
     })
     .await;
     assert_eq!(std::fs::read_dir(pki.join("rejected")).unwrap().count(), 0);
+    agent.shutdown(Duration::from_secs(1)).await;
+    server.stop().await;
+}
+
+/// More changes in one publishing interval than the OPC UA library decodes by default (1,000
+/// per array), and a 4,096-point spectrum: before the decoding limits were raised and the
+/// subscription asked for bounded publish responses, the client dropped the connection on
+/// every such response and reconnected forever, delivering nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_subscription_and_a_long_array_arrive_without_reconnects() {
+    const ITEMS: usize = 2_500;
+    const POINTS: usize = 4_096;
+    let dir = tempfile::tempdir().unwrap();
+    let mut variables: Vec<(String, Variant)> = (0..ITEMS)
+        .map(|i| (format!("V{i}"), Variant::Double(0.0)))
+        .collect();
+    variables.push(("Nir".into(), Variant::from(vec![0.0f64; POINTS])));
+    let server = SimServer::start(SimOptions {
+        port: 0,
+        pki_dir: dir.path().join("server-pki"),
+        folder: "Big".into(),
+        variables,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut text = format!(
+        "{}\n[opcua_servers.big]\nendpoint = \"{}\"\n\n[[sources]]\nid = \"plc\"\nkind = \"opcua\"\nserver = \"big\"\npublishing_interval_ms = 100\n",
+        agent_section(dir.path()),
+        server.endpoint
+    );
+    for i in 0..ITEMS {
+        text.push_str(&format!(
+            "[[tags]]\nname = \"v{i}\"\nsource = \"plc\"\nnode = \"{}\"\n",
+            server.node(&format!("V{i}"))
+        ));
+    }
+    text.push_str(&format!(
+        "[[tags]]\nname = \"nir\"\nsource = \"plc\"\nnode = \"{}\"\nvalue_type = \"number_array\"\n",
+        server.node("Nir")
+    ));
+    let cfg = config::load_str(&text, &dir.path().join("agent.toml"), &|_| None).unwrap();
+    let agent = Agent::start(&cfg).unwrap();
+
+    for round in 1..=3 {
+        let v = round as f64;
+        let names: Vec<String> = (0..ITEMS).map(|i| format!("V{i}")).collect();
+        let mut updates: Vec<(&str, Variant, StatusCode)> = names
+            .iter()
+            .map(|n| (n.as_str(), Variant::Double(v), StatusCode::Good))
+            .collect();
+        updates.push(("Nir", Variant::from(vec![v; POINTS]), StatusCode::Good));
+        server.set_many(updates);
+        wait_until(
+            &format!("round {round}: every item's new value"),
+            WAIT,
+            || {
+                let mut seen = vec![false; ITEMS + 1];
+                for r in records(&agent) {
+                    if let RecordBody::Sample(s) = r.body {
+                        let hit = match &s.value {
+                            Value::Num(x) => *x == v,
+                            Value::Array(a) => a.len() == POINTS && a[0] == v,
+                            _ => false,
+                        };
+                        seen[s.tag.0 as usize] |= hit;
+                    }
+                }
+                seen.iter().all(|&s| s)
+            },
+        )
+        .await;
+    }
+    assert_eq!(Stats::get(&agent.stats.source_reconnects), 0);
+    assert_eq!(Stats::get(&agent.stats.gaps), 0);
+    agent.shutdown(Duration::from_secs(1)).await;
+    server.stop().await;
+}
+
+/// A server that restarts with another namespace registered first moves `urn:pdtf:sim` from
+/// index 2 to 3. The library recreates the monitored items on the new session with the old
+/// indices; the agent notices the changed table and subscribes again, so an `nsu=` tag keeps
+/// its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nsu_tags_follow_a_namespace_table_reordered_by_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("server-pki");
+    let server = sim(0, &pki, false).await;
+    assert!(server.node("Temp").starts_with("ns=2;"));
+    let agent = Agent::start(&agent_config(dir.path(), &server.endpoint, "")).unwrap();
+    wait_for_sample(&agent, 0, "temp", |s| s.value == Value::Num(20.0)).await;
+
+    let port = server.port;
+    server.stop().await;
+    let mut o = options(port, &pki, false);
+    o.namespaces_before = vec!["urn:pdtf:test:other".into()];
+    let server = SimServer::start(o).await.unwrap();
+    assert!(server.node("Temp").starts_with("ns=3;"));
+    server.set("Temp", Variant::Double(31.0), StatusCode::Good);
+    let s = wait_for_sample(&agent, 0, "value from the moved namespace", |s| {
+        s.value == Value::Num(31.0)
+    })
+    .await;
+    assert_eq!(s.quality, Quality::Good);
+    agent.shutdown(Duration::from_secs(1)).await;
+    server.stop().await;
+}
+
+/// A server that is down when the agent starts is a visible problem at once (not a silent
+/// retry inside the endpoint discovery), and the source connects when it comes up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_down_at_start_is_reported_and_joined_when_it_comes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let endpoint = format!("opc.tcp://127.0.0.1:{port}/");
+    let agent = Agent::start(&agent_config(dir.path(), &endpoint, "")).unwrap();
+    wait_until("the unreachable server is a health problem", WAIT, || {
+        agent
+            .stats
+            .problems()
+            .iter()
+            .any(|(c, p)| c == "source plc" && p.contains("GetEndpoints"))
+    })
+    .await;
+    let server = sim(port, &dir.path().join("server-pki"), false).await;
+    wait_for_sample(&agent, 0, "temp once the server is up", |s| {
+        s.value == Value::Num(20.0) && s.quality == Quality::Good
+    })
+    .await;
+    wait_until("problem cleared", WAIT, || {
+        agent
+            .stats
+            .problems()
+            .iter()
+            .all(|(c, _)| c != "source plc")
+    })
+    .await;
     agent.shutdown(Duration::from_secs(1)).await;
     server.stop().await;
 }

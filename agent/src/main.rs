@@ -231,7 +231,9 @@ fn main() -> ExitCode {
         Command::Validate { config } => return validate(config),
         Command::Verify { state_dir } => return verify(&state_dir),
         Command::Opcua { command } => {
-            init_logging("warn");
+            // Our errors say what happened and what to do; the library's own log lines
+            // (every failed attempt, at ERROR) would only bury them. RUST_LOG shows them.
+            init_logging("warn,opcua_client=off,opcua_core=off,opcua_crypto=off");
             let target = |a: ServerArgs| opcua_cli::Target {
                 config: a.config,
                 server: a.server,

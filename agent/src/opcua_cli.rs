@@ -50,7 +50,7 @@ pub async fn browse(
     let (cfg, pki, id) = resolve(&t)?;
     let start = opcua::types::NodeId::from_str(node)
         .map_err(|_| anyhow!("--node {node:?} is not a node id (e.g. i=85, ns=2;s=Line1)"))?;
-    let c = client::client(&cfg, &pki, &id).map_err(|e| anyhow!(e))?;
+    let c = client::clients(&cfg, &pki, &id, 1).map_err(|e| anyhow!(e))?;
     let token = client::identity_token(&cfg).map_err(|e| anyhow!(e))?;
     let client::Connection {
         session,
@@ -98,7 +98,7 @@ pub async fn browse(
 
 pub async fn trust(t: Target, yes: bool) -> anyhow::Result<ExitCode> {
     let (cfg, pki, id) = resolve(&t)?;
-    let c = client::client(&cfg, &pki, &id).map_err(|e| anyhow!(e))?;
+    let c = client::clients(&cfg, &pki, &id, 1).map_err(|e| anyhow!(e))?;
     let cert = client::server_cert(&c, &cfg)
         .await
         .map_err(|e| anyhow!(e))?;

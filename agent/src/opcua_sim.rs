@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 pub const NAMESPACE: &str = "urn:pdtf:sim";
 pub const USER: &str = "operator";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SimOptions {
     /// 0: any free port.
     pub port: u16,
@@ -34,6 +34,9 @@ pub struct SimOptions {
     pub variables: Vec<(String, Variant)>,
     pub secure: bool,
     pub password: Option<String>,
+    /// Namespaces registered before `urn:pdtf:sim`, which moves its index (a server that
+    /// comes back with a reordered namespace table).
+    pub namespaces_before: Vec<String>,
 }
 
 pub struct SimServer {
@@ -60,14 +63,21 @@ impl SimServer {
             .pki_dir(&o.pki_dir)
             .create_sample_keypair(true)
             .trust_client_certs(true)
-            .discovery_urls(vec!["/".to_owned()])
-            .with_node_manager(simple_node_manager(
-                NamespaceMetadata {
-                    namespace_uri: NAMESPACE.to_owned(),
-                    ..Default::default()
-                },
-                "sim",
-            ));
+            .discovery_urls(vec!["/".to_owned()]);
+        let namespace = |uri: &str| NamespaceMetadata {
+            namespace_uri: uri.to_owned(),
+            ..Default::default()
+        };
+        for (i, uri) in o.namespaces_before.iter().enumerate() {
+            b = b.with_node_manager(simple_node_manager(namespace(uri), &format!("other{i}")));
+        }
+        b = b.with_node_manager(simple_node_manager(namespace(NAMESPACE), "sim"));
+        // A big PLC: any number of items per subscription, room to queue ten publishing
+        // intervals' worth of responses for 10,000 changing items, sampling down to 10 ms.
+        let limits = &mut b.limits_mut().subscriptions;
+        limits.max_monitored_items_per_sub = 0;
+        limits.max_queued_notifications = 200;
+        limits.min_sampling_interval_ms = 10.0;
         if let Some(p) = &o.password {
             b = b.add_user_token(
                 USER,
@@ -100,8 +110,8 @@ impl SimServer {
             .map_err(|e| anyhow::anyhow!("OPC UA server: {e}"))?;
         let nodes = handle
             .node_managers()
-            .get_of_type::<SimpleNodeManager>()
-            .expect("the simple node manager was added");
+            .get_by_name::<SimpleNodeManager>("sim")
+            .expect("the simulator's node manager was added");
         let ns = handle
             .get_namespace_index(NAMESPACE)
             .expect("the namespace was registered");
@@ -147,20 +157,30 @@ impl SimServer {
 
     /// Sets a variable's value and status; subscribers are notified.
     pub fn set(&self, name: &str, value: Variant, status: StatusCode) {
-        let id = NodeId::new(self.ns, format!("{}.{name}", self.folder));
+        self.set_many([(name, value, status)]);
+    }
+
+    /// Sets many variables under one lock of the address space (as a PLC's scan would).
+    pub fn set_many<'a>(&self, values: impl IntoIterator<Item = (&'a str, Variant, StatusCode)>) {
         let now = DateTime::now();
-        let dv = DataValue {
-            value: Some(value),
-            status: Some(status),
-            source_timestamp: Some(now),
-            server_timestamp: Some(now),
-            ..Default::default()
-        };
-        if let Err(e) = self
-            .nodes
-            .set_value(self.handle.subscriptions(), &id, None, dv)
-        {
-            tracing::warn!(name, error = %e, "simulated OPC UA server: set failed");
+        let updates: Vec<(NodeId, DataValue)> = values
+            .into_iter()
+            .map(|(name, value, status)| {
+                let id = NodeId::new(self.ns, format!("{}.{name}", self.folder));
+                let dv = DataValue {
+                    value: Some(value),
+                    status: Some(status),
+                    source_timestamp: Some(now),
+                    server_timestamp: Some(now),
+                    ..Default::default()
+                };
+                (id, dv)
+            })
+            .collect();
+        let subs = self.handle.subscriptions();
+        let iter = updates.iter().map(|(id, dv)| (id, None, dv.clone()));
+        if let Err(e) = self.nodes.set_values(subs, iter) {
+            tracing::warn!(error = %e, "simulated OPC UA server: set failed");
         }
     }
 

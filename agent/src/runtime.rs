@@ -483,6 +483,7 @@ fn opcua_source(c: &Config, s: &SourceConfig) -> OpcuaSource {
         server,
         publishing_interval: Duration::from_millis(s.publishing_interval_ms),
         chunk_size: s.create_chunk_size,
+        max_notifications_per_publish: s.max_notifications_per_publish,
         items,
         max_batch_samples: s.max_batch_samples,
         flush_interval: Duration::from_millis(s.flush_interval_ms),

@@ -189,6 +189,9 @@ const fn default_publishing_interval_ms() -> u64 {
 const fn default_create_chunk_size() -> usize {
     200
 }
+const fn default_max_notifications_per_publish() -> u32 {
+    1_000
+}
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -206,6 +209,10 @@ pub struct SourceConfig {
     /// with large requests).
     #[serde(default = "default_create_chunk_size")]
     pub create_chunk_size: usize,
+    /// opcua: the most value changes the server may put in one publish response; more go
+    /// in further responses the agent asks for at once (bounded messages on both ends).
+    #[serde(default = "default_max_notifications_per_publish")]
+    pub max_notifications_per_publish: u32,
     #[serde(default = "default_qos")]
     pub qos: u8,
     /// Subscription filters (wildcards allowed). Empty: subscribe to the mapped topics.

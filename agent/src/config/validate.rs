@@ -1,6 +1,7 @@
 //! Value and cross-reference rules. Pure: returns every problem with its TOML path.
 
 use super::{Config, ConfigError, DeadbandKind, SourceKind};
+use pdtf_connectors::opcua::client::MAX_NOTIFICATIONS_PER_PUBLISH;
 use pdtf_connectors::opcua::NodeAddr;
 use std::collections::BTreeSet;
 
@@ -158,6 +159,12 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
                 }
                 if s.create_chunk_size == 0 {
                     k.err(format!("{p}.create_chunk_size"), "must be >= 1");
+                }
+                if !(1..=MAX_NOTIFICATIONS_PER_PUBLISH).contains(&s.max_notifications_per_publish) {
+                    k.err(
+                        format!("{p}.max_notifications_per_publish"),
+                        format!("must be 1..={MAX_NOTIFICATIONS_PER_PUBLISH}"),
+                    );
                 }
                 if !s.topics.is_empty() {
                     k.err(format!("{p}.topics"), "is for kind = \"mqtt\"");

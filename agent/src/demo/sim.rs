@@ -142,8 +142,7 @@ pub fn plc_options() -> crate::opcua_sim::SimOptions {
             ("BatchId".into(), Variant::String("GR-2026-0142".into())),
             ("NirSpectrum".into(), Variant::from(vec![0.0f64; 8])),
         ],
-        secure: false,
-        password: None,
+        ..Default::default()
     }
 }
 

@@ -18,10 +18,50 @@ pub fn pki_dir(cfg: &OpcuaServerConfig, state_dir: &Path) -> PathBuf {
     cfg.pki_dir.clone().unwrap_or_else(|| state_dir.join("pki"))
 }
 
-/// A client with the agent's application identity. Its certificate and key are created in
-/// `pki/own` and `pki/private` on first use. Unknown server certificates are never trusted:
-/// they land in `pki/rejected/` and the connection fails.
-pub fn client(cfg: &OpcuaServerConfig, pki: &Path, agent_id: &str) -> Result<Client, String> {
+/// The longest array the client decodes: the notifications of one publish response, or one
+/// array value (a spectrum). The library's default (1,000) drops the connection on the first
+/// busy publish response, so every subscription of more than 1,000 changing items broke.
+pub const MAX_ARRAY_LENGTH: usize = 100_000;
+/// The most notifications per publish response the agent may ask for.
+pub const MAX_NOTIFICATIONS_PER_PUBLISH: u32 = MAX_ARRAY_LENGTH as u32;
+/// The largest message the client accepts (the library's default is 320 KiB).
+pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// Two clients with the agent's application identity: `session` reconnects its session
+/// forever; `discovery` asks for the server's endpoints with a single attempt, so an
+/// unreachable server is reported at once (the library would otherwise retry inside
+/// GetEndpoints forever, with no outage and no health problem shown) and the caller's own
+/// backoff takes over.
+pub struct Clients {
+    pub session: Client,
+    pub discovery: Client,
+}
+
+/// The agent's certificate and key are created in `pki/own` and `pki/private` on first use.
+/// Unknown server certificates are never trusted: they land in `pki/rejected/` and the
+/// connection fails. `chunk` monitored items go in one request when the library recreates a
+/// subscription on a new session.
+pub fn clients(
+    cfg: &OpcuaServerConfig,
+    pki: &Path,
+    agent_id: &str,
+    chunk: usize,
+) -> Result<Clients, String> {
+    let build = |b: ClientBuilder| {
+        b.client()
+            .map_err(|errs| format!("OPC UA client configuration: {}", errs.join("; ")))
+    };
+    Ok(Clients {
+        session: build(
+            builder(cfg, pki, agent_id)
+                .session_retry_limit(-1)
+                .recreate_monitored_items_chunk(chunk.max(1)),
+        )?,
+        discovery: build(builder(cfg, pki, agent_id).session_retry_limit(0))?,
+    })
+}
+
+fn builder(cfg: &OpcuaServerConfig, pki: &Path, agent_id: &str) -> ClientBuilder {
     ClientBuilder::new()
         .application_name(format!("PDTF Edge agent {agent_id}"))
         .application_uri(format!("urn:pdtf-edge:{agent_id}"))
@@ -30,15 +70,15 @@ pub fn client(cfg: &OpcuaServerConfig, pki: &Path, agent_id: &str) -> Result<Cli
         .create_sample_keypair(true)
         .trust_server_certs(false)
         .verify_server_certs(true)
-        .session_retry_limit(-1)
         .session_retry_initial(cfg.retry_initial())
         .session_retry_max(Duration::from_millis(cfg.retry_max_ms))
         .keep_alive_interval(Duration::from_millis(cfg.keep_alive_ms))
         .session_timeout(cfg.session_timeout_ms)
         .request_timeout(Duration::from_millis(cfg.request_timeout_ms))
         .session_name(format!("pdtf-edge {agent_id}"))
-        .client()
-        .map_err(|errs| format!("OPC UA client configuration: {}", errs.join("; ")))
+        .max_array_length(MAX_ARRAY_LENGTH)
+        .max_message_size(MAX_MESSAGE_SIZE)
+        .max_chunk_count(0)
 }
 
 pub fn identity_token(cfg: &OpcuaServerConfig) -> Result<IdentityToken, String> {
@@ -162,11 +202,13 @@ pub struct Connection {
 /// clients do) and builds a session for the configured one. Nothing is connected until the
 /// event loop is polled.
 pub async fn connect(
-    client: &Client,
+    clients: &Clients,
     cfg: &OpcuaServerConfig,
     token: IdentityToken,
 ) -> Result<Connection, (StatusCode, String)> {
-    let offered = client
+    let client = &clients.session;
+    let offered = clients
+        .discovery
         .get_server_endpoints_from_url(cfg.endpoint.as_str())
         .await
         .map_err(|e| (e.status(), format!("GetEndpoints at {}: {e}", cfg.endpoint)))?;
@@ -229,8 +271,9 @@ pub struct ServerCert {
 
 /// Asks the server (GetEndpoints, unsecured as discovery is) for the certificate of the
 /// configured endpoint.
-pub async fn server_cert(client: &Client, cfg: &OpcuaServerConfig) -> Result<ServerCert, String> {
-    let offered = client
+pub async fn server_cert(clients: &Clients, cfg: &OpcuaServerConfig) -> Result<ServerCert, String> {
+    let offered = clients
+        .discovery
         .get_server_endpoints_from_url(cfg.endpoint.as_str())
         .await
         .map_err(|e| format!("GetEndpoints at {}: {e}", cfg.endpoint))?;

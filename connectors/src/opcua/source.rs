@@ -16,10 +16,12 @@ use super::client::{self, explain};
 use super::{NodeAddr, OpcuaServerConfig, ValueType};
 use crate::{Backoff, Outage, SourceMsg, Stats};
 use futures_util::StreamExt;
-use opcua::client::{DataChangeCallback, MonitoredItem, Session, SessionPollResult};
+use opcua::client::{
+    DataChangeCallback, MonitoredItem, Session, SessionConnectMode, SessionPollResult,
+};
 use opcua::types::{
     DataChangeFilter, DataChangeTrigger, DeadbandType, ExtensionObject, MonitoredItemCreateRequest,
-    MonitoringMode, MonitoringParameters, ReadValueId, StatusCode, TimestampsToReturn,
+    MonitoringMode, MonitoringParameters, NodeId, ReadValueId, StatusCode, TimestampsToReturn,
 };
 use pdtf_models::{Malformed, Sample, TagId, Timestamp};
 use std::path::PathBuf;
@@ -55,8 +57,11 @@ pub struct OpcuaSource {
     pub server: OpcuaServerConfig,
     pub pki_dir: PathBuf,
     pub publishing_interval: Duration,
-    /// Monitored items per CreateMonitoredItems request.
+    /// Monitored items per CreateMonitoredItems request (also when the library recreates
+    /// them on a new session).
     pub chunk_size: usize,
+    /// Asked of the server for each publish response (0: the server decides).
+    pub max_notifications_per_publish: u32,
     pub items: Vec<OpcuaItem>,
     pub max_batch_samples: usize,
     pub flush_interval: Duration,
@@ -66,8 +71,16 @@ fn now() -> Timestamp {
     Timestamp::from_system(SystemTime::now())
 }
 
+/// The subscription in place: its id and the node id each item was resolved to.
+#[derive(Clone)]
+struct Current {
+    id: u32,
+    nodes: Vec<Option<NodeId>>,
+}
+
 /// What creating the subscription found.
 struct Subscribed {
+    current: Current,
     failed: Vec<(usize, String)>,
 }
 
@@ -106,8 +119,9 @@ impl OpcuaSource {
         let tags = self.tags();
         loop {
             let attempt = async {
-                let c = client::client(&self.server, &self.pki_dir, &self.agent_id)
-                    .map_err(|m| (StatusCode::BadConfigurationError, m))?;
+                let c =
+                    client::clients(&self.server, &self.pki_dir, &self.agent_id, self.chunk_size)
+                        .map_err(|m| (StatusCode::BadConfigurationError, m))?;
                 let token = client::identity_token(&self.server)
                     .map_err(|m| (StatusCode::BadConfigurationError, m))?;
                 client::connect(&c, &self.server, token).await
@@ -174,8 +188,9 @@ impl OpcuaSource {
         tokio::pin!(stream);
         let mut tick = tokio::time::interval(self.flush_interval.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut subscribing: Option<tokio::task::JoinHandle<Result<Subscribed, String>>> = None;
-        let mut subscribed = false;
+        let mut subscribing: Option<tokio::task::JoinHandle<Result<Option<Subscribed>, String>>> =
+            None;
+        let mut current: Option<Current> = None;
         let mut failures = 0u32;
         let close = |session: Arc<Session>| async move {
             let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
@@ -205,8 +220,8 @@ impl OpcuaSource {
                 done = async { subscribing.as_mut().expect("guarded").await }, if subscribing.is_some() => {
                     subscribing = None;
                     let failed = match done {
-                        Ok(Ok(report)) => {
-                            subscribed = true;
+                        Ok(Ok(Some(report))) => {
+                            current = Some(report.current.clone());
                             if !self.report(report, out, stats).await
                                 || !self.connected(&buffer, link).await
                             {
@@ -214,6 +229,8 @@ impl OpcuaSource {
                             }
                             None
                         }
+                        // The namespace table did not change; the library's recreation stands.
+                        Ok(Ok(None)) => None,
                         Ok(Err(reason)) => Some(reason),
                         Err(join) => Some(join.to_string()),
                     };
@@ -232,7 +249,7 @@ impl OpcuaSource {
                     match ev {
                         SessionPollResult::Reconnected(mode) => {
                             failures = 0;
-                            if subscribed {
+                            if let Some(cur) = &current {
                                 info!(source = %self.id, ?mode, "OPC UA session back; subscription transferred or recreated.");
                                 // The library's publish loop can sit idle after recreating a
                                 // subscription on a new session; start it explicitly.
@@ -240,8 +257,14 @@ impl OpcuaSource {
                                 if !self.connected(&buffer, link).await {
                                     return None;
                                 }
+                                // A new session may come with a reordered namespace table, and
+                                // the library recreated the items with the old indices: check.
+                                if matches!(mode, SessionConnectMode::NewSession(_)) && subscribing.is_none() {
+                                    let task = self.subscribe(session.clone(), buffer.clone(), Some(cur.clone()));
+                                    subscribing = Some(tokio::spawn(task));
+                                }
                             } else if subscribing.is_none() {
-                                let task = self.subscribe(session.clone(), buffer.clone());
+                                let task = self.subscribe(session.clone(), buffer.clone(), None);
                                 subscribing = Some(tokio::spawn(task));
                             }
                         }
@@ -301,20 +324,38 @@ impl OpcuaSource {
         true
     }
 
-    /// Creates the subscription and its monitored items, `chunk_size` per request.
+    /// Creates the subscription and its monitored items, `chunk_size` per request. With
+    /// `previous` (a subscription the library recreated on a new session), only when the
+    /// node ids resolve differently now: the old one is deleted first. `None`: unchanged.
     fn subscribe(
         &self,
         session: Arc<Session>,
         buffer: Buffer,
-    ) -> impl std::future::Future<Output = Result<Subscribed, String>> + Send + 'static {
+        previous: Option<Current>,
+    ) -> impl std::future::Future<Output = Result<Option<Subscribed>, String>> + Send + 'static
+    {
         let items = self.items.clone();
         let chunk = self.chunk_size.max(1);
         let publishing = self.publishing_interval;
+        let max_per_publish = self.max_notifications_per_publish;
+        let source = self.id.clone();
         async move {
             let namespaces = session
                 .read_namespace_array()
                 .await
                 .map_err(|e| format!("reading the namespace array: {e}"))?;
+            let resolved: Vec<Result<NodeId, String>> =
+                items.iter().map(|i| i.node.resolve(&namespaces)).collect();
+            let nodes: Vec<Option<NodeId>> = resolved.iter().map(|r| r.clone().ok()).collect();
+            if let Some(prev) = previous {
+                if prev.nodes == nodes {
+                    return Ok(None);
+                }
+                warn!(%source, "The server's namespace table changed; recreating the subscription with the new indices.");
+                if let Err(e) = session.delete_subscription(prev.id).await {
+                    warn!(%source, error = %e, "Deleting the outdated subscription failed; creating the new one anyway.");
+                }
+            }
             let kinds: Vec<(TagId, ValueType)> =
                 items.iter().map(|i| (i.tag, i.value_type)).collect();
             let callback = DataChangeCallback::new(move |dv, item: &MonitoredItem| {
@@ -328,13 +369,13 @@ impl OpcuaSource {
                 buffer.lock().expect("buffer lock").push(s);
             });
             let sub = session
-                .create_subscription(publishing, 60, 10, 0, 0, true, callback)
+                .create_subscription(publishing, 60, 10, max_per_publish, 0, true, callback)
                 .await
                 .map_err(|e| format!("CreateSubscription: {e}"))?;
             let mut failed = Vec::new();
             let mut requests = Vec::new();
-            for (i, item) in items.iter().enumerate() {
-                match item.node.resolve(&namespaces) {
+            for (i, (item, node)) in items.iter().zip(resolved).enumerate() {
+                match node {
                     Ok(node) => requests.push((i, create_request(item, node, i as u32 + 1))),
                     Err(e) => failed.push((i, e)),
                 }
@@ -354,7 +395,10 @@ impl OpcuaSource {
                     }
                 }
             }
-            Ok(Subscribed { failed })
+            Ok(Some(Subscribed {
+                current: Current { id: sub, nodes },
+                failed,
+            }))
         }
     }
 }
