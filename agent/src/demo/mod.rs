@@ -69,7 +69,9 @@ fn prepare(args: &DemoArgs, port: u16, opcua_endpoint: &str) -> anyhow::Result<C
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let port = crate::broker::start_embedded(0).context("starting the embedded MQTT broker")?;
     let stop_sim = CancellationToken::new();
-    let plc = crate::opcua_sim::SimServer::start(sim::plc_options())
+    let plc_options = sim::plc_options();
+    let plc_pki = plc_options.pki_dir.clone();
+    let plc = crate::opcua_sim::SimServer::start(plc_options)
         .await
         .context("starting the simulated OPC UA server")?;
     let c = prepare(&args, port, &plc.endpoint)?;
@@ -124,11 +126,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let plc = plc_sim.await.ok();
     let stats = agent.stats.clone();
     let journal = agent.journal.location();
+    let store = agent.journal.clone();
     agent.shutdown(Duration::from_secs(5)).await;
     if let Some(plc) = plc {
         plc.stop().await;
     }
-    print_summary(started.elapsed(), &stats, &journal);
+    // The simulated PLC's keys are made afresh each run; the agent's journal is kept.
+    let _ = std::fs::remove_dir_all(&plc_pki);
+    let by_source = samples_by_source(&c, store.as_ref());
+    print_summary(started.elapsed(), &stats, &by_source, &journal);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -144,9 +150,39 @@ fn status_line(t: Duration, samples_last_s: u64, s: &Stats) -> String {
     )
 }
 
-fn print_summary(t: Duration, s: &Stats, journal: &std::path::Path) {
+/// Committed sample records per source (`id (kind) count`), read back from the journal.
+fn samples_by_source(c: &Config, journal: &dyn crate::journal::Store) -> String {
+    let mut counts = vec![0u64; c.sources.len()];
+    let source_of: Vec<Option<usize>> = c
+        .tags
+        .iter()
+        .map(|t| c.sources.iter().position(|s| s.id == t.source))
+        .collect();
+    let mut from = journal.first_seq().unwrap_or(pdtf_models::Seq(1));
+    while let Ok(chunk) = journal.read_from(from, 10_000) {
+        let Some(last) = chunk.last() else { break };
+        from = pdtf_models::Seq(last.seq.0 + 1);
+        for r in &chunk {
+            if let pdtf_models::RecordBody::Sample(s) = &r.body {
+                if let Some(Some(i)) = source_of.get(s.tag.0 as usize) {
+                    counts[*i] += 1;
+                }
+            }
+        }
+    }
+    let parts: Vec<String> = c
+        .sources
+        .iter()
+        .zip(counts)
+        .map(|(s, n)| format!("{} ({:?}) {n}", s.id, s.kind).to_lowercase())
+        .collect();
+    parts.join(", ")
+}
+
+fn print_summary(t: Duration, s: &Stats, by_source: &str, journal: &std::path::Path) {
     println!("PDTF Edge demo summary ({:.1} s)", t.as_secs_f64());
     println!("  samples ingested        {}", Stats::get(&s.samples_in));
+    println!("  samples by source       {by_source}");
     println!("  malformed inputs        {}", Stats::get(&s.malformed_in));
     println!(
         "  records committed       {} (last seq {})",

@@ -40,7 +40,10 @@ fn stable_id(id: &NodeId, ns: &NamespaceMap) -> String {
     }
 }
 
-fn suggest(data_type: &NodeId, value_rank: i32) -> Option<ValueType> {
+/// The tag-map type for a variable's DataType and ValueRank. Ranks that allow both scalars
+/// and arrays (0 one-or-more dimensions, -2 any, -3 scalar-or-one-dimension; servers such as
+/// asyncua leave arrays at 0) are settled by the shape of the current value (`array`).
+fn suggest(data_type: &NodeId, value_rank: i32, array: bool) -> Option<ValueType> {
     use DataTypeId as D;
     let numeric = [
         D::SByte,
@@ -56,6 +59,11 @@ fn suggest(data_type: &NodeId, value_rank: i32) -> Option<ValueType> {
     ]
     .iter()
     .any(|d| data_type == &NodeId::from(*d));
+    let value_rank = match value_rank {
+        0 | -2 | -3 if array => 1,
+        -2 | -3 => -1,
+        r => r,
+    };
     match (value_rank, numeric) {
         (-1, true) => Some(ValueType::Number),
         (1, true) => Some(ValueType::NumberArray),
@@ -118,13 +126,18 @@ pub async fn browse(
                 data_type: None,
             };
             if r.node_class == NodeClass::Variable {
-                let read = [AttributeId::DataType, AttributeId::ValueRank]
-                    .map(|a| ReadValueId::new(id.clone(), a));
+                let read = [
+                    AttributeId::DataType,
+                    AttributeId::ValueRank,
+                    AttributeId::Value,
+                ]
+                .map(|a| ReadValueId::new(id.clone(), a));
                 if let Ok(v) = session.read(&read, TimestampsToReturn::Neither, 0.0).await {
                     if let (Some(Variant::NodeId(dt)), Some(Variant::Int32(rank))) =
                         (&v[0].value, &v[1].value)
                     {
-                        b.value_type = suggest(dt, *rank);
+                        let array = matches!(v[2].value, Some(Variant::Array(_)));
+                        b.value_type = suggest(dt, *rank, array);
                         b.data_type = Some(dt.to_string());
                     }
                 }
@@ -228,4 +241,27 @@ pub fn render_tag_map(nodes: &[BrowsedNode], source: &str) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn value_types_follow_data_type_rank_and_the_current_shape() {
+        let double = NodeId::from(DataTypeId::Double);
+        let boolean = NodeId::from(DataTypeId::Boolean);
+        assert_eq!(suggest(&double, -1, false), Some(ValueType::Number));
+        assert_eq!(suggest(&double, 1, true), Some(ValueType::NumberArray));
+        // Ranks that allow either: the current value decides.
+        for rank in [0, -2, -3] {
+            assert_eq!(suggest(&double, rank, true), Some(ValueType::NumberArray));
+        }
+        assert_eq!(suggest(&double, -2, false), Some(ValueType::Number));
+        assert_eq!(suggest(&double, -3, false), Some(ValueType::Number));
+        assert_eq!(suggest(&boolean, -1, false), Some(ValueType::Bool));
+        // Matrices and arrays of booleans have no tag-map type.
+        assert_eq!(suggest(&double, 2, true), None);
+        assert_eq!(suggest(&boolean, 0, true), None);
+    }
 }
