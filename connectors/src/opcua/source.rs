@@ -71,10 +71,9 @@ fn now() -> Timestamp {
     Timestamp::from_system(SystemTime::now())
 }
 
-/// The subscription in place: its id and the node id each item was resolved to.
+/// The subscription in place: the node id each item was resolved to.
 #[derive(Clone)]
 struct Current {
-    id: u32,
     nodes: Vec<Option<NodeId>>,
 }
 
@@ -326,7 +325,8 @@ impl OpcuaSource {
 
     /// Creates the subscription and its monitored items, `chunk_size` per request. With
     /// `previous` (a subscription the library recreated on a new session), only when the
-    /// node ids resolve differently now: the old one is deleted first. `None`: unchanged.
+    /// node ids resolve differently now; the session's subscriptions (the source has one,
+    /// whose id changed when the library recreated it) are deleted first. `None`: unchanged.
     fn subscribe(
         &self,
         session: Arc<Session>,
@@ -352,8 +352,11 @@ impl OpcuaSource {
                     return Ok(None);
                 }
                 warn!(%source, "The server's namespace table changed; recreating the subscription with the new indices.");
-                if let Err(e) = session.delete_subscription(prev.id).await {
-                    warn!(%source, error = %e, "Deleting the outdated subscription failed; creating the new one anyway.");
+                let outdated = session.subscription_state().lock().subscription_ids();
+                if let Some(ids) = outdated.filter(|ids| !ids.is_empty()) {
+                    if let Err(e) = session.delete_subscriptions(&ids).await {
+                        warn!(%source, error = %e, "Deleting the outdated subscription failed; creating the new one anyway.");
+                    }
                 }
             }
             let kinds: Vec<(TagId, ValueType)> =
@@ -396,7 +399,7 @@ impl OpcuaSource {
                 }
             }
             Ok(Some(Subscribed {
-                current: Current { id: sub, nodes },
+                current: Current { nodes },
                 failed,
             }))
         }
