@@ -15,7 +15,7 @@
 //! open (in one transaction); a newer format is refused.
 
 use super::chain::{corrupt, hash_from, u64_from, verify_chain, ChainMeta, VerifyReport};
-use super::writer::{check_purge, Encoded, Head, Writer};
+use super::writer::{check_purge, purge_anchor, Encoded, Head, Writer};
 use pdtf_models::record::{hex, GENESIS};
 use pdtf_models::{Entry, Journal, JournalError, Record, Seq};
 use redb::{
@@ -271,15 +271,7 @@ impl Journal for RedbJournal {
                 .get(through.0)
                 .map_err(storage)?
                 .map(|v| v.value().to_vec());
-            let Some(bytes) = last else {
-                return Err(storage(format!(
-                    "seq {} is not stored; nothing purged",
-                    through.0
-                )));
-            };
-            let anchor = Record::decode(&bytes)
-                .map_err(|e| corrupt(through.0, e.to_string()))?
-                .hash;
+            let anchor = purge_anchor(through, last.as_deref())?;
             t.retain_in(..=through.0, |_, _| false).map_err(storage)?;
             anchor
         };

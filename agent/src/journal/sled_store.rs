@@ -7,7 +7,7 @@
 //! records are on disk.
 
 use super::chain::{corrupt, hash_from, u64_from, verify_chain, ChainMeta, VerifyReport};
-use super::writer::{check_purge, Head, Writer};
+use super::writer::{check_purge, purge_anchor, Head, Writer};
 use pdtf_connectors::upstream::CURSOR as UPSTREAM_CURSOR;
 use pdtf_models::record::{ChainHash, FORMAT_VERSION};
 use pdtf_models::{Entry, Journal, JournalError, Record, Seq};
@@ -197,15 +197,8 @@ impl Journal for SledJournal {
         let mut head = self.head.lock()?;
         let acked = self.cursor(UPSTREAM_CURSOR)?.0;
         check_purge(through, acked)?;
-        let Some(bytes) = self.records.get(through.0.to_be_bytes()).map_err(storage)? else {
-            return Err(storage(format!(
-                "seq {} is not stored; nothing purged",
-                through.0
-            )));
-        };
-        let anchor = Record::decode(&bytes)
-            .map_err(|e| corrupt(through.0, e.to_string()))?
-            .hash;
+        let last = self.records.get(through.0.to_be_bytes()).map_err(storage)?;
+        let anchor = purge_anchor(through, last.as_deref())?;
         let first = self.first_seq()?.0;
         let e = head.encode(vec![audit]);
         (&self.records, &self.meta)

@@ -66,6 +66,16 @@ impl Writer {
     }
 }
 
+/// The hash of the last record purged (`through`, stored as `last`): the chain's new anchor.
+pub fn purge_anchor(through: Seq, last: Option<&[u8]>) -> Result<ChainHash, JournalError> {
+    let bytes = last.ok_or_else(|| {
+        JournalError::Storage(format!("seq {} is not stored; nothing purged", through.0))
+    })?;
+    Ok(Record::decode(bytes)
+        .map_err(|e| super::chain::corrupt(through.0, e.to_string()))?
+        .hash)
+}
+
 /// Only records the upstream acknowledged may be purged.
 pub fn check_purge(through: Seq, acked: u64) -> Result<(), JournalError> {
     if through.0 > acked {
