@@ -325,3 +325,147 @@ async fn restarting_the_agent_mid_drain_gives_duplicates_only() {
     eprintln!("mid-drain restart: {last} records, {dups} duplicates (dropped by seq)");
     second.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Distinct `flow` values (whole numbers) among the samples the historian received.
+fn upstream_flow_values(h: &Consumer) -> std::collections::BTreeSet<u64> {
+    h.snapshot()
+        .iter()
+        .filter(|m| m.topic.ends_with("/records"))
+        .flat_map(|m| m.json()["records"].as_array().unwrap().clone())
+        .filter(|r| r["body"]["sample"]["tag"] == 1)
+        .filter_map(|r| r["body"]["sample"]["value"].as_f64())
+        .map(|v| v as u64)
+        .collect()
+}
+
+/// `full_policy = "block"`: the quota fills while upstream is away, intake is held back (the
+/// sources wait), then upstream acknowledges, retention purges through the control path, and
+/// intake resumes — every sample sent, also those sent while held back, reaches upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_policy_holds_intake_until_a_purge_frees_space_and_loses_nothing() {
+    let port = broker();
+    let proxy = Proxy::start(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    proxy.cut();
+    let mut c = agent_config_with(
+        dir.path(),
+        port,
+        proxy.port,
+        "[journal]\nretention_hours = 0\nhousekeeping_interval_s = 1\nmax_size_bytes = 1048576\nfull_policy = \"block\"\n",
+        "",
+    );
+    c.sinks.alerts = None;
+    let agent = Agent::start(&c).unwrap();
+    let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
+    let publisher = Publisher::start(port, "plc-sim");
+    wait_until_sample(&agent, &publisher).await;
+    let mut sent = 1_000_000u64; // values above the warm-up ones
+    let first_value = sent;
+    while !Stats::flag(&agent.stats.store_full) {
+        for _ in 0..200 {
+            publisher.send("line/flow", format!("{sent}")).await;
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(sent < first_value + 200_000, "journal never reported full");
+    }
+    // Held back: what arrives now is not committed until space is freed. (The commit under
+    // way when the quota was reached may still finish.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let held_from = Stats::get(&agent.stats.last_seq);
+    for _ in 0..300 {
+        publisher.send("line/flow", format!("{sent}")).await;
+        sent += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        Stats::get(&agent.stats.last_seq),
+        held_from,
+        "intake held back while over quota under the block policy"
+    );
+    proxy.restore();
+    wait_until("quota freed by purges", Duration::from_secs(60), || {
+        !Stats::flag(&agent.stats.store_full)
+    })
+    .await;
+    wait_until("every sample upstream", Duration::from_secs(60), || {
+        upstream_flow_values(&historian)
+            .range(first_value..)
+            .count() as u64
+            == sent - first_value
+    })
+    .await;
+    assert!(
+        agent.journal.first_seq().unwrap() > Seq(1),
+        "space came from purged, acknowledged records"
+    );
+    tokio::time::timeout(WAIT, agent.shutdown(Duration::from_secs(2)))
+        .await
+        .expect("a clean stop");
+}
+
+/// A long upstream outage while alarms keep firing, a large backlog, and alarms firing all
+/// through the drain: every record reaches upstream in order, live copies go out on their own
+/// connection, and the agent still stops when told to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_with_alarms_firing_drains_completely_and_stops_cleanly() {
+    let port = broker();
+    let proxy = Proxy::start(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
+    let events = Consumer::start(port, "ops-events", "pdtf/s1/a1/l1/events").await;
+    let mut c = agent_config(dir.path(), port, proxy.port);
+    c.sinks.alerts.as_mut().unwrap().broker = "plant".into(); // SCADA stays reachable
+    let agent = Agent::start(&c).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    wait_until_sample(&agent, &publisher).await;
+
+    let mut i = 0u64;
+    let mut feed = |n: u64| {
+        let start = i;
+        i += n;
+        start..i
+    };
+    proxy.cut();
+    for k in feed(30_000) {
+        let (topic, payload) = alarm_flood_message(k);
+        publisher.send(topic, payload).await;
+    }
+    wait_until("backlog committed", WAIT, || {
+        Stats::get(&agent.stats.last_seq) >= 29_000
+    })
+    .await;
+    let backlog = Stats::get(&agent.stats.last_seq);
+    proxy.restore();
+    // Alarms keep firing while the backlog drains.
+    for k in feed(10_000) {
+        let (topic, payload) = alarm_flood_message(k);
+        publisher.send(topic, payload).await;
+    }
+    wait_until("the run went on during the drain", WAIT, || {
+        Stats::get(&agent.stats.samples_in) >= i
+            && Stats::get(&agent.stats.last_seq) > backlog + 9_000
+    })
+    .await;
+    let (last, dups) =
+        assert_upstream_complete(&agent, &historian, Duration::from_secs(120), "drained").await;
+    assert!(
+        Stats::get(&agent.stats.alarms_raised) >= 1_000,
+        "alarms fired throughout"
+    );
+    wait_until("live copies on .../events", WAIT, || {
+        !events.snapshot().is_empty()
+    })
+    .await;
+    eprintln!(
+        "long outage: backlog {backlog}, {last} records, {dups} duplicates, {} live copies, {} dropped",
+        events.snapshot().len(),
+        Stats::get(&agent.stats.live_events_dropped)
+    );
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        agent.shutdown(Duration::from_secs(2)),
+    )
+    .await
+    .expect("the agent stops within its stop timeout");
+}

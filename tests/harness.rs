@@ -300,6 +300,21 @@ max_inflight = 4
         .unwrap_or_else(|e| panic!("test config invalid: {e:?}"))
 }
 
+/// The `k`-th message of a flood that keeps alarms firing: every 10th moves `temp` across
+/// its limits (a raise, then a clear), the others are `flow` samples. (topic, payload).
+pub fn alarm_flood_message(k: u64) -> (&'static str, String) {
+    if k.is_multiple_of(10) {
+        let v = if (k / 10).is_multiple_of(2) {
+            95.0
+        } else {
+            20.0
+        };
+        ("line/temp", format!(r#"{{"v":{v},"ts":1763800000000}}"#))
+    } else {
+        ("line/flow", format!("{}", k % 1000))
+    }
+}
+
 /// Publishes `flow` values until the agent has ingested one (its subscription is live).
 pub async fn wait_until_sample(agent: &pdtf_agent::Agent, publisher: &Publisher) {
     for _ in 0..500 {

@@ -4,11 +4,14 @@
 //! again below 95 % of the quota, so the state does not flap), and the oldest records that are
 //! both acknowledged upstream and older than `retention_hours` are handed to the pipeline as
 //! a purge (at most `PURGE_CHUNK` per round; the pipeline is the journal's only writer).
-//! Nothing is purged that upstream has not acknowledged.
+//! Nothing is purged that upstream has not acknowledged. Purges travel on the pipeline's
+//! control path, which it serves before source data and even while `full_policy = "block"`
+//! holds the data back: the purge is what frees the space that policy waits for.
 
 use crate::config::JournalConfig;
 use crate::pipeline::now;
-use pdtf_connectors::{SourceMsg, Stats};
+use crate::pipeline::Control;
+use pdtf_connectors::Stats;
 use pdtf_models::{Journal, JournalError, Seq, Timestamp};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +25,7 @@ pub struct Housekeeping {
     pub config: JournalConfig,
     pub journal: Arc<dyn Journal>,
     pub stats: Arc<Stats>,
-    pub out: mpsc::Sender<SourceMsg>,
+    pub out: mpsc::Sender<Control>,
 }
 
 /// The purge to do now, if any: the longest run from the first stored record that is
@@ -31,7 +34,7 @@ pub fn plan_purge(
     journal: &dyn Journal,
     acked: u64,
     cutoff: Timestamp,
-) -> Result<Option<SourceMsg>, JournalError> {
+) -> Result<Option<Control>, JournalError> {
     let first = journal.first_seq()?.0;
     if first > acked {
         return Ok(None);
@@ -47,7 +50,7 @@ pub fn plan_purge(
         .last()
         .map(|r| r.seq.0);
     Ok(match (through, oldest) {
-        (Some(t), Some(oldest)) => Some(SourceMsg::Purge {
+        (Some(t), Some(oldest)) => Some(Control::Purge {
             through: Seq(t),
             records: t - first + 1,
             oldest,
@@ -99,6 +102,10 @@ impl Housekeeping {
                 warn!(bytes, quota, "Journal reached its quota.");
             }
             Stats::set_flag(&self.stats.store_full, full);
+            // Wakes a pipeline that holds data back under the block policy.
+            if self.out.send(Control::QuotaChanged).await.is_err() {
+                return Ok(()); // the pipeline is stopping
+            }
         }
         if let Some(p) = purge {
             if self.out.send(p).await.is_err() {

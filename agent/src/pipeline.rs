@@ -10,7 +10,12 @@
 //! Journal over quota (`stats.store_full`), policy `stop_samples`: samples still update the twin
 //! and detectors, but are not recorded; entering and leaving the state are audit records, the
 //! `journal_full` system alarm is raised, and the hole becomes a gap record with the count of
-//! samples not recorded. Policy `block`: no message is taken until space is freed.
+//! samples not recorded. Policy `block`: no source message is taken until space is freed (the
+//! sources wait on the full channel); shutdown lifts the hold so what was sent is committed.
+//!
+//! Control messages (`Control`: purges, quota changes) have a channel of their own that is
+//! served first and even while data is held back: a purge is what frees space, so it must
+//! never queue behind the data it would make room for.
 
 use crate::config::FullPolicy;
 use pdtf_connectors::{alert::AlertBoard, SourceMsg, Stats};
@@ -22,9 +27,28 @@ use pdtf_models::{Entry, Gap, Journal, Record, RecordBody, Sample, Seq, TagId, T
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub const MAX_ENTRIES_PER_COMMIT: usize = 4_096;
+
+/// Capacity of a line's control channel. Senders wait when it is full (housekeeping does
+/// one round at a time, so it never is for long).
+pub const CONTROL_CHANNEL: usize = 16;
+
+/// Messages from the agent itself to a line pipeline, served before any source data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Control {
+    /// Purge records through `through` (acknowledged upstream and past retention). The
+    /// pipeline executes it so the journal keeps one writer.
+    Purge {
+        through: Seq,
+        records: u64,
+        oldest: Timestamp,
+    },
+    /// `stats.store_full` changed: re-decide whether to hold data back, record the change.
+    QuotaChanged,
+}
 
 pub fn now() -> Timestamp {
     Timestamp::from_system(SystemTime::now())
@@ -88,16 +112,44 @@ impl LinePipeline {
         }
     }
 
-    /// Runs until every sender is gone (the sources stopped), committing what they sent.
-    pub async fn run(&mut self, mut rx: mpsc::Receiver<SourceMsg>) {
+    /// Runs until every source sender is gone (the sources stopped), committing what they
+    /// sent. `stop` is the sources' shutdown: it lifts a block-policy hold so they can finish.
+    pub async fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<SourceMsg>,
+        mut control: mpsc::Receiver<Control>,
+        stop: CancellationToken,
+    ) {
         let mut scratch = Vec::new();
+        let mut control_open = true;
+        let mut holding = false;
         loop {
-            if self.full_policy == FullPolicy::Block {
-                while Stats::flag(&self.stats.store_full) {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+            let hold = self.full_policy == FullPolicy::Block
+                && Stats::flag(&self.stats.store_full)
+                && !stop.is_cancelled();
+            if hold != holding {
+                holding = hold;
+                if hold {
+                    error!("Journal over quota with full_policy = \"block\": intake is held back (sources wait) until a purge frees space.");
+                } else {
+                    info!("Journal intake resumed.");
                 }
             }
-            let Some(first) = rx.recv().await else { break };
+            let first = tokio::select! {
+                biased;
+                c = control.recv(), if control_open => {
+                    match c {
+                        Some(c) => self.control(c).await,
+                        None => control_open = false,
+                    }
+                    continue;
+                }
+                _ = stop.cancelled(), if hold => continue,
+                m = rx.recv(), if !hold => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
             let mut entries = Vec::new();
             self.track_full(&mut entries);
             self.apply(first, &mut entries, &mut scratch).await;
@@ -228,18 +280,23 @@ impl LinePipeline {
                 time: g.end,
                 body: RecordBody::Gap(g),
             }),
-            SourceMsg::Purge {
+        }
+        self.kept = kept;
+    }
+
+    async fn control(&mut self, c: Control) {
+        match c {
+            Control::Purge {
                 through,
                 records,
                 oldest,
-            } => {
-                // Everything gathered so far goes first: the purge commits on its own.
-                let pending = std::mem::take(out);
-                self.commit(pending).await;
-                self.purge(through, records, oldest).await;
+            } => self.purge(through, records, oldest).await,
+            Control::QuotaChanged => {
+                let mut entries = Vec::new();
+                self.track_full(&mut entries);
+                self.commit(entries).await;
             }
         }
-        self.kept = kept;
     }
 
     async fn purge(&mut self, through: Seq, records: u64, oldest: Timestamp) {

@@ -312,11 +312,12 @@ impl Agent {
             c.journal.full_policy,
         );
         pipeline.live = live_tx;
+        let (control_tx, control_rx) = mpsc::channel(crate::pipeline::CONTROL_CHANNEL);
         let housekeeping = Housekeeping {
             config: c.journal.clone(),
             journal: journal.clone(),
             stats: stats.clone(),
-            out: tx.clone(),
+            out: control_tx,
         };
         sources.push(tokio::spawn(
             housekeeping
@@ -370,10 +371,11 @@ impl Agent {
         );
         let startup = startup_records(journal.as_ref(), last, tags.len(), detail)?;
         let span = tracing::info_span!("pipeline", line = %c.agent.line);
+        let pipeline_stop = sources_stop.clone();
         let pipeline = tokio::spawn(
             async move {
                 pipeline.commit(startup).await;
-                pipeline.run(rx).await;
+                pipeline.run(rx, control_rx, pipeline_stop).await;
                 pipeline.audit("agent_stop", "clean shutdown".into()).await;
             }
             .instrument(span),

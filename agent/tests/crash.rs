@@ -112,12 +112,15 @@ async fn sigkill_at_random_moments_loses_no_accepted_record() {
     let state = dir.path().join("state");
     let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
 
-    // Full rate: the publisher is limited only by QoS 1 flow control.
+    // Full rate: the publisher is limited only by QoS 1 flow control. Every 10th message
+    // moves `temp` across its limits, so alarms (and their live copies on `.../events`, on
+    // their own connection) fire throughout.
     let publisher = Publisher::start(port, "plc-flood");
     let flood = tokio::spawn(async move {
         let mut i = 0u64;
         loop {
-            publisher.send("line/flow", format!("{}", i % 1000)).await;
+            let (topic, payload) = harness::alarm_flood_message(i);
+            publisher.send(topic, payload).await;
             i += 1;
         }
     });
@@ -211,8 +214,13 @@ async fn sigkill_at_random_moments_loses_no_accepted_record() {
         .iter()
         .filter(|r| matches!(r.body, RecordBody::Sample(_)))
         .count();
+    let alarms = records
+        .iter()
+        .filter(|r| matches!(r.body, RecordBody::Alarm(_)))
+        .count();
+    assert!(alarms > 0, "alarms fired during the suite");
     eprintln!(
-        "crash suite: {iterations} kills ({kills_with_progress} after new commits), {} records ({samples} samples), {recoveries} crash recoveries recorded, {dups} upstream duplicates dropped",
+        "crash suite: {iterations} kills ({kills_with_progress} after new commits), {} records ({samples} samples, {alarms} alarm transitions), {recoveries} crash recoveries recorded, {dups} upstream duplicates dropped",
         report.last
     );
     assert!(

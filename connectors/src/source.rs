@@ -1,6 +1,6 @@
 //! What a source sends to its line pipeline.
 
-use pdtf_models::{Gap, Malformed, Sample, Seq, TagId, Timestamp};
+use pdtf_models::{Gap, Malformed, Sample, TagId, Timestamp};
 use tokio::sync::mpsc;
 
 /// Capacity of a line's input channel, in messages (each message is a batch). When it is
@@ -22,13 +22,6 @@ pub enum SourceMsg {
     },
     /// The link is back and subscribed again; the outage is the gap.
     Gap(Gap),
-    /// Housekeeping: purge records through `through` (acknowledged upstream and past
-    /// retention). The pipeline executes it so the journal keeps one writer.
-    Purge {
-        through: Seq,
-        records: u64,
-        oldest: Timestamp,
-    },
 }
 
 /// A source's outage, shared by every protocol: the first loss of the link sends `LinkDown`

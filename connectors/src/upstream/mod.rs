@@ -13,13 +13,20 @@
 //!   `max_drain_records_per_s` (when set) so a reconnecting fleet does not flood the broker.
 //!
 //! Live alarms never wait behind a backlog: alarm records also go out at once on
-//! `.../events` (best effort while connected; the ordered stream still carries them). That
-//! channel is bounded and, when full, the live copy is dropped and counted — the ordered copy
-//! is in the journal.
+//! `.../events`, on a connection of their own (`live.rs` says why), best effort; the ordered
+//! stream still carries them. That channel is bounded and, when full, the live copy is dropped
+//! and counted — the ordered copy is in the journal.
+//!
+//! This task never awaits the MQTT client: range publishes use `try_publish` (the window
+//! bounds them below the request queue's capacity), so it always gets back to draining the
+//! connection's events. Awaiting a full request queue while the event pump waits on this task
+//! to take its events was a deadlock: acks stopped for good and SIGTERM went unheard.
 
+mod live;
 mod rate;
 mod window;
 
+pub use live::{LiveCopies, LiveLink};
 pub use rate::DrainRate;
 pub use window::AckWindow;
 
@@ -93,7 +100,9 @@ pub const MODE_BACKLOGGED: u64 = 2;
 
 /// One connection's state, carried between `Live` and `Backlogged`.
 struct Conn {
+    /// Carries record ranges only: every publish on it is in `win`.
     link: Link,
+    live: LiveLink,
     win: AckWindow,
     persisted: u64,
     connected: bool,
@@ -196,8 +205,14 @@ impl UpstreamSync {
         };
         opts.set_inflight(inflight as u16);
         let link = Link::open(opts, inflight + 8);
+        let live = LiveLink::open(
+            self.broker.clone(),
+            self.settings.agent_id.clone(),
+            self.settings.events_topic.clone(),
+        );
         let conn = Conn {
             link,
+            live,
             win: AckWindow::new(start),
             persisted: start,
             connected: false,
@@ -279,10 +294,14 @@ impl UpstreamSync {
                     *pipeline_running = changed.is_ok();
                     Next::Stay
                 }
-                live = self.live.recv(), if c.connected => {
+                live = self.live.recv(), if c.live.connected() => {
                     if let Some(r) = live {
-                        self.publish_live(&c, &r);
+                        self.publish_live(&mut c.live, r);
                     }
+                    Next::Stay
+                }
+                ev = c.live.next_event() => {
+                    c.live.on_event(ev, &self.stats);
                     Next::Stay
                 }
                 ev = c.link.events.recv() => self.on_event(&mut c, ev, backoff),
@@ -291,16 +310,19 @@ impl UpstreamSync {
                 Next::Stay => {}
                 Next::Stop => {
                     self.persist(&mut c).await;
+                    c.live.close(&self.stats);
                     return Mode::Stop;
                 }
                 Next::Offline(reason) => {
                     self.persist(&mut c).await;
+                    c.live.close(&self.stats);
                     return Mode::Offline(reason);
                 }
             }
             if c.connected {
                 if let Err(e) = self.fill(&mut c).await {
                     self.persist(&mut c).await;
+                    c.live.close(&self.stats);
                     return Mode::Offline(e);
                 }
                 let backlogged = self.backlog(&c) > s.backlog_threshold_records;
@@ -353,27 +375,15 @@ impl UpstreamSync {
         }
     }
 
-    fn publish_live(&self, c: &Conn, r: &Record) {
-        let mut one = vec![r.clone()];
+    fn publish_live(&self, live: &mut LiveLink, r: Record) {
+        let mut one = vec![r];
         let payload = encode_batch(
             &self.settings.agent_id,
             &self.settings.tag_names,
             &mut one,
             usize::MAX,
         );
-        // try_publish: the live copy must never wait; the ordered copy is in the journal.
-        if c.link
-            .client
-            .try_publish(
-                self.settings.events_topic.clone(),
-                QoS::AtLeastOnce,
-                false,
-                payload,
-            )
-            .is_err()
-        {
-            Stats::add(&self.stats.live_events_dropped, 1);
-        }
+        live.publish(payload, &self.stats);
     }
 
     /// Sends journal records from `next_to_send` while the in-flight window (and, when
@@ -411,11 +421,16 @@ impl UpstreamSync {
             }
             let payload = encode_batch(&s.agent_id, &s.tag_names, &mut records, s.max_batch_bytes);
             let (first, last) = (records[0].seq.0, records[records.len() - 1].seq.0);
-            c.link
+            // Never await the client (see the module header). A full queue cannot happen
+            // while the window stays below its capacity; if it does, the range is read again
+            // after the next event, when the event loop has taken requests.
+            if c.link
                 .client
-                .publish(s.topic.clone(), QoS::AtLeastOnce, false, payload)
-                .await
-                .map_err(|e| format!("publish failed: {e}"))?;
+                .try_publish(s.topic.clone(), QoS::AtLeastOnce, false, payload)
+                .is_err()
+            {
+                return Ok(());
+            }
             if let Some(rate) = &mut c.rate {
                 rate.take(records.len());
             }
