@@ -326,3 +326,163 @@ async fn an_alarm_active_at_restart_clears_after_it() {
     assert_eq!(last_alarm.previous, Some(pdtf_models::Level::Hi));
     second.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Tag identity is durable: after an earlier-sorting tag file is added and a tag removed, a
+/// restart keeps every id on its name — the restored alarm, the retained topics and every
+/// replayed upstream record name the tags they were recorded for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_ids_survive_a_reordered_configuration_across_a_restart() {
+    let port = broker();
+    let proxy = Proxy::start(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent_toml = dir.path().join("agent.toml");
+    let tags_dir = dir.path().join("tags");
+    std::fs::create_dir_all(&tags_dir).unwrap();
+    std::fs::write(
+        &agent_toml,
+        format!(
+            r#"include = ["tags/*.toml"]
+{agent}
+[brokers.plant]
+host = "127.0.0.1"
+port = {port}
+backoff_initial_ms = 50
+backoff_max_ms = 300
+
+[brokers.upstream]
+host = "127.0.0.1"
+port = {proxy}
+backoff_initial_ms = 50
+backoff_max_ms = 300
+
+[[sources]]
+id = "plc"
+kind = "mqtt"
+broker = "plant"
+flush_interval_ms = 5
+
+[sinks.alerts]
+broker = "plant"
+
+[sinks.upstream]
+broker = "upstream"
+"#,
+            agent = agent_section(dir.path()),
+            proxy = proxy.port
+        ),
+    )
+    .unwrap();
+    std::fs::write(tags_dir.join("m.toml"), TEST_TAGS).unwrap();
+    let load = || pdtf_agent::config::load(&agent_toml).expect("valid config");
+
+    // Run 1: flow samples and a raised `temp` alarm, upstream away (they stay backlogged).
+    proxy.cut();
+    let publisher = Publisher::start(port, "plc-sim");
+    let first = Agent::start(&load()).unwrap();
+    wait_until_sample(&first, &publisher).await;
+    for i in 0..50 {
+        publisher.send("line/flow", format!("{}", 1000 + i)).await;
+    }
+    publisher.send("line/temp", temp(95.0)).await;
+    wait_until("alarm raised, flows in", WAIT, || {
+        Stats::get(&first.stats.alarms_active) == 1 && Stats::get(&first.stats.samples_in) >= 51
+    })
+    .await;
+    first.shutdown(Duration::ZERO).await;
+
+    // The configuration changes: a file that sorts first adds `aaa`; `flow` is removed.
+    std::fs::write(
+        tags_dir.join("a.toml"),
+        "[[tags]]\nname = \"aaa\"\nunit = \"bar\"\nsource = \"plc\"\ntopic = \"line/aaa\"\nlimits = { hi = 10.0 }\n",
+    )
+    .unwrap();
+    let only_temp = TEST_TAGS.split("[[tags]]\nname = \"flow\"").next().unwrap();
+    std::fs::write(tags_dir.join("m.toml"), only_temp).unwrap();
+
+    let scada = Consumer::start(port, "scada", "pdtf/s1/a1/l1/alarms/#").await;
+    let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
+    let second = Agent::start(&load()).unwrap();
+    assert_eq!(
+        Stats::get(&second.stats.alarms_active),
+        1,
+        "the alarm is restored"
+    );
+    let name = |id: pdtf_models::TagId| second.registry.name(id).unwrap().to_owned();
+    assert_eq!(
+        second.tag_ids.iter().map(|&i| name(i)).collect::<Vec<_>>(),
+        ["aaa", "temp"]
+    );
+    assert_eq!(
+        name(pdtf_models::TagId(1)),
+        "flow",
+        "a removed tag keeps its id"
+    );
+    proxy.restore();
+    assert_upstream_complete(&second, &historian, WAIT, "backlog replayed").await;
+
+    // Every replayed record names the tag it was recorded for.
+    let (mut flows, mut temps) = (0, 0);
+    for m in historian.snapshot() {
+        let v = m.json();
+        for r in v["records"].as_array().unwrap() {
+            let (tag, value) = match (&r["body"]["sample"], &r["body"]["alarm"]) {
+                (s, _) if s.is_object() => (&s["tag"], s["value"].as_f64()),
+                (_, a) if a.is_object() => (&a["tag"], Some(95.0)),
+                _ => continue,
+            };
+            let named = v["tags"][tag.to_string()].as_str().unwrap();
+            match value {
+                Some(x) if x >= 1000.0 || x == 1.0 => {
+                    assert_eq!(named, "flow", "{r}");
+                    flows += 1;
+                }
+                Some(95.0) => {
+                    assert_eq!(named, "temp", "{r}");
+                    temps += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(flows >= 50 && temps >= 2, "flows {flows}, temps {temps}");
+    // The retained alarm is the right tag's; the new tag raised nothing.
+    wait_until("retained alarm of temp is active", WAIT, || {
+        scada
+            .snapshot()
+            .iter()
+            .any(|m| m.topic.ends_with("/alarms/temp") && m.json()["state"] == "active")
+    })
+    .await;
+    assert!(
+        !scada
+            .snapshot()
+            .iter()
+            .any(|m| m.topic.ends_with("/alarms/aaa")),
+        "no alarm was restored onto the new tag"
+    );
+    // And it clears on the right tag.
+    publisher.send("line/temp", temp(70.0)).await;
+    wait_until("cleared", WAIT, || {
+        Stats::get(&second.stats.alarms_active) == 0
+    })
+    .await;
+    let registry_audits = journal_bodies(&second)
+        .into_iter()
+        .filter_map(|b| match b {
+            RecordBody::Audit(a) if a.event == "tag_registry" => Some(a.detail),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        registry_audits.len(),
+        2,
+        "one per start: {registry_audits:?}"
+    );
+    assert!(
+        registry_audits[1].contains("added: [aaa=#2]")
+            && registry_audits[1].contains("removed: [flow=#1]"),
+        "{}",
+        registry_audits[1]
+    );
+    second.shutdown(Duration::from_secs(1)).await;
+}

@@ -13,5 +13,7 @@ pub mod opcua_cli;
 pub mod opcua_sim;
 pub mod pipeline;
 pub mod runtime;
+pub mod supervise;
+pub mod systemd;
 
 pub use runtime::Agent;

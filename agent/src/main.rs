@@ -130,22 +130,44 @@ fn load_or_report(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<&'static str> {
+/// SIGTERM and SIGINT, caught from the moment this is made: a stop requested while the
+/// agent is still starting (systemd stopping a unit that is coming up) is not a kill.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            r = tokio::signal::ctrl_c() => r.map(|_| "SIGINT").context("waiting for Ctrl-C"),
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c()
-            .await
-            .context("waiting for Ctrl-C")?;
-        Ok("Ctrl-C")
+
+    async fn wait(&mut self) -> anyhow::Result<&'static str> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => Ok("SIGTERM"),
+                _ = self.int.recv() => Ok("SIGINT"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+            Ok("Ctrl-C")
+        }
     }
 }
 
@@ -154,12 +176,35 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    let mut signals = StopSignals::install()?;
     let agent = Agent::start(&c).with_context(|| format!("starting agent {}", c.agent.id))?;
-    let signal = wait_for_signal().await?;
-    tracing::info!(signal, "Shutting down: draining sources and committing.");
-    agent.shutdown(Duration::from_secs(5)).await;
-    Ok(ExitCode::SUCCESS)
+    let code = tokio::select! {
+        signal = signals.wait() => {
+            tracing::info!(signal = signal?, "Shutting down: draining sources and committing.");
+            ExitCode::SUCCESS
+        }
+        why = agent.failure() => {
+            agent.record_failure(&why).await;
+            ExitCode::from(EXIT_TASK_FAILED)
+        }
+    };
+    pdtf_agent::systemd::stopping();
+    // Bounded, so a stop always ends the process inside systemd's TimeoutStopSec (30 s).
+    if tokio::time::timeout(STOP_LIMIT, agent.shutdown(Duration::from_secs(5)))
+        .await
+        .is_err()
+    {
+        tracing::error!(limit_s = STOP_LIMIT.as_secs(), "Shutdown did not finish in time; exiting anyway. Records not yet committed were not acknowledged to anyone.");
+        return Ok(ExitCode::from(EXIT_TASK_FAILED));
+    }
+    Ok(code)
 }
+
+/// Exit code after a supervised task failed (systemd's `Restart=` restarts the agent).
+const EXIT_TASK_FAILED: u8 = 3;
+
+/// Longest orderly shutdown before the process exits regardless.
+const STOP_LIMIT: Duration = Duration::from_secs(20);
 
 fn validate(path: PathBuf) -> ExitCode {
     match load_or_report(&path) {

@@ -48,6 +48,10 @@ pub enum Control {
     },
     /// `stats.store_full` changed: re-decide whether to hold data back, record the change.
     QuotaChanged,
+    /// The periodic tick: an idle pipeline still shows it is alive (the watchdog's heartbeat).
+    Tick,
+    /// An audit record the agent itself makes (e.g. a supervised task failed).
+    Audit { event: String, detail: String },
 }
 
 pub fn now() -> Timestamp {
@@ -81,6 +85,10 @@ pub struct LinePipeline {
     pub full_policy: FullPolicy,
     /// Live copies of alarm records for upstream `.../events` (never waited on).
     pub live: Option<mpsc::Sender<Record>>,
+    /// The configured tags' ids (a journal-full gap names them).
+    pub configured: Vec<TagId>,
+    /// Beats after every message served: the systemd watchdog feeds on it.
+    pub beat: watch::Sender<Instant>,
     refusal: Option<Refusal>,
     kept: Vec<Sample>,
 }
@@ -107,6 +115,8 @@ impl LinePipeline {
             stats,
             full_policy,
             live: None,
+            configured: Vec::new(),
+            beat: watch::channel(Instant::now()).0,
             refusal: None,
             kept: Vec::new(),
         }
@@ -124,6 +134,7 @@ impl LinePipeline {
         let mut control_open = true;
         let mut holding = false;
         loop {
+            self.beat.send_replace(Instant::now());
             let hold = self.full_policy == FullPolicy::Block
                 && Stats::flag(&self.stats.store_full)
                 && !stop.is_cancelled();
@@ -214,7 +225,7 @@ impl LinePipeline {
                         start: r.since,
                         end: t,
                         reason: format!("journal over quota: {} samples not recorded", r.samples),
-                        tags: (0..self.compressors.len() as u32).map(TagId).collect(),
+                        tags: self.configured.clone(),
                     }),
                 });
                 out.push(audit(
@@ -296,6 +307,8 @@ impl LinePipeline {
                 self.track_full(&mut entries);
                 self.commit(entries).await;
             }
+            Control::Tick => {}
+            Control::Audit { event, detail } => self.audit(&event, detail).await,
         }
     }
 

@@ -8,7 +8,8 @@
 use crate::config::{CompressionModeConfig, Config, DeadbandKind, SourceConfig, SourceKind};
 use crate::housekeeping::Housekeeping;
 use crate::journal::Store;
-use crate::pipeline::LinePipeline;
+use crate::pipeline::{Control, LinePipeline};
+use crate::supervise::Supervisor;
 use futures_util::FutureExt;
 use pdtf_connectors::alert::{AlertBoard, AlertPublisher};
 use pdtf_connectors::mqtt::{MqttSource, TopicBinding, TopicMap};
@@ -19,7 +20,9 @@ use pdtf_models::compress::{CompressionMode, CompressionSpec, TagCompressor};
 use pdtf_models::detect::LimitDetector;
 use pdtf_models::record::Audit;
 use pdtf_models::twin::LineTwin;
-use pdtf_models::{Entry, Gap, Journal, LimitSpec, RecordBody, Seq, TagId, TagSpec, TagTable};
+use pdtf_models::{
+    Entry, Gap, Journal, LimitSpec, RecordBody, Seq, TagId, TagRegistry, TagSpec, TagTable,
+};
 use rumqttc::QoS;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +43,12 @@ pub struct Agent {
     pub journal: Arc<dyn Store>,
     pub stats: Arc<Stats>,
     pub board: Option<Arc<AlertBoard>>,
+    /// The configured tags, by durable id.
     pub tags: TagTable,
+    /// The durable id of each configured tag, in configuration order.
+    pub tag_ids: Vec<TagId>,
+    /// Every tag name the journal ever gave an id.
+    pub registry: TagRegistry,
     /// Where `/healthz`, `/readyz` and `/metrics` are served, when configured.
     pub health_addr: Option<std::net::SocketAddr>,
     sources_stop: CancellationToken,
@@ -48,34 +56,45 @@ pub struct Agent {
     sources: Vec<JoinHandle<()>>,
     pipeline: JoinHandle<()>,
     sinks: Vec<JoinHandle<()>>,
+    supervisor: Supervisor,
+    control: mpsc::Sender<Control>,
 }
 
-fn tag_table(c: &Config) -> (TagTable, Vec<Option<LimitSpec>>) {
-    let limits: Vec<Option<LimitSpec>> = c
-        .tags
-        .iter()
-        .map(|t| {
-            t.limits.map(|l| LimitSpec {
+/// Sends the pipeline its periodic tick. A full control channel means the pipeline is not
+/// serving control messages: the tick is skipped, and the missing heartbeat is what the
+/// watchdog acts on.
+async fn ticker(out: mpsc::Sender<Control>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(crate::systemd::TICK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if let Err(mpsc::error::TrySendError::Closed(_)) = out.try_send(Control::Tick) {
+            return;
+        }
+    }
+}
+
+/// The configured tags by durable id: `ids[i]` is the id the registry gave `c.tags[i]`;
+/// ids of tags not configured now have no spec.
+fn tag_table(c: &Config, ids: &[TagId], id_space: usize) -> TagTable {
+    let mut specs = vec![None; id_space];
+    for (t, id) in c.tags.iter().zip(ids) {
+        specs[id.index()] = Some(TagSpec {
+            name: t.name.clone(),
+            unit: t.unit.clone(),
+            limits: t.limits.map(|l| LimitSpec {
                 lolo: l.lolo,
                 lo: l.lo,
                 hi: l.hi,
                 hihi: l.hihi,
                 deadband: l.deadband,
                 on_delay_ms: l.on_delay_ms,
-            })
-        })
-        .collect();
-    let specs = c
-        .tags
-        .iter()
-        .zip(&limits)
-        .map(|(t, l)| TagSpec {
-            name: t.name.clone(),
-            unit: t.unit.clone(),
-            limits: *l,
-        })
-        .collect();
-    (TagTable::new(specs), limits)
+            }),
+        });
+    }
+    TagTable::new(specs)
 }
 
 /// How far back the start-up scan for the last alarm state of each tag looks.
@@ -148,7 +167,7 @@ fn config_digest(c: &Config) -> String {
 fn startup_records(
     journal: &dyn Journal,
     last: u64,
-    tag_count: usize,
+    tags: &[TagId],
     detail: String,
 ) -> Result<Vec<Entry>, pdtf_models::JournalError> {
     let now = crate::pipeline::now();
@@ -174,7 +193,7 @@ fn startup_records(
                 start: prev.time,
                 end: now,
                 reason: reason.into(),
-                tags: (0..tag_count as u32).map(TagId).collect(),
+                tags: tags.to_vec(),
             }),
         });
         if !clean {
@@ -197,8 +216,38 @@ impl Agent {
     pub fn start(c: &Config) -> Result<Agent, pdtf_models::JournalError> {
         let journal = crate::journal::open(c.journal.engine, &c.agent.state_dir)?;
         let stats = Arc::new(Stats::default());
-        let (tags, limits) = tag_table(c);
-        let last = journal.last_seq()?.0;
+        // Durable identities: names resolve through the journal's registry, never by their
+        // position in today's files.
+        let mut registry = journal.tag_registry()?;
+        let names: Vec<&str> = c.tags.iter().map(|t| t.name.as_str()).collect();
+        let (tag_ids, change) = registry.configure(&names);
+        let tags = tag_table(c, &tag_ids, registry.len());
+        let limits = tags.limits();
+        let previous_last = journal.last_seq()?.0;
+        let detail = format!(
+            "version={} config={} config_sha256={} tags={} sources={}",
+            env!("CARGO_PKG_VERSION"),
+            c.file,
+            config_digest(c),
+            tag_ids.len(),
+            c.sources.len()
+        );
+        let mut startup = startup_records(journal.as_ref(), previous_last, &tag_ids, detail)?;
+        startup.push(Entry {
+            time: crate::pipeline::now(),
+            body: RecordBody::Audit(Audit {
+                event: "tag_registry".into(),
+                detail: registry.describe(&change),
+            }),
+        });
+        // The registry and the records that open the run commit together, before any source
+        // can deliver a sample under a new id.
+        let opened = journal.append_with_registry(&registry, startup)?;
+        if !change.is_empty() {
+            info!(change = %registry.describe(&change), "Tag registry changed.");
+        }
+        let last = opened.last().map_or(previous_last, |r| r.seq.0);
+        Stats::add(&stats.records_committed, opened.len() as u64);
         Stats::set(&stats.last_seq, last);
         Stats::set(
             &stats.upstream_acked_seq,
@@ -207,13 +256,19 @@ impl Agent {
         let (committed_tx, committed_rx) = watch::channel(last);
         let sources_stop = CancellationToken::new();
         let sinks_stop = CancellationToken::new();
+        let sup = Supervisor::new(stats.clone());
         let prefix = c.topic_prefix();
         let mut health_addr = None;
 
         let board = c.sinks.alerts.as_ref().map(|_| {
-            let names = tags
+            let names = registry
+                .names()
                 .iter()
-                .map(|(_, s)| (s.name.clone(), s.unit.clone()))
+                .enumerate()
+                .map(|(i, name)| {
+                    let unit = tags.get(TagId(i as u32)).map(|s| s.unit.clone());
+                    (name.clone(), unit.unwrap_or_default())
+                })
                 .collect();
             Arc::new(AlertBoard::new(c.agent.id.clone(), prefix.clone(), names))
         });
@@ -226,7 +281,9 @@ impl Agent {
                 board: board.clone(),
             };
             let span = tracing::info_span!("sink", kind = "alerts");
-            sinks.push(tokio::spawn(
+            sinks.push(sup.spawn(
+                "alerts",
+                &sinks_stop,
                 p.run(stats.clone(), sinks_stop.clone()).instrument(span),
             ));
         }
@@ -248,7 +305,7 @@ impl Agent {
                     events_topic: format!("{prefix}/events"),
                     backlog_threshold_records: u.backlog_threshold_records,
                     max_drain_records_per_s: u.max_drain_records_per_s,
-                    tag_names: tags.iter().map(|(_, s)| s.name.clone()).collect(),
+                    tag_names: registry.names().into(),
                 },
                 broker: c.brokers[&u.broker].clone(),
                 journal: journal.clone(),
@@ -256,39 +313,42 @@ impl Agent {
                 stats: stats.clone(),
             };
             let span = tracing::info_span!("sink", kind = "upstream");
-            sinks.push(tokio::spawn(sync.run(sinks_stop.clone()).instrument(span)));
+            sinks.push(sup.spawn(
+                "upstream",
+                &sinks_stop,
+                sync.run(sinks_stop.clone()).instrument(span),
+            ));
         }
 
         let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_BATCHES);
         let mut sources = Vec::new();
         for s in &c.sources {
             let task = match s.kind {
-                SourceKind::Mqtt => mqtt_source(c, s)
+                SourceKind::Mqtt => mqtt_source(c, &tag_ids, s)
                     .run(tx.clone(), stats.clone(), sources_stop.clone())
                     .instrument(tracing::info_span!("source", id = %s.id, kind = "mqtt"))
                     .boxed(),
-                SourceKind::Opcua => opcua_source(c, s)
+                SourceKind::Opcua => opcua_source(c, &tag_ids, s)
                     .run(tx.clone(), stats.clone(), sources_stop.clone())
                     .instrument(tracing::info_span!("source", id = %s.id, kind = "opcua"))
                     .boxed(),
             };
-            sources.push(tokio::spawn(task));
+            sources.push(sup.spawn(format!("source {}", s.id), &sources_stop, task));
         }
 
-        let compressors = c
-            .tags
-            .iter()
-            .map(|t| {
-                TagCompressor::new(t.compression.map(|z| CompressionSpec {
-                    mode: match z.mode {
-                        CompressionModeConfig::Deadband => CompressionMode::Deadband,
-                        CompressionModeConfig::SwingingDoor => CompressionMode::SwingingDoor,
-                    },
-                    error: z.error,
-                    max_interval_ms: z.max_interval_ms,
-                }))
-            })
+        let mut compressors: Vec<TagCompressor> = (0..registry.len())
+            .map(|_| TagCompressor::new(None))
             .collect();
+        for (t, id) in c.tags.iter().zip(&tag_ids) {
+            compressors[id.index()] = TagCompressor::new(t.compression.map(|z| CompressionSpec {
+                mode: match z.mode {
+                    CompressionModeConfig::Deadband => CompressionMode::Deadband,
+                    CompressionModeConfig::SwingingDoor => CompressionMode::SwingingDoor,
+                },
+                error: z.error,
+                max_interval_ms: z.max_interval_ms,
+            }));
+        }
         let mut detector = LimitDetector::new(limits.clone());
         let restored = restore_alarms(
             journal.as_ref(),
@@ -302,7 +362,7 @@ impl Agent {
         }
         Stats::set(&stats.alarms_active, restored as u64);
         let mut pipeline = LinePipeline::new(
-            LineTwin::new(tags.len()),
+            LineTwin::new(tags.id_space()),
             detector,
             compressors,
             journal.clone(),
@@ -312,17 +372,32 @@ impl Agent {
             c.journal.full_policy,
         );
         pipeline.live = live_tx;
+        pipeline.configured = tag_ids.clone();
         let (control_tx, control_rx) = mpsc::channel(crate::pipeline::CONTROL_CHANNEL);
         let housekeeping = Housekeeping {
             config: c.journal.clone(),
             journal: journal.clone(),
             stats: stats.clone(),
-            out: control_tx,
+            out: control_tx.clone(),
         };
-        sources.push(tokio::spawn(
-            housekeeping
-                .run(sources_stop.clone())
-                .instrument(tracing::info_span!("housekeeping")),
+        sources.push(
+            sup.spawn(
+                "housekeeping",
+                &sources_stop,
+                housekeeping
+                    .run(sources_stop.clone())
+                    .instrument(tracing::info_span!("housekeeping")),
+            ),
+        );
+        sources.push(sup.spawn(
+            "ticker",
+            &sources_stop,
+            ticker(control_tx.clone(), sources_stop.clone()),
+        ));
+        sinks.push(sup.spawn(
+            "systemd",
+            &sinks_stop,
+            crate::systemd::run(stats.clone(), pipeline.beat.subscribe(), sinks_stop.clone()),
         ));
         drop(tx);
         if let Some(h) = &c.health {
@@ -334,11 +409,11 @@ impl Agent {
                 })?;
             info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Health endpoints up: /healthz /readyz /metrics.");
             health_addr = listener.local_addr().ok();
-            sinks.push(tokio::spawn(crate::health::serve(
-                listener,
-                stats.clone(),
-                sinks_stop.clone(),
-            )));
+            sinks.push(sup.spawn(
+                "health",
+                &sinks_stop,
+                crate::health::serve(listener, stats.clone(), sinks_stop.clone()),
+            ));
         }
         // Full verification of the store before reporting ready (progress in the log).
         let (j, st) = (journal.clone(), stats.clone());
@@ -360,39 +435,68 @@ impl Agent {
                     st.problem("journal", Some(e.to_string()));
                 }
             }
+            Stats::set_flag(&st.store_verify_done, true);
         });
-        let detail = format!(
-            "version={} config={} config_sha256={} tags={} sources={}",
-            env!("CARGO_PKG_VERSION"),
-            c.file,
-            config_digest(c),
-            tags.len(),
-            c.sources.len()
-        );
-        let startup = startup_records(journal.as_ref(), last, tags.len(), detail)?;
         let span = tracing::info_span!("pipeline", line = %c.agent.line);
         let pipeline_stop = sources_stop.clone();
-        let pipeline = tokio::spawn(
+        let pipeline = sup.spawn(
+            "pipeline",
+            &sources_stop,
             async move {
-                pipeline.commit(startup).await;
                 pipeline.run(rx, control_rx, pipeline_stop).await;
                 pipeline.audit("agent_stop", "clean shutdown".into()).await;
             }
             .instrument(span),
         );
-        info!(agent = %c.agent.id, journal = %journal.location().display(), last_seq = last, tags = tags.len(), "Agent started.");
+        info!(agent = %c.agent.id, journal = %journal.location().display(), last_seq = last, tags = tag_ids.len(), "Agent started.");
         Ok(Agent {
             journal,
             stats,
             board,
             tags,
+            tag_ids,
+            registry,
             health_addr,
             sources_stop,
             sinks_stop,
             sources,
             pipeline,
             sinks,
+            supervisor: sup,
+            control: control_tx,
         })
+    }
+
+    /// Resolves with the first failure of a supervised task (see `supervise`).
+    pub async fn failure(&self) -> String {
+        self.supervisor.first_failure().await
+    }
+
+    /// Records a task failure as an audit entry: through the pipeline when it still runs,
+    /// straight into the journal when the pipeline is what failed.
+    pub async fn record_failure(&self, why: &str) {
+        let detail = format!("{why}; the agent exits non-zero to be restarted");
+        let msg = Control::Audit {
+            event: "task_failed".into(),
+            detail: detail.clone(),
+        };
+        if self.pipeline.is_finished() || self.control.send(msg).await.is_err() {
+            let j = self.journal.clone();
+            let entry = Entry {
+                time: crate::pipeline::now(),
+                body: RecordBody::Audit(Audit {
+                    event: "task_failed".into(),
+                    detail,
+                }),
+            };
+            match tokio::task::spawn_blocking(move || j.append(vec![entry])).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "Task failure not recorded in the journal.")
+                }
+                Err(e) => tracing::error!(error = %e, "Task failure not recorded in the journal."),
+            }
+        }
     }
 
     /// Stops sources, commits what they delivered, lets upstream catch up for at most
@@ -419,14 +523,14 @@ impl Agent {
     }
 }
 
-fn mqtt_source(c: &Config, s: &SourceConfig) -> MqttSource {
+fn mqtt_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> MqttSource {
     let mut map = TopicMap::default();
-    for (i, t) in c.tags.iter().enumerate().filter(|(_, t)| t.source == s.id) {
+    for (t, id) in c.tags.iter().zip(ids).filter(|(t, _)| t.source == s.id) {
         let Some(topic) = &t.topic else { continue };
         map.insert(
             topic.clone(),
             TopicBinding {
-                tag: TagId(i as u32),
+                tag: *id,
                 value_pointer: t.value_pointer.clone(),
                 time_pointer: t.time_pointer.clone(),
                 quality_pointer: t.quality_pointer.clone(),
@@ -449,7 +553,7 @@ fn mqtt_source(c: &Config, s: &SourceConfig) -> MqttSource {
     }
 }
 
-fn opcua_source(c: &Config, s: &SourceConfig) -> OpcuaSource {
+fn opcua_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> OpcuaSource {
     let server = c.opcua_servers[s
         .server
         .as_deref()
@@ -458,12 +562,12 @@ fn opcua_source(c: &Config, s: &SourceConfig) -> OpcuaSource {
     let items = c
         .tags
         .iter()
-        .enumerate()
-        .filter(|(_, t)| t.source == s.id)
-        .filter_map(|(i, t)| {
+        .zip(ids)
+        .filter(|(t, _)| t.source == s.id)
+        .filter_map(|(t, id)| {
             let node = t.node.as_deref()?.parse().ok()?;
             Some(OpcuaItem {
-                tag: TagId(i as u32),
+                tag: *id,
                 node,
                 value_type: t.value_type,
                 sampling_interval_ms: t

@@ -155,6 +155,10 @@ async fn sigkill_at_random_moments_loses_no_accepted_record() {
                 .verify(&mut |_| {})
                 .unwrap_or_else(|e| panic!("iteration {i}: chain broken: {e}"));
             assert_eq!((r.first, r.last), (1, last));
+            eprintln!(
+                "iteration {i}: last seq {last}, flood running: {}",
+                !flood.is_finished()
+            );
         }
     }
     flood.abort();
@@ -171,7 +175,14 @@ async fn sigkill_at_random_moments_loses_no_accepted_record() {
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success(), "clean stop failed: {status:?}");
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        panic!(
+            "clean stop failed: {status:?}; agent log, newest first:\n{}",
+            tail.join("\n")
+        );
+    }
 
     let j = pdtf_agent::journal::open(engine(), &state).unwrap();
     let report = j

@@ -37,6 +37,8 @@ pub struct Stats {
     pub journal_bytes: AtomicU64,
     /// Set when the whole journal verified at startup.
     pub store_verified: AtomicBool,
+    /// Set when the start-up verification finished, whatever it found.
+    pub store_verify_done: AtomicBool,
     /// Set while the journal is over its quota.
     pub store_full: AtomicBool,
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],

@@ -5,8 +5,10 @@
 //!   returns only after the commit is durable; the returned records are accepted.
 //! - `read_from` returns records in sequence order, starting at the given seq.
 //! - Cursors are named, persisted positions (e.g. the upstream's last acknowledged seq).
+//! - The tag registry (`TagRegistry`: durable names behind `TagId`s) only ever grows, and
+//!   changes only together with the records that audit the change.
 
-use crate::{Entry, Record, Seq};
+use crate::{Entry, Record, Seq, TagRegistry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -48,4 +50,34 @@ pub trait Journal: Send + Sync {
 
     /// Bytes of record data held (what the quota measures).
     fn stored_bytes(&self) -> Result<u64, JournalError>;
+
+    /// The stored tag registry; empty when none was stored yet.
+    fn tag_registry(&self) -> Result<TagRegistry, JournalError>;
+
+    /// Commits `entries` and stores `registry` in one transaction. Refused (nothing written)
+    /// when `registry` does not extend the stored one: ids are never reused.
+    fn append_with_registry(
+        &self,
+        registry: &TagRegistry,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<Record>, JournalError>;
+}
+
+/// The registry stored under the journal's registry key, or an empty one.
+pub fn registry_from(bytes: Option<&[u8]>) -> Result<TagRegistry, JournalError> {
+    match bytes {
+        None => Ok(TagRegistry::default()),
+        Some(b) => TagRegistry::decode(b).map_err(JournalError::Storage),
+    }
+}
+
+/// Refuses a registry that would take back or rename an id.
+pub fn check_registry(new: &TagRegistry, stored: &TagRegistry) -> Result<(), JournalError> {
+    if new.extends(stored) {
+        Ok(())
+    } else {
+        Err(JournalError::Storage(
+            "refusing a tag registry that renames or drops stored tag ids".into(),
+        ))
+    }
 }

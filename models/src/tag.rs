@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Dense index of a tag within one agent's tag table. Resolved once at startup.
+/// Durable id of a tag *name*: given once by the journal's `TagRegistry`, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TagId(pub u32);
 
@@ -33,33 +33,41 @@ pub struct TagSpec {
     pub limits: Option<LimitSpec>,
 }
 
-/// All tags of an agent, indexed by `TagId`.
+/// The configured tags of an agent, indexed by durable `TagId` over the whole registry: an
+/// id whose tag is not configured now (removed, kept for the records) has no spec.
 #[derive(Debug, Clone, Default)]
 pub struct TagTable {
-    specs: Vec<TagSpec>,
+    specs: Vec<Option<TagSpec>>,
 }
 
 impl TagTable {
-    pub fn new(specs: Vec<TagSpec>) -> Self {
+    /// `specs[i]` belongs to `TagId(i)`.
+    pub fn new(specs: Vec<Option<TagSpec>>) -> Self {
         Self { specs }
     }
 
     pub fn get(&self, id: TagId) -> Option<&TagSpec> {
-        self.specs.get(id.index())
+        self.specs.get(id.index()).and_then(Option::as_ref)
     }
 
-    pub fn len(&self) -> usize {
+    /// The size of the id space (configured or not): vectors indexed by `TagId` use it.
+    pub fn id_space(&self) -> usize {
         self.specs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.specs.is_empty()
-    }
-
+    /// The configured tags, by id.
     pub fn iter(&self) -> impl Iterator<Item = (TagId, &TagSpec)> {
         self.specs
             .iter()
             .enumerate()
-            .map(|(i, s)| (TagId(i as u32), s))
+            .filter_map(|(i, s)| s.as_ref().map(|s| (TagId(i as u32), s)))
+    }
+
+    /// Limits of every id (`None` where unconfigured or unlimited), for the detector.
+    pub fn limits(&self) -> Vec<Option<LimitSpec>> {
+        self.specs
+            .iter()
+            .map(|s| s.as_ref().and_then(|s| s.limits))
+            .collect()
     }
 }

@@ -127,13 +127,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let stats = agent.stats.clone();
     let journal = agent.journal.location();
     let store = agent.journal.clone();
+    let tag_ids = agent.tag_ids.clone();
     agent.shutdown(Duration::from_secs(5)).await;
     if let Some(plc) = plc {
         plc.stop().await;
     }
     // The simulated PLC's keys are made afresh each run; the agent's journal is kept.
     let _ = std::fs::remove_dir_all(&plc_pki);
-    let by_source = samples_by_source(&c, store.as_ref());
+    let by_source = samples_by_source(&c, &tag_ids, store.as_ref());
     print_summary(started.elapsed(), &stats, &by_source, &journal);
     Ok(ExitCode::SUCCESS)
 }
@@ -151,13 +152,18 @@ fn status_line(t: Duration, samples_last_s: u64, s: &Stats) -> String {
 }
 
 /// Committed sample records per source (`id (kind) count`), read back from the journal.
-fn samples_by_source(c: &Config, journal: &dyn crate::journal::Store) -> String {
+fn samples_by_source(
+    c: &Config,
+    tag_ids: &[pdtf_models::TagId],
+    journal: &dyn crate::journal::Store,
+) -> String {
     let mut counts = vec![0u64; c.sources.len()];
-    let source_of: Vec<Option<usize>> = c
-        .tags
-        .iter()
-        .map(|t| c.sources.iter().position(|s| s.id == t.source))
-        .collect();
+    // By durable tag id: the source of each configured tag.
+    let space = tag_ids.iter().map(|t| t.index() + 1).max().unwrap_or(0);
+    let mut source_of: Vec<Option<usize>> = vec![None; space];
+    for (t, id) in c.tags.iter().zip(tag_ids) {
+        source_of[id.index()] = c.sources.iter().position(|s| s.id == t.source);
+    }
     let mut from = journal.first_seq().unwrap_or(pdtf_models::Seq(1));
     while let Ok(chunk) = journal.read_from(from, 10_000) {
         let Some(last) = chunk.last() else { break };

@@ -132,4 +132,30 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn every_engine_keeps_the_tag_registry_with_its_records() {
+        use pdtf_models::{TagId, TagRegistry};
+        for engine in engines() {
+            let dir = tempfile::tempdir().unwrap();
+            let mut reg = TagRegistry::default();
+            reg.configure(&["temp", "flow"]);
+            {
+                let j = open(engine, dir.path()).unwrap();
+                assert!(j.tag_registry().unwrap().is_empty(), "{engine:?}");
+                let r = j.append_with_registry(&reg, entries(2)).unwrap();
+                assert_eq!(r.last().unwrap().seq, Seq(2), "{engine:?}");
+                // A registry that gives `temp`'s id to another name is refused, with nothing
+                // written.
+                let mut other = TagRegistry::default();
+                other.configure(&["flow", "temp"]);
+                assert!(j.append_with_registry(&other, entries(1)).is_err());
+                assert_eq!(j.last_seq().unwrap(), Seq(2), "{engine:?}");
+            }
+            let j = open(engine, dir.path()).unwrap();
+            let stored = j.tag_registry().unwrap();
+            assert_eq!(stored, reg, "{engine:?}");
+            assert_eq!(stored.name(TagId(1)), Some("flow"));
+        }
+    }
 }

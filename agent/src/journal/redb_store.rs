@@ -6,7 +6,8 @@
 //! - table `cursors`: name → `u64` seq (e.g. `upstream` = last seq the upstream broker acked);
 //! - table `meta`: `format` (u8: the record format of every stored record), `head` (the chain
 //!   link of the last record), `anchor` (the link before the first stored record: zeros until a
-//!   purge moves it) and `purged_through` (u64 LE).
+//!   purge moves it), `purged_through` (u64 LE) and `tags` (the tag registry, in the format of
+//!   `pdtf_models::registry`).
 //!
 //! Invariants: one `append` is one write transaction committed with `Durability::Immediate`,
 //! so when it returns the records are on disk (redb's commit is atomic and checksummed). The
@@ -16,8 +17,9 @@
 
 use super::chain::{corrupt, hash_from, u64_from, verify_chain, ChainMeta, VerifyReport};
 use super::writer::{check_purge, purge_anchor, Encoded, Head, Writer};
+use pdtf_models::journal::{check_registry, registry_from};
 use pdtf_models::record::{hex, GENESIS};
-use pdtf_models::{Entry, Journal, JournalError, Record, Seq};
+use pdtf_models::{Entry, Journal, JournalError, Record, Seq, TagRegistry};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
@@ -291,6 +293,28 @@ impl Journal for RedbJournal {
             Some(f) => Ok(Seq(f)),
             None => Ok(Seq(self.last_seq()?.0 + 1)),
         }
+    }
+
+    fn tag_registry(&self) -> Result<TagRegistry, JournalError> {
+        let rtx = self.db.begin_read().map_err(storage)?;
+        let t = rtx.open_table(META).map_err(storage)?;
+        let v = t.get("tags").map_err(storage)?;
+        registry_from(v.as_ref().map(|v| v.value()))
+    }
+
+    fn append_with_registry(
+        &self,
+        registry: &TagRegistry,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<Record>, JournalError> {
+        let mut head = self.head.lock()?;
+        let tx = self.db.begin_write().map_err(storage)?;
+        check_registry(registry, &registry_from(meta_get(&tx, "tags")?.as_deref())?)?;
+        meta_set(&tx, "tags", &registry.encode())?;
+        let e = Self::append_in(&tx, &head, entries)?;
+        tx.commit().map_err(storage)?;
+        head.advance(&e);
+        Ok(e.records)
     }
 
     fn stored_bytes(&self) -> Result<u64, JournalError> {

@@ -9,8 +9,9 @@
 use super::chain::{corrupt, hash_from, u64_from, verify_chain, ChainMeta, VerifyReport};
 use super::writer::{check_purge, purge_anchor, Head, Writer};
 use pdtf_connectors::upstream::CURSOR as UPSTREAM_CURSOR;
+use pdtf_models::journal::{check_registry, registry_from};
 use pdtf_models::record::{ChainHash, FORMAT_VERSION};
-use pdtf_models::{Entry, Journal, JournalError, Record, Seq};
+use pdtf_models::{Entry, Journal, JournalError, Record, Seq, TagRegistry};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 use std::path::{Path, PathBuf};
@@ -229,5 +230,30 @@ impl Journal for SledJournal {
 
     fn stored_bytes(&self) -> Result<u64, JournalError> {
         self.db.size_on_disk().map_err(storage)
+    }
+
+    fn tag_registry(&self) -> Result<TagRegistry, JournalError> {
+        registry_from(get(&self.meta, "tags")?.as_deref())
+    }
+
+    fn append_with_registry(
+        &self,
+        registry: &TagRegistry,
+        entries: Vec<Entry>,
+    ) -> Result<Vec<Record>, JournalError> {
+        let mut head = self.head.lock()?;
+        // The writer lock is held: nobody else changes the registry between check and write.
+        check_registry(registry, &self.tag_registry()?)?;
+        let e = head.encode(entries);
+        let bytes = registry.encode();
+        (&self.records, &self.meta)
+            .transaction(|(r, m)| {
+                m.insert("tags", bytes.as_slice())?;
+                append_tx(r, m, &e.rows, &e.link)
+            })
+            .map_err(tx_err)?;
+        self.db.flush().map_err(storage)?;
+        head.advance(&e);
+        Ok(e.records)
     }
 }

@@ -1,0 +1,79 @@
+//! `Type=notify` without systemd: the test listens on a datagram socket as systemd would
+//! (`NOTIFY_SOCKET`, `WATCHDOG_USEC`) and checks what a child `pdtf-agent run` says there:
+//! `READY=1` only after the journal verified, `WATCHDOG=1` while the pipeline beats, a
+//! `STATUS=` line, and `STOPPING=1` on SIGTERM before a clean exit.
+
+#[path = "../../tests/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn messages_until(sock: &UnixDatagram, want: &str, limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = m.lines().any(|l| l == want);
+            got.push(m);
+            if done {
+                return got;
+            }
+        }
+    }
+    panic!("no {want} within {limit:?}; got {got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_watchdog_status_and_stopping_reach_the_notify_socket() {
+    let port = harness::broker();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{agent}\n[brokers.plant]\nhost = \"127.0.0.1\"\nport = {port}\n\n[[sources]]\nid = \"plc\"\nkind = \"mqtt\"\nbroker = \"plant\"\n\n[sinks.upstream]\nbroker = \"plant\"\n{tags}",
+            agent = harness::agent_section(dir.path()),
+            tags = harness::TEST_TAGS
+        ),
+    )
+    .unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pdtf-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "2000000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let start = messages_until(&sock, "READY=1", Duration::from_secs(20));
+    let ready = start.last().unwrap();
+    assert!(
+        ready.lines().any(|l| l.starts_with("STATUS=seq ")),
+        "{ready}"
+    );
+    // Fed twice per 2 s interval while the (idle) pipeline beats on its ticks.
+    let t0 = Instant::now();
+    messages_until(&sock, "WATCHDOG=1", Duration::from_secs(5));
+    messages_until(&sock, "WATCHDOG=1", Duration::from_secs(5));
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    messages_until(&sock, "STOPPING=1", Duration::from_secs(10));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
