@@ -427,7 +427,7 @@ broker = "upstream"
         for r in v["records"].as_array().unwrap() {
             let (tag, value) = match (&r["body"]["sample"], &r["body"]["alarm"]) {
                 (s, _) if s.is_object() => (&s["tag"], s["value"].as_f64()),
-                (_, a) if a.is_object() => (&a["tag"], Some(95.0)),
+                (_, a) if a.is_object() => (&a["condition"]["source"]["tag"], Some(95.0)),
                 _ => continue,
             };
             let named = v["tags"][tag.to_string()].as_str().unwrap();

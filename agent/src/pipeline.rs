@@ -20,7 +20,7 @@
 use crate::config::FullPolicy;
 use pdtf_connectors::{alert::AlertBoard, SourceMsg, Stats};
 use pdtf_models::compress::TagCompressor;
-use pdtf_models::detect::{Detector, LimitDetector};
+use pdtf_models::detect::Detector;
 use pdtf_models::record::Audit;
 use pdtf_models::twin::LineTwin;
 use pdtf_models::{Entry, Gap, Journal, Record, RecordBody, Sample, Seq, TagId, Timestamp};
@@ -76,7 +76,8 @@ struct Refusal {
 
 pub struct LinePipeline {
     pub twin: LineTwin,
-    pub limits: LimitDetector,
+    /// Every detector of the line; each sample, tick and line event goes to all of them.
+    pub detectors: Vec<Box<dyn Detector>>,
     pub compressors: Vec<TagCompressor>,
     pub journal: Arc<dyn Journal>,
     pub board: Option<Arc<AlertBoard>>,
@@ -97,7 +98,7 @@ impl LinePipeline {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         twin: LineTwin,
-        limits: LimitDetector,
+        detectors: Vec<Box<dyn Detector>>,
         compressors: Vec<TagCompressor>,
         journal: Arc<dyn Journal>,
         board: Option<Arc<AlertBoard>>,
@@ -107,7 +108,7 @@ impl LinePipeline {
     ) -> Self {
         Self {
             twin,
-            limits,
+            detectors,
             compressors,
             journal,
             board,
@@ -265,7 +266,9 @@ impl LinePipeline {
                 for s in samples {
                     let at = s.agent_time;
                     self.twin.update(&s);
-                    self.limits.on_sample(&s, &self.twin, scratch);
+                    for d in &mut self.detectors {
+                        d.on_sample(&s, &self.twin, scratch);
+                    }
                     match self.compressors.get_mut(s.tag.index()) {
                         Some(c) => c.push(s, &mut kept),
                         None => kept.push(s),
@@ -307,7 +310,17 @@ impl LinePipeline {
                 self.track_full(&mut entries);
                 self.commit(entries).await;
             }
-            Control::Tick => {}
+            Control::Tick => {
+                let (now, mut out) = (now(), Vec::new());
+                for d in &mut self.detectors {
+                    d.on_tick(now, &self.twin, &mut out);
+                }
+                let entries = out
+                    .into_iter()
+                    .map(|body| Entry { time: now, body })
+                    .collect();
+                self.commit(entries).await;
+            }
             Control::Audit { event, detail } => self.audit(&event, detail).await,
         }
     }
@@ -383,7 +396,8 @@ impl LinePipeline {
         };
         Stats::add(&self.stats.records_committed, records.len() as u64);
         Stats::set(&self.stats.last_seq, last);
-        Stats::set(&self.stats.alarms_active, self.limits.active_count() as u64);
+        let active: usize = self.detectors.iter().map(|d| d.active_count()).sum();
+        Stats::set(&self.stats.alarms_active, active as u64);
         self.committed.send_replace(last);
     }
 

@@ -17,11 +17,12 @@ use pdtf_connectors::opcua::{Deadband, OpcuaItem, OpcuaSource};
 use pdtf_connectors::upstream::{UpstreamSettings, UpstreamSync};
 use pdtf_connectors::{Stats, SOURCE_CHANNEL_BATCHES};
 use pdtf_models::compress::{CompressionMode, CompressionSpec, TagCompressor};
-use pdtf_models::detect::LimitDetector;
+use pdtf_models::detect::{Detector, LimitDetector};
 use pdtf_models::record::Audit;
 use pdtf_models::twin::LineTwin;
 use pdtf_models::{
-    Entry, Gap, Journal, LimitSpec, RecordBody, Seq, TagId, TagRegistry, TagSpec, TagTable,
+    Condition, Entry, Gap, Journal, LimitSpec, RecordBody, Seq, TagId, TagRegistry, TagSpec,
+    TagTable,
 };
 use rumqttc::QoS;
 use std::sync::Arc;
@@ -100,22 +101,17 @@ fn tag_table(c: &Config, ids: &[TagId], id_space: usize) -> TagTable {
 /// How far back the start-up scan for the last alarm state of each tag looks.
 const ALARM_RESTORE_SCAN_RECORDS: usize = 500_000;
 
-/// The last alarm transition of each limited tag, newest first from the journal end, within
-/// `ALARM_RESTORE_SCAN_RECORDS`: it seeds the detector and the retained alarm board so a
-/// restart neither forgets an active alarm nor leaves a stale one standing.
+/// The last alarm transition of each detector condition, newest first from the journal end,
+/// within `ALARM_RESTORE_SCAN_RECORDS`: it seeds the detectors and the retained alarm board so
+/// a restart neither forgets an active alarm nor leaves a stale one standing.
 fn restore_alarms(
     journal: &dyn Journal,
     last: u64,
-    limits: &[Option<LimitSpec>],
-    detector: &mut LimitDetector,
+    detectors: &mut [Box<dyn Detector>],
     board: Option<&AlertBoard>,
 ) -> Result<usize, pdtf_models::JournalError> {
-    let mut wanted: std::collections::BTreeSet<usize> = limits
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.is_some())
-        .map(|(i, _)| i)
-        .collect();
+    let mut wanted: std::collections::BTreeSet<Condition> =
+        detectors.iter().flat_map(|d| d.conditions()).collect();
     let mut before = last + 1;
     let mut scanned = 0;
     let mut active = 0;
@@ -128,11 +124,10 @@ fn restore_alarms(
             let RecordBody::Alarm(a) = &r.body else {
                 continue;
             };
-            if !wanted.remove(&a.tag.index()) {
+            if !wanted.remove(&a.condition) {
                 continue;
             }
-            if let pdtf_models::AlarmState::Active(level) = a.state {
-                detector.restore(a.tag, Some(level));
+            if detectors.iter_mut().any(|d| d.restore(a)) && a.is_raise() {
                 active += 1;
             }
             if let Some(b) = board {
@@ -349,21 +344,15 @@ impl Agent {
                 max_interval_ms: z.max_interval_ms,
             }));
         }
-        let mut detector = LimitDetector::new(limits.clone());
-        let restored = restore_alarms(
-            journal.as_ref(),
-            last,
-            &limits,
-            &mut detector,
-            board.as_deref(),
-        )?;
+        let mut detectors: Vec<Box<dyn Detector>> = vec![Box::new(LimitDetector::new(limits))];
+        let restored = restore_alarms(journal.as_ref(), last, &mut detectors, board.as_deref())?;
         if restored > 0 {
             info!(active = restored, "Alarm states restored from the journal.");
         }
         Stats::set(&stats.alarms_active, restored as u64);
         let mut pipeline = LinePipeline::new(
             LineTwin::new(tags.id_space()),
-            detector,
+            detectors,
             compressors,
             journal.clone(),
             board.clone(),

@@ -1,5 +1,8 @@
-//! Alert publisher: current alarm state per tag as retained JSON on
-//! `pdtf/{site}/{area}/{line}/alarms/{tag}`, so SCADA sees the state the moment it subscribes.
+//! Alert publisher: current alarm state per *condition* as retained JSON, so SCADA sees the
+//! state the moment it subscribes. Topics under `pdtf/{site}/{area}/{line}/alarms/`:
+//! `{tag}` for a tag's limit alarm, `{tag}/{kind}` for its other conditions (`rate`,
+//! `stale`, …), `_model/{model}/{kind}` for a model's; two conditions on one tag never share
+//! a topic.
 //!
 //! Policy: the board keeps only the *latest* state per topic (retained semantics need nothing
 //! more; the full history is in the journal and upstream). Updating the board never blocks the
@@ -8,7 +11,9 @@
 
 use crate::mqtt::{link_down, link_up, Backoff, BrokerConfig, Link, LinkError};
 use crate::Stats;
-use pdtf_models::{AlarmEvent, AlarmState, Record, Timestamp};
+use pdtf_models::{
+    AlarmEvent, AlarmState, Condition, ConditionKind, ConditionSource, Record, Timestamp,
+};
 use rumqttc::{Event, Packet, QoS};
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +31,7 @@ struct Board {
     /// topic → retained payload.
     entries: BTreeMap<String, Vec<u8>>,
     dirty: BTreeSet<String>,
-    raised_at: BTreeMap<u32, Timestamp>,
+    raised_at: BTreeMap<Condition, Timestamp>,
 }
 
 pub struct AlertBoard {
@@ -49,23 +54,39 @@ impl AlertBoard {
         }
     }
 
-    pub fn topic(&self, tag_name: &str) -> String {
-        format!("{}/alarms/{}", self.prefix, tag_name)
+    /// The retained topic of a condition, and the (name, unit) of what it watches.
+    fn topic<'a>(&'a self, c: &'a Condition) -> Option<(String, &'a str, &'a str)> {
+        let (name, unit) = match &c.source {
+            ConditionSource::Tag(t) => {
+                let (n, u) = self.tags.get(t.index())?;
+                (n.as_str(), u.as_str())
+            }
+            ConditionSource::Model(m) => (m.as_str(), ""),
+        };
+        let topic = match (&c.source, c.kind) {
+            (ConditionSource::Tag(_), ConditionKind::Limit) => {
+                format!("{}/alarms/{name}", self.prefix)
+            }
+            (ConditionSource::Tag(_), k) => format!("{}/alarms/{name}/{}", self.prefix, k.name()),
+            (ConditionSource::Model(_), k) => {
+                format!("{}/alarms/_model/{name}/{}", self.prefix, k.name())
+            }
+        };
+        Some((topic, name, unit))
     }
 
-    /// Takes an *accepted* record; alarm records update the retained state of their tag.
+    /// Takes an *accepted* record; alarm records update the retained state of their condition.
     pub fn accept(&self, record: &Record) {
         let pdtf_models::RecordBody::Alarm(ev) = &record.body else {
             return;
         };
-        let Some((name, unit)) = self.tags.get(ev.tag.index()) else {
+        let Some((topic, name, unit)) = self.topic(&ev.condition) else {
             return;
         };
-        let topic = self.topic(name);
         let mut b = self.inner.lock().expect("alert board lock poisoned");
         let raised_at = match ev.state {
-            AlarmState::Active(_) => *b.raised_at.entry(ev.tag.0).or_insert(ev.time),
-            AlarmState::Inactive => b.raised_at.remove(&ev.tag.0).unwrap_or(ev.time),
+            AlarmState::Active(_) => *b.raised_at.entry(ev.condition.clone()).or_insert(ev.time),
+            AlarmState::Inactive => b.raised_at.remove(&ev.condition).unwrap_or(ev.time),
         };
         let payload = self.payload(name, unit, record, ev, raised_at);
         b.entries.insert(topic.clone(), payload);
@@ -90,6 +111,7 @@ impl AlertBoard {
             "agent_id": self.agent_id,
             "tag": name,
             "unit": unit,
+            "condition": ev.condition.kind.name(),
             "state": state,
             "level": level,
             "previous_level": ev.previous.map(|l| l.name()),
@@ -226,5 +248,54 @@ impl AlertPublisher {
             Stats::add(&stats.alerts_published, 1);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pdtf_models::{AlarmEvent, Level, RecordBody, Seq, TagId};
+
+    fn alarm(seq: u64, kind: ConditionKind, state: AlarmState) -> Record {
+        let t = Timestamp::from_unix_millis(seq as i64);
+        Record {
+            seq: Seq(seq),
+            time: t,
+            body: RecordBody::Alarm(AlarmEvent {
+                condition: Condition {
+                    source: ConditionSource::Tag(TagId(0)),
+                    kind,
+                },
+                state,
+                previous: None,
+                value: 1.0,
+                limit: 0.5,
+                severity: 500,
+                time: t,
+                batch_id: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn two_conditions_on_one_tag_keep_two_retained_topics() {
+        let board = AlertBoard::new("a".into(), "p".into(), vec![("temp".into(), "C".into())]);
+        let hi = AlarmState::Active(Level::Hi);
+        board.accept(&alarm(1, ConditionKind::Limit, hi));
+        board.accept(&alarm(2, ConditionKind::Rate, hi));
+        board.accept(&alarm(3, ConditionKind::Rate, AlarmState::Inactive));
+        let mut entries = board.take_dirty();
+        entries.sort();
+        let topics: Vec<&str> = entries.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(topics, ["p/alarms/temp", "p/alarms/temp/rate"]);
+        let state =
+            |i: usize| -> serde_json::Value { serde_json::from_slice(&entries[i].1).unwrap() };
+        assert_eq!(
+            state(0)["state"],
+            "active",
+            "the rate clear left the limit alarm alone"
+        );
+        assert_eq!(state(1)["state"], "inactive");
+        assert_eq!(state(1)["condition"], "rate");
     }
 }

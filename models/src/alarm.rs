@@ -1,8 +1,10 @@
 //! Alarm transitions produced by detectors.
 //!
-//! This is the first slice of the ISA-18.2 / OPC UA Part 9 model: the *process* state of a
-//! limit alarm (which level is active). Acknowledgement, shelving and suppression are later
-//! states of the same `AlarmEvent`, so they are additive fields, not a new type.
+//! This is the first slice of the ISA-18.2 / OPC UA Part 9 model: the *process* state of an
+//! alarm (which level is active). An alarm is keyed by its `Condition` — what it is about (a
+//! tag or a model) and the kind of condition — so a rate alarm and a high-limit alarm on one
+//! tag are two alarms that never overwrite each other. These types are stored (record format
+//! 4): a change to them is a format bump with a migration (see `record`).
 
 use crate::{TagId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -56,10 +58,76 @@ pub enum AlarmState {
     Inactive,
 }
 
+/// What a condition watches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionSource {
+    Tag(TagId),
+    /// A model (batch monitoring, a quality forecast) by name.
+    Model(String),
+}
+
+/// The kind of condition. The list names the detectors the product has or plans, so adding
+/// one of them needs no format change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionKind {
+    Limit,
+    Rate,
+    Stale,
+    Frozen,
+    Spc,
+    Ewma,
+    Cusum,
+    State,
+    Mspc,
+    Forecast,
+}
+
+impl ConditionKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            ConditionKind::Limit => "limit",
+            ConditionKind::Rate => "rate",
+            ConditionKind::Stale => "stale",
+            ConditionKind::Frozen => "frozen",
+            ConditionKind::Spc => "spc",
+            ConditionKind::Ewma => "ewma",
+            ConditionKind::Cusum => "cusum",
+            ConditionKind::State => "state",
+            ConditionKind::Mspc => "mspc",
+            ConditionKind::Forecast => "forecast",
+        }
+    }
+}
+
+/// The identity of an alarm: one source, one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Condition {
+    pub source: ConditionSource,
+    pub kind: ConditionKind,
+}
+
+impl Condition {
+    pub const fn tag_limit(tag: TagId) -> Self {
+        Self {
+            source: ConditionSource::Tag(tag),
+            kind: ConditionKind::Limit,
+        }
+    }
+
+    pub fn tag(&self) -> Option<TagId> {
+        match self.source {
+            ConditionSource::Tag(t) => Some(t),
+            ConditionSource::Model(_) => None,
+        }
+    }
+}
+
 /// One alarm transition: `previous` → `state`, with the value and limit that caused it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlarmEvent {
-    pub tag: TagId,
+    pub condition: Condition,
     pub state: AlarmState,
     pub previous: Option<Level>,
     pub value: f64,
@@ -72,6 +140,11 @@ pub struct AlarmEvent {
 }
 
 impl AlarmEvent {
+    /// The tag the condition watches, if it watches one.
+    pub fn tag(&self) -> Option<TagId> {
+        self.condition.tag()
+    }
+
     pub fn is_raise(&self) -> bool {
         matches!(self.state, AlarmState::Active(_))
     }

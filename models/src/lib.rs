@@ -15,7 +15,7 @@ pub mod tag;
 pub mod time;
 pub mod twin;
 
-pub use alarm::{AlarmEvent, AlarmState, Level};
+pub use alarm::{AlarmEvent, AlarmState, Condition, ConditionKind, ConditionSource, Level};
 pub use journal::{Journal, JournalError};
 pub use record::{Entry, Gap, Malformed, Record, RecordBody, Seq};
 pub use registry::{RegistryChange, TagRegistry};

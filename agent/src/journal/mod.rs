@@ -5,13 +5,14 @@
 //! choice) and sled (cargo feature `sled`, for the comparison).
 
 mod chain;
+pub mod migrate;
 mod redb_store;
 #[cfg(feature = "sled")]
 mod sled_store;
 mod writer;
 
 pub use chain::VerifyReport;
-pub use redb_store::{verify_state_dir, RedbJournal};
+pub use redb_store::{verify_state_dir, write_older_store, RedbJournal};
 #[cfg(feature = "sled")]
 pub use sled_store::SledJournal;
 

@@ -13,19 +13,21 @@
 //! so when it returns the records are on disk (redb's commit is atomic and checksummed). The
 //! writer lock serialises appends: seqs never interleave or skip, and each record's `prev`
 //! is the link of the record before it. A store in an older format is migrated explicitly at
-//! open (in one transaction); a newer format is refused.
+//! open, streaming and resumably (`migrate.rs`); a newer format is refused. The page cache is
+//! set explicitly (`CACHE_BYTES`; redb's own default is 1 GiB), so memory does not grow with
+//! the journal.
 
 use super::chain::{corrupt, hash_from, u64_from, verify_chain, ChainMeta, VerifyReport};
+use super::migrate::{Progress, CHUNK};
 use super::writer::{check_purge, purge_anchor, Encoded, Head, Writer};
 use pdtf_models::journal::{check_registry, registry_from};
-use pdtf_models::record::{hex, GENESIS};
 use pdtf_models::{Entry, Journal, JournalError, Record, Seq, TagRegistry};
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
 };
 use std::path::{Path, PathBuf};
-use tracing::warn;
+use tracing::{info, warn};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
@@ -57,6 +59,10 @@ fn meta_set(tx: &WriteTransaction, key: &str, value: &[u8]) -> Result<(), Journa
     Ok(())
 }
 
+/// redb's page cache. Appends touch only the tail of the tree and upstream reads what was
+/// just written, so a small cache serves the hot path; verification and migration stream.
+pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 impl RedbJournal {
     /// Opens (or creates) `state_dir/journal.redb`, migrating an older format explicitly.
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
@@ -67,13 +73,16 @@ impl RedbJournal {
             ))
         })?;
         let path = state_dir.join("journal.redb");
-        let db = Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => storage(format!(
-                "{} is in use by another process (is the agent running?)",
-                path.display()
-            )),
-            e => storage(format!("cannot open {}: {e}", path.display())),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => storage(format!(
+                    "{} is in use by another process (is the agent running?)",
+                    path.display()
+                )),
+                e => storage(format!("cannot open {}: {e}", path.display())),
+            })?;
         let tx = db.begin_write().map_err(storage)?;
         let empty = tx
             .open_table(RECORDS)
@@ -81,11 +90,16 @@ impl RedbJournal {
             .is_empty()
             .map_err(storage)?;
         tx.open_table(CURSORS).map_err(storage)?;
-        match meta_get(&tx, "format")?.as_deref() {
-            None if empty => meta_set(&tx, "format", &[pdtf_models::record::FORMAT_VERSION])?,
+        let format = meta_get(&tx, "format")?;
+        if format.is_none() && empty {
+            meta_set(&tx, "format", &[pdtf_models::record::FORMAT_VERSION])?;
+        }
+        tx.commit().map_err(storage)?;
+        match format.as_deref() {
+            None if empty => {}
             // Stores written before the meta table existed hold format 1 records.
-            None | Some([1]) => migrate(&tx, 1)?,
-            Some([2]) => migrate(&tx, 2)?,
+            None => migrate(&db, 1)?,
+            Some([v @ 1..=3]) => migrate(&db, *v)?,
             Some([pdtf_models::record::FORMAT_VERSION]) => {}
             Some(other) => {
                 return Err(storage(format!(
@@ -95,6 +109,7 @@ impl RedbJournal {
             )))
             }
         }
+        let tx = db.begin_write().map_err(storage)?;
         let head = {
             let t = tx.open_table(RECORDS).map_err(storage)?;
             let last = t
@@ -177,46 +192,72 @@ fn verify_db(
     verify_chain(chain_meta, rows, progress)
 }
 
-/// Rewrites every format 1 or 2 record in the current format. Format 2's chain is checked
-/// while reading (a broken link refuses the migration) and the new chain starts from the
-/// same anchor, so a purged store keeps its anchor. The old head is logged.
-fn migrate(tx: &WriteTransaction, from: u8) -> Result<(), JournalError> {
-    let mut t = tx.open_table(RECORDS).map_err(storage)?;
-    let mut rows = Vec::new();
-    for item in t.iter().map_err(storage)? {
-        let (k, v) = item.map_err(storage)?;
-        rows.push((k.value(), v.value().to_vec()));
-    }
-    let mut prev = GENESIS;
-    let mut old_head = None;
-    for (i, (seq, bytes)) in rows.iter().enumerate() {
-        let old = Record::decode_older(bytes)
-            .map_err(|e| corrupt(*seq, format!("format {from} record does not decode: {e}")))?;
-        if let Some((old_prev, old_hash)) = old.chain {
-            if i == 0 {
-                prev = old_prev;
-            } else if Some(old_prev) != old_head {
-                return Err(corrupt(
-                    *seq,
-                    format!("format {from} chain is broken here; refusing to migrate"),
-                ));
-            }
-            old_head = Some(old_hash);
+/// Rewrites every record of format `from` in the current format, a chunk per transaction
+/// (see `migrate.rs`); resumes from the marker a crash left.
+fn migrate(db: &Database, from: u8) -> Result<(), JournalError> {
+    let mut p = {
+        let tx = db.begin_write().map_err(storage)?;
+        let marker = meta_get(&tx, "migration")?;
+        tx.abort().map_err(storage)?;
+        match marker {
+            Some(m) => Progress::decode(&m)?,
+            None => Progress::start(from),
         }
-        let (enc, hash) = old.record.encode(&prev);
-        t.insert(*seq, enc.as_slice()).map_err(storage)?;
-        prev = hash;
+    };
+    if p.from != from {
+        return Err(storage(format!(
+            "migration marker says format {}, the store says {from}; restore from a backup",
+            p.from
+        )));
     }
-    drop(t);
-    meta_set(tx, "format", &[pdtf_models::record::FORMAT_VERSION])?;
-    if !rows.is_empty() {
-        meta_set(tx, "head", &prev)?;
+    let started = std::time::Instant::now();
+    loop {
+        let tx = db.begin_write().map_err(storage)?;
+        let rows = {
+            let t = tx.open_table(RECORDS).map_err(storage)?;
+            let mut rows = Vec::with_capacity(CHUNK);
+            for item in t.range(p.through + 1..).map_err(storage)?.take(CHUNK) {
+                let (k, v) = item.map_err(storage)?;
+                rows.push((k.value(), v.value().to_vec()));
+            }
+            rows
+        };
+        if rows.is_empty() {
+            meta_set(&tx, "format", &[pdtf_models::record::FORMAT_VERSION])?;
+            if p.records > 0 {
+                meta_set(&tx, "head", &p.link)?;
+            }
+            tx.open_table(META)
+                .map_err(storage)?
+                .remove("migration")
+                .map_err(storage)?;
+            tx.commit().map_err(storage)?;
+            break;
+        }
+        let converted = p.convert(&rows)?;
+        drop(rows);
+        {
+            let mut t = tx.open_table(RECORDS).map_err(storage)?;
+            for (seq, bytes) in &converted {
+                t.insert(*seq, bytes.as_slice()).map_err(storage)?;
+            }
+        }
+        meta_set(&tx, "migration", &p.encode())?;
+        tx.commit().map_err(storage)?;
+        if p.records.is_multiple_of(10 * CHUNK as u64) {
+            info!(
+                records = p.records,
+                through = p.through,
+                "Migrating the journal ..."
+            );
+        }
     }
     warn!(
-        records = rows.len(),
+        records = p.records,
         from,
         to = pdtf_models::record::FORMAT_VERSION,
-        old_head = old_head.as_ref().map(hex).unwrap_or_default(),
+        old_head = p.old_head(),
+        secs = started.elapsed().as_secs_f64(),
         "Journal migrated to the current record format."
     );
     Ok(())
@@ -385,6 +426,55 @@ impl Journal for RedbJournal {
         }
         tx.commit().map_err(storage)
     }
+}
+
+/// Writes a store as an older release did — format 1 (no meta table, no chain) or format 2
+/// or 3 (chained from `anchor`, as a purged store is) — for migration tests and the
+/// migration benchmark; the agent itself never writes an old format. `break_at` gives one
+/// record a wrong link. Records are written in chunks, so a large store needs little memory.
+pub fn write_older_store(
+    state_dir: &Path,
+    version: u8,
+    records: impl Iterator<Item = Record>,
+    anchor: [u8; 32],
+    break_at: Option<u64>,
+) -> Result<u64, JournalError> {
+    std::fs::create_dir_all(state_dir).map_err(storage)?;
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(state_dir.join("journal.redb"))
+        .map_err(storage)?;
+    let mut prev = anchor;
+    let mut n = 0;
+    let mut records = records.peekable();
+    while records.peek().is_some() {
+        let tx = db.begin_write().map_err(storage)?;
+        {
+            let mut t = tx.open_table(RECORDS).map_err(storage)?;
+            for r in records.by_ref().take(CHUNK) {
+                let link = if break_at == Some(r.seq.0) {
+                    [9; 32]
+                } else {
+                    prev
+                };
+                let bytes = r.encode_older(version, &link);
+                if version >= 2 {
+                    prev = Record::decode_older(&bytes)
+                        .map_err(|e| storage(e.to_string()))?
+                        .chain
+                        .map_or(prev, |c| c.1);
+                }
+                t.insert(r.seq.0, bytes.as_slice()).map_err(storage)?;
+                n += 1;
+            }
+        }
+        if version >= 2 {
+            meta_set(&tx, "format", &[version])?;
+            meta_set(&tx, "anchor", &anchor)?;
+        }
+        tx.commit().map_err(storage)?;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

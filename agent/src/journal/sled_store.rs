@@ -55,6 +55,69 @@ fn append_tx(
     Ok(())
 }
 
+/// The streaming, resumable migration of `migrate.rs`, a chunk per sled transaction.
+fn migrate(
+    db: &sled::Db,
+    records: &sled::Tree,
+    meta: &sled::Tree,
+    from: u8,
+) -> Result<(), JournalError> {
+    let mut p = match get(meta, "migration")? {
+        Some(m) => super::migrate::Progress::decode(&m)?,
+        None => super::migrate::Progress::start(from),
+    };
+    loop {
+        let mut rows = Vec::with_capacity(super::migrate::CHUNK);
+        for item in records
+            .range((p.through + 1).to_be_bytes()..)
+            .take(super::migrate::CHUNK)
+        {
+            let (k, v) = item.map_err(storage)?;
+            let seq = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| storage("bad record key"))?,
+            );
+            rows.push((seq, v.to_vec()));
+        }
+        if rows.is_empty() {
+            break;
+        }
+        let converted = p.convert(&rows)?;
+        let marker = p.encode();
+        (records, meta)
+            .transaction(|(r, m)| {
+                for (seq, bytes) in &converted {
+                    r.insert(&seq.to_be_bytes(), bytes.as_slice())?;
+                }
+                m.insert("migration", marker.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_err)?;
+        db.flush().map_err(storage)?;
+    }
+    let head = p.link;
+    let has_records = p.records > 0;
+    meta.transaction(|m| {
+        m.insert("format", &[FORMAT_VERSION])?;
+        if has_records {
+            m.insert("head", head.as_slice())?;
+        }
+        m.remove("migration")?;
+        Ok::<_, ConflictableTransactionError<JournalError>>(())
+    })
+    .map_err(tx_err)?;
+    db.flush().map_err(storage)?;
+    tracing::warn!(
+        records = p.records,
+        from,
+        to = FORMAT_VERSION,
+        old_head = p.old_head(),
+        "Journal migrated to the current record format."
+    );
+    Ok(())
+}
+
 impl SledJournal {
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
         let path = state_dir.join("journal.sled");
@@ -71,6 +134,7 @@ impl SledJournal {
                 db.flush().map_err(storage)?;
             }
             Some([FORMAT_VERSION]) => {}
+            Some([v @ 1..=3]) => migrate(&db, &records, &meta, *v)?,
             other => {
                 return Err(storage(format!(
                     "{} holds record format {other:?}; this agent knows {FORMAT_VERSION}",

@@ -83,9 +83,10 @@ fn referenced_tags<'a>(records: &[Record], names: &'a [String]) -> BTreeMap<u32,
     for r in records {
         match &r.body {
             RecordBody::Sample(s) => ids.push(s.tag),
-            RecordBody::Alarm(a) => ids.push(a.tag),
+            RecordBody::Samples(b) => ids.extend(b.iter().map(|s| s.tag)),
+            RecordBody::Alarm(a) => ids.extend(a.tag()),
             RecordBody::Gap(g) => ids.extend(&g.tags),
-            _ => {}
+            RecordBody::Malformed(_) | RecordBody::Audit(_) => {}
         }
     }
     ids.into_iter()

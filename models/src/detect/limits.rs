@@ -11,7 +11,8 @@
 
 use super::Detector;
 use crate::{
-    twin::LineTwin, AlarmEvent, AlarmState, Level, LimitSpec, RecordBody, Sample, Timestamp,
+    twin::LineTwin, AlarmEvent, AlarmState, Condition, ConditionKind, ConditionSource, Level,
+    LimitSpec, RecordBody, Sample, TagId, Timestamp,
 };
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -38,18 +39,14 @@ impl LimitDetector {
         self.state.get(tag.index()).and_then(|s| s.active)
     }
 
-    /// Sets a tag's active level from the record (at start, from the journal), so an alarm
-    /// that was active before a restart clears when the value returns, instead of staying
-    /// "active" on SCADA's retained topic forever.
-    pub fn restore(&mut self, tag: crate::TagId, level: Option<Level>) {
+    /// Sets a tag's active level (at start, from the journal), so an alarm that was active
+    /// before a restart clears when the value returns, instead of staying "active" on
+    /// SCADA's retained topic forever.
+    pub fn restore_level(&mut self, tag: TagId, level: Option<Level>) {
         if let Some(st) = self.state.get_mut(tag.index()) {
             st.active = level;
             st.pending = None;
         }
-    }
-
-    pub fn active_count(&self) -> usize {
-        self.state.iter().filter(|s| s.active.is_some()).count()
     }
 }
 
@@ -135,7 +132,7 @@ impl Detector for LimitDetector {
             ),
         };
         out.push(RecordBody::Alarm(AlarmEvent {
-            tag: sample.tag,
+            condition: Condition::tag_limit(sample.tag),
             state,
             previous,
             value,
@@ -144,6 +141,36 @@ impl Detector for LimitDetector {
             time: now,
             batch_id: twin.batch_id().map(str::to_owned),
         }));
+    }
+
+    fn conditions(&self) -> Vec<Condition> {
+        self.specs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .map(|(i, _)| Condition::tag_limit(TagId(i as u32)))
+            .collect()
+    }
+
+    fn restore(&mut self, last: &AlarmEvent) -> bool {
+        let (ConditionSource::Tag(tag), ConditionKind::Limit) =
+            (&last.condition.source, last.condition.kind)
+        else {
+            return false;
+        };
+        if self.specs.get(tag.index()).is_none_or(Option::is_none) {
+            return false;
+        }
+        let level = match last.state {
+            AlarmState::Active(l) => Some(l),
+            AlarmState::Inactive => None,
+        };
+        self.restore_level(*tag, level);
+        true
+    }
+
+    fn active_count(&self) -> usize {
+        self.state.iter().filter(|s| s.active.is_some()).count()
     }
 }
 
@@ -260,7 +287,7 @@ mod tests {
     #[test]
     fn a_restored_alarm_clears_when_the_value_returns() {
         let mut det = LimitDetector::new(vec![Some(spec())]);
-        det.restore(TagId(0), Some(Level::HiHi));
+        det.restore_level(TagId(0), Some(Level::HiHi));
         assert_eq!(det.active_count(), 1);
         assert_eq!(run(&mut det, &[(50.0, 0)]), vec![AlarmState::Inactive]);
     }
@@ -270,5 +297,35 @@ mod tests {
         let mut det = LimitDetector::new(vec![None]);
         assert!(run(&mut det, &[(1e9, 0)]).is_empty());
         assert_eq!(det.active_count(), 0);
+    }
+
+    #[test]
+    fn restore_takes_only_its_own_conditions() {
+        let mut det = LimitDetector::new(vec![Some(spec()), None]);
+        let ev = |condition| AlarmEvent {
+            condition,
+            state: AlarmState::Active(Level::Hi),
+            previous: None,
+            value: 85.0,
+            limit: 80.0,
+            severity: 500,
+            time: Timestamp::from_unix_millis(0),
+            batch_id: None,
+        };
+        let rate = Condition {
+            source: ConditionSource::Tag(TagId(0)),
+            kind: ConditionKind::Rate,
+        };
+        assert!(
+            !det.restore(&ev(rate)),
+            "a rate condition is not a limit detector's"
+        );
+        assert!(
+            !det.restore(&ev(Condition::tag_limit(TagId(1)))),
+            "tag 1 has no limits"
+        );
+        assert!(det.restore(&ev(Condition::tag_limit(TagId(0)))));
+        assert_eq!(det.active_count(), 1);
+        assert_eq!(det.conditions(), vec![Condition::tag_limit(TagId(0))]);
     }
 }

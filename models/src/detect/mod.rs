@@ -1,15 +1,44 @@
-//! Detectors: feed a sample (and the twin's view), get zero or more records.
+//! Detectors: each sees every sample with the twin's view, a periodic tick with the current
+//! time, and line events; each raises and clears the alarms of its own conditions.
 //!
-//! Every detector is pure: same inputs in the same order give the same outputs. Time comes
-//! from the sample, never from a clock.
+//! The line pipeline holds a list of them (`Vec<Box<dyn Detector>>`), so a new kind of
+//! detection is one more entry, not a new hard-wired type. Every detector is pure: same
+//! inputs in the same order give the same outputs; time comes from the sample or the tick,
+//! never from a clock. Its state is restored at start from the last transition of each of
+//! its conditions in the journal (the journal is the snapshot).
 
 mod limits;
 
 pub use limits::LimitDetector;
 
-use crate::{twin::LineTwin, RecordBody, Sample};
+use crate::{twin::LineTwin, AlarmEvent, Condition, RecordBody, Sample, Timestamp};
 
-pub trait Detector {
+/// Something that happened to the line as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineEvent {
+    BatchStarted { batch_id: String },
+    PhaseChanged { phase: String },
+    BatchEnded { batch_id: String },
+}
+
+pub trait Detector: Send {
     /// Evaluates one sample. The twin already holds this sample when called.
     fn on_sample(&mut self, sample: &Sample, twin: &LineTwin, out: &mut Vec<RecordBody>);
+
+    /// The periodic tick (about once a second) with the current time: for conditions that
+    /// arise from the *absence* of samples, such as a stale sensor.
+    fn on_tick(&mut self, _now: Timestamp, _twin: &LineTwin, _out: &mut Vec<RecordBody>) {}
+
+    /// A batch or phase change of the line.
+    fn on_line_event(&mut self, _event: &LineEvent, _twin: &LineTwin, _out: &mut Vec<RecordBody>) {}
+
+    /// Every condition this detector can raise (what the start-up restore looks for).
+    fn conditions(&self) -> Vec<Condition>;
+
+    /// Takes back a condition's state from its last recorded transition. Returns false when
+    /// the condition is not this detector's.
+    fn restore(&mut self, last: &AlarmEvent) -> bool;
+
+    /// How many of its conditions are active now.
+    fn active_count(&self) -> usize;
 }

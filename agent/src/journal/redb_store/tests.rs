@@ -1,6 +1,6 @@
 use super::*;
 use crate::journal::tests::entries;
-use pdtf_models::{record::Audit, RecordBody, Timestamp};
+use pdtf_models::{record::Audit, record::GENESIS, RecordBody, Timestamp};
 
 #[test]
 fn seqs_are_contiguous_across_reopen_and_cursors_persist() {
@@ -126,38 +126,27 @@ fn a_removed_record_is_reported_missing() {
     assert!(reason.contains("missing"), "{reason}");
 }
 
-/// A store as an older release wrote it: format 1 (no meta table, no chain) or format 2
-/// (chained, numeric samples only). `break_at` edits one link.
+/// A store as an older release wrote it (see `write_older_store`), purged before seq 1 in
+/// the chained formats (anchor `[5; 32]`). `break_at` edits the link of that index.
 fn write_old_store(dir: &Path, version: u8, n: usize, break_at: Option<usize>) {
-    let db = Database::create(dir.join("journal.redb")).unwrap();
-    let tx = db.begin_write().unwrap();
-    {
-        let mut t = tx.open_table(RECORDS).unwrap();
-        let mut prev = [5; 32]; // a purge anchor, as a purged format 2 store has
-        for (i, e) in entries(n).into_iter().enumerate() {
-            let r = Record {
-                seq: Seq(i as u64 + 1),
-                time: e.time,
-                body: e.body,
-            };
-            let link = if break_at == Some(i) { [9; 32] } else { prev };
-            let bytes = r.encode_older(version, &link);
-            if version == 2 {
-                prev = Record::decode_older(&bytes).unwrap().chain.unwrap().1;
-            }
-            t.insert(r.seq.0, bytes.as_slice()).unwrap();
-        }
-    }
-    if version == 2 {
-        meta_set(&tx, "format", &[2]).unwrap();
-        meta_set(&tx, "anchor", &[5; 32]).unwrap();
-    }
-    tx.commit().unwrap();
+    let records = entries(n).into_iter().enumerate().map(|(i, e)| Record {
+        seq: Seq(i as u64 + 1),
+        time: e.time,
+        body: e.body,
+    });
+    write_older_store(
+        dir,
+        version,
+        records,
+        [5; 32],
+        break_at.map(|i| i as u64 + 1),
+    )
+    .unwrap();
 }
 
 #[test]
-fn format_1_and_2_stores_are_migrated_explicitly_and_a_newer_one_refused() {
-    for version in [1, 2] {
+fn format_1_2_and_3_stores_are_migrated_explicitly_and_a_newer_one_refused() {
+    for version in [1, 2, 3] {
         let dir = tempfile::tempdir().unwrap();
         write_old_store(dir.path(), version, 4, None);
         let j = RedbJournal::open(dir.path()).unwrap();
@@ -177,6 +166,69 @@ fn format_1_and_2_stores_are_migrated_explicitly_and_a_newer_one_refused() {
             .expect("newer format refused");
         assert!(err.to_string().contains("newer than this agent"), "{err}");
     }
+}
+
+#[test]
+fn a_format_3_alarm_becomes_its_tags_limit_condition() {
+    use pdtf_models::{AlarmEvent, AlarmState, Condition, Level, TagId};
+    let dir = tempfile::tempdir().unwrap();
+    let t = Timestamp::from_unix_millis(5);
+    let alarm = AlarmEvent {
+        condition: Condition::tag_limit(TagId(7)),
+        state: AlarmState::Active(Level::Hi),
+        previous: None,
+        value: 81.0,
+        limit: 80.0,
+        severity: 500,
+        time: t,
+        batch_id: None,
+    };
+    let r = Record {
+        seq: Seq(1),
+        time: t,
+        body: RecordBody::Alarm(alarm.clone()),
+    };
+    write_older_store(dir.path(), 3, std::iter::once(r), GENESIS, None).unwrap();
+    let j = RedbJournal::open(dir.path()).unwrap();
+    assert_eq!(
+        j.read_from(Seq(1), 1).unwrap()[0].body,
+        RecordBody::Alarm(alarm)
+    );
+}
+
+/// A migration interrupted after some chunks (as a crash leaves it: those records new, a
+/// marker, the rest old) finishes at the next open, and the chain verifies end to end.
+#[test]
+fn an_interrupted_migration_resumes_from_its_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    write_old_store(dir.path(), 3, 50, None);
+    {
+        let db = Database::open(dir.path().join("journal.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        let rows: Vec<(u64, Vec<u8>)> = {
+            let t = tx.open_table(RECORDS).unwrap();
+            let rows = t.range(1..=20).unwrap();
+            rows.map(|i| {
+                let (k, v) = i.unwrap();
+                (k.value(), v.value().to_vec())
+            })
+            .collect()
+        };
+        let mut p = Progress::start(3);
+        let new = p.convert(&rows).unwrap();
+        {
+            let mut t = tx.open_table(RECORDS).unwrap();
+            for (seq, b) in &new {
+                t.insert(*seq, b.as_slice()).unwrap();
+            }
+        }
+        meta_set(&tx, "migration", &p.encode()).unwrap();
+        tx.commit().unwrap();
+    }
+    let j = RedbJournal::open(dir.path()).unwrap();
+    let r = j.verify(|_| {}).unwrap();
+    assert_eq!((r.first, r.last, r.records), (1, 50, 50));
+    assert_eq!(j.read_from(Seq(1), 100).unwrap().len(), 50);
 }
 
 #[test]

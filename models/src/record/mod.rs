@@ -1,8 +1,8 @@
 //! Records: everything the agent commits, and their stored binary format.
 //!
-//! Stored format of one record (format version 3):
+//! Stored format of one record (format version 4):
 //! ```text
-//! [version: u8 = 3][crc32: u32 LE][prev: 32 bytes][payload: bincode 2 (standard) of Record]
+//! [version: u8 = 4][crc32: u32 LE][prev: 32 bytes][payload: bincode 2 (standard) of Record]
 //! ```
 //! - `crc32` covers `prev` and `payload`: it catches accidental corruption of one record.
 //! - `prev` is the chain hash of the record before (all zeros before the first record, or the
@@ -10,11 +10,20 @@
 //!   Editing, removing or reordering a stored record breaks the link of the record after it,
 //!   even when the editor recomputes the CRC: that is the audit trail's tamper evidence.
 //!
-//! Older versions are read only by the journal's explicit migration (`decode_older`):
-//! - 1: `[1][crc32 of payload][payload]`, no chain;
-//! - 2: the v3 layout, but samples were numbers only, without status code or server time.
+//! **The rule: any change to a stored type is a version bump plus a migration, tested.**
+//! bincode is not self-describing — a stored struct's fields *are* its format — so a new
+//! field is never "additive". The types below (and `Sample`, `AlarmEvent`, `Condition` they
+//! hold) are format 4; the schemas of formats 1–3 are frozen copies in `older.rs`, read only
+//! by the journal's migration (`decode_older`), which is streaming and resumable (see the
+//! journal). One cheap case: a variant appended at the *end* of an enum keeps every stored
+//! payload decodable, so that bump's migration only relabels the version byte (the chain
+//! hashes cover the payload, not the version byte, and stay valid).
 //!
+//! Format 4 over 3: alarms are keyed by a `Condition` (source tag or model, and kind), and
+//! `RecordBody::Samples` holds a block of samples under one seq (for block storage).
 //! An unknown version is an error, never a guess.
+
+mod older;
 
 use crate::{AlarmEvent, Sample, TagId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -25,7 +34,7 @@ use sha2::{Digest, Sha256};
 pub struct Seq(pub u64);
 
 /// The current stored format version.
-pub const FORMAT_VERSION: u8 = 3;
+pub const FORMAT_VERSION: u8 = 4;
 
 /// A link of the audit chain: SHA-256 over the previous link, the seq and the payload.
 pub type ChainHash = [u8; 32];
@@ -76,6 +85,8 @@ pub enum RecordBody {
     Gap(Gap),
     Malformed(Malformed),
     Audit(Audit),
+    /// Samples committed as one block under one seq, in arrival order.
+    Samples(Vec<Sample>),
 }
 
 impl RecordBody {
@@ -86,6 +97,7 @@ impl RecordBody {
             RecordBody::Gap(_) => "gap",
             RecordBody::Malformed(_) => "malformed",
             RecordBody::Audit(_) => "audit",
+            RecordBody::Samples(_) => "samples",
         }
     }
 }
@@ -160,85 +172,6 @@ pub struct Older {
     pub chain: Option<(ChainHash, ChainHash)>,
 }
 
-/// The record schema of formats 1 and 2, kept for migration only.
-mod legacy {
-    use super::{Audit, Gap, Malformed, Seq};
-    use crate::{AlarmEvent, Quality, TagId, Timestamp};
-    use serde::{Deserialize, Serialize};
-
-    #[derive(Serialize, Deserialize)]
-    pub struct Record {
-        pub seq: Seq,
-        pub time: Timestamp,
-        pub body: Body,
-    }
-
-    #[derive(Serialize, Deserialize)]
-    pub enum Body {
-        Sample(Sample),
-        Alarm(AlarmEvent),
-        Gap(Gap),
-        Malformed(Malformed),
-        Audit(Audit),
-    }
-
-    #[derive(Serialize, Deserialize)]
-    pub struct Sample {
-        pub tag: TagId,
-        pub value: f64,
-        pub quality: Quality,
-        pub source_time: Option<Timestamp>,
-        pub agent_time: Timestamp,
-    }
-
-    impl From<Record> for super::Record {
-        fn from(r: Record) -> Self {
-            use super::RecordBody as B;
-            let body = match r.body {
-                Body::Sample(s) => B::Sample(crate::Sample::new(
-                    s.tag,
-                    s.value,
-                    s.quality,
-                    s.source_time,
-                    s.agent_time,
-                )),
-                Body::Alarm(a) => B::Alarm(a),
-                Body::Gap(g) => B::Gap(g),
-                Body::Malformed(m) => B::Malformed(m),
-                Body::Audit(a) => B::Audit(a),
-            };
-            Self {
-                seq: r.seq,
-                time: r.time,
-                body,
-            }
-        }
-    }
-
-    /// For migration tests: the old schema of a record (numeric samples only).
-    pub fn from_current(r: &super::Record) -> Record {
-        use super::RecordBody as B;
-        let body = match &r.body {
-            B::Sample(s) => Body::Sample(Sample {
-                tag: s.tag,
-                value: s.number().expect("format 2 samples are numbers"),
-                quality: s.quality,
-                source_time: s.source_time,
-                agent_time: s.agent_time,
-            }),
-            B::Alarm(a) => Body::Alarm(a.clone()),
-            B::Gap(g) => Body::Gap(g.clone()),
-            B::Malformed(m) => Body::Malformed(m.clone()),
-            B::Audit(a) => Body::Audit(a.clone()),
-        };
-        Record {
-            seq: r.seq,
-            time: r.time,
-            body,
-        }
-    }
-}
-
 fn check_crc(bytes: &[u8], start: usize) -> Result<(), DecodeError> {
     let stored = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
     let computed = crc32fast::hash(&bytes[start..]);
@@ -279,7 +212,7 @@ impl Record {
         match bytes.first() {
             None => return Err(DecodeError::Truncated(0)),
             Some(&FORMAT_VERSION) => {}
-            Some(&v @ (1 | 2)) => return Err(DecodeError::NeedsMigration(v)),
+            Some(&v @ 1..=3) => return Err(DecodeError::NeedsMigration(v)),
             Some(&v) => return Err(DecodeError::UnknownVersion(v)),
         }
         if bytes.len() < HEADER {
@@ -293,12 +226,12 @@ impl Record {
         Ok(Stored { record, prev, hash })
     }
 
-    /// Reads a record of format 1 or 2 and converts it; the journal's migration only.
+    /// Reads a record of format 1, 2 or 3 and converts it; the journal's migration only.
     pub fn decode_older(bytes: &[u8]) -> Result<Older, DecodeError> {
         let version = *bytes.first().ok_or(DecodeError::Truncated(0))?;
         let (start, chained) = match version {
             1 => (5, false),
-            2 => (HEADER, true),
+            2 | 3 => (HEADER, true),
             v => return Err(DecodeError::UnknownVersion(v)),
         };
         if bytes.len() < start {
@@ -306,30 +239,42 @@ impl Record {
         }
         check_crc(bytes, 5)?;
         let payload = &bytes[start..];
-        let old: legacy::Record =
-            bincode::serde::decode_from_slice(payload, bincode::config::standard())
-                .map(|(r, _)| r)
-                .map_err(|e| DecodeError::Payload(e.to_string()))?;
-        let seq = old.seq.0;
+        let std = bincode::config::standard();
+        let bad = |e: bincode::error::DecodeError| DecodeError::Payload(e.to_string());
+        let record: Record = if version == 3 {
+            bincode::serde::decode_from_slice::<older::V3Record, _>(payload, std)
+                .map_err(bad)?
+                .0
+                .into()
+        } else {
+            bincode::serde::decode_from_slice::<older::V1Record, _>(payload, std)
+                .map_err(bad)?
+                .0
+                .into()
+        };
+        let seq = record.seq.0;
         let chain = chained.then(|| {
             let prev: ChainHash = bytes[5..HEADER].try_into().expect("header length checked");
             (prev, self::chain(&prev, seq, payload))
         });
         Ok(Older {
             version,
-            record: old.into(),
+            record,
             chain,
         })
     }
 
-    /// Writes format 1 or 2 (numeric samples only), so the migration is tested against real
-    /// old bytes. Tests only: the agent never writes an old format.
+    /// Writes format 1, 2 (numeric samples only) or 3, so the migration is tested against
+    /// real old bytes. Tests and benchmarks only: the agent never writes an old format.
     pub fn encode_older(&self, version: u8, prev: &ChainHash) -> Vec<u8> {
-        let payload =
-            bincode::serde::encode_to_vec(legacy::from_current(self), bincode::config::standard())
-                .expect("records contain only serialisable plain data");
+        let std = bincode::config::standard();
+        let payload = match version {
+            3 => bincode::serde::encode_to_vec(older::write::v3(self), std),
+            _ => bincode::serde::encode_to_vec(older::write::v1(self), std),
+        }
+        .expect("records contain only serialisable plain data");
         let mut out = vec![version, 0, 0, 0, 0];
-        if version == 2 {
+        if version >= 2 {
             out.extend_from_slice(prev);
         }
         out.extend_from_slice(&payload);
@@ -345,6 +290,10 @@ mod tests {
     use crate::{AlarmState, Level, Quality, Value};
 
     fn records() -> Vec<Record> {
+        records_with(false)
+    }
+
+    fn records_with(with_block: bool) -> Vec<Record> {
         let t = Timestamp::from_unix_nanos(1_763_000_000_000_000_001);
         let bodies = vec![
             RecordBody::Sample(Sample::new(TagId(3), 71.25, Quality::Uncertain, Some(t), t)),
@@ -367,7 +316,7 @@ mod tests {
                 agent_time: t,
             }),
             RecordBody::Alarm(AlarmEvent {
-                tag: TagId(3),
+                condition: crate::Condition::tag_limit(TagId(3)),
                 state: AlarmState::Active(Level::Hi),
                 previous: None,
                 value: 81.0,
@@ -389,6 +338,13 @@ mod tests {
                 detail: String::new(),
             }),
         ];
+        let mut bodies = bodies;
+        if with_block {
+            bodies.push(RecordBody::Samples(vec![
+                Sample::new(TagId(1), 1.0, Quality::Good, None, t),
+                Sample::new(TagId(2), 2.0, Quality::Good, Some(t), t),
+            ]));
+        }
         bodies
             .into_iter()
             .enumerate()
@@ -403,7 +359,7 @@ mod tests {
     #[test]
     fn every_body_round_trips_and_links_to_its_predecessor() {
         let mut prev = GENESIS;
-        for r in records() {
+        for r in records_with(true) {
             let (bytes, hash) = r.encode(&prev);
             let stored = Record::decode(&bytes).unwrap();
             assert_eq!((stored.record, stored.prev, stored.hash), (r, prev, hash));
@@ -452,10 +408,17 @@ mod tests {
         let old = Record::decode_older(&v2).unwrap();
         assert_eq!(&old.record, r);
         assert_eq!(old.chain.map(|c| c.0), Some(prev));
+        for r in records() {
+            let v3 = r.encode_older(3, &prev);
+            assert_eq!(Record::decode(&v3), Err(DecodeError::NeedsMigration(3)));
+            let old = Record::decode_older(&v3).unwrap();
+            assert_eq!(old.record, r, "format 3 converts losslessly");
+            assert_eq!(old.chain.map(|c| c.0), Some(prev));
+        }
         let (mut enc, _) = r.encode(&GENESIS);
-        enc[0] = 4;
-        assert_eq!(Record::decode(&enc), Err(DecodeError::UnknownVersion(4)));
-        assert_eq!(Record::decode(&[3, 0]), Err(DecodeError::Truncated(2)));
+        enc[0] = 5;
+        assert_eq!(Record::decode(&enc), Err(DecodeError::UnknownVersion(5)));
+        assert_eq!(Record::decode(&[4, 0]), Err(DecodeError::Truncated(2)));
     }
 
     #[test]
