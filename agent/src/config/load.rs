@@ -54,6 +54,7 @@ pub fn load_str(
     };
     let brokers = named_sections(&mut table, "brokers", &file, &mut errs);
     let opcua_servers = named_sections(&mut table, "opcua_servers", &file, &mut errs);
+    let source_keys = table_keys(table.get("sources"));
     let sources = table
         .remove("sources")
         .map(|v| de_each(v, &file, "sources", &mut errs))
@@ -113,6 +114,7 @@ pub fn load_str(
         health,
         tags,
         tag_origins,
+        source_keys,
         file,
     };
     let mut config = config;
@@ -202,8 +204,10 @@ fn interpolate(
     env: &dyn Fn(&str) -> Option<String>,
     errs: &mut Vec<ConfigError>,
 ) {
-    if path.starts_with("opcua_servers.") && path.ends_with(".identity.password") {
-        // OPC UA passwords never sit in a config file: only an environment reference.
+    let secret = (path.starts_with("opcua_servers.") && path.ends_with(".identity.password"))
+        || (path.starts_with("brokers.") && path.ends_with(".password"));
+    if secret {
+        // Passwords never sit in a config file: only an environment reference.
         let is_ref = v.as_str().is_some_and(|s| {
             s.strip_prefix("${")
                 .and_then(|r| r.strip_suffix('}'))
@@ -364,14 +368,34 @@ fn collect_tags(
         return;
     };
     for (i, item) in items.into_iter().enumerate() {
+        let keys = item
+            .as_table()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
         if let Some(t) = de(item, file, &format!("tags[{i}]"), errs) {
             tags.push(t);
             origins.push(Origin {
                 file: file.to_owned(),
                 index: i,
+                keys,
             });
         }
     }
+}
+
+/// The keys each table of an array of tables sets.
+fn table_keys(v: Option<&Value>) -> Vec<Vec<String>> {
+    let Some(Value::Array(items)) = v else {
+        return vec![];
+    };
+    items
+        .iter()
+        .map(|i| {
+            i.as_table()
+                .map(|t| t.keys().cloned().collect())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 fn expand(

@@ -339,6 +339,8 @@ pub struct OpcuaDeadbandConfig {
 pub struct Origin {
     pub file: String,
     pub index: usize,
+    /// The keys the table sets (defaults cannot tell "set" from "absent").
+    pub keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -352,6 +354,8 @@ pub struct Config {
     pub health: Option<HealthConfig>,
     pub tags: Vec<TagConfig>,
     pub tag_origins: Vec<Origin>,
+    /// The keys each `[[sources]]` table sets, for the per-kind key check.
+    pub source_keys: Vec<Vec<String>>,
     /// The agent file itself.
     pub file: String,
 }

@@ -26,6 +26,47 @@ fn is_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
+/// Keys only one source kind understands. serde's unknown-field check cannot catch them on
+/// the wrong kind (both kinds share one table type, and defaults hide whether a key was
+/// set), so the keys a table sets are checked against its kind here, in one place.
+const MQTT_SOURCE_KEYS: &[&str] = &["broker", "qos", "topics"];
+const OPCUA_SOURCE_KEYS: &[&str] = &[
+    "server",
+    "publishing_interval_ms",
+    "create_chunk_size",
+    "max_notifications_per_publish",
+];
+/// Tag keys by the kind of the tag's source.
+const MQTT_TAG_KEYS: &[&str] = &["topic", "value_pointer", "time_pointer", "quality_pointer"];
+const OPCUA_TAG_KEYS: &[&str] = &[
+    "node",
+    "value_type",
+    "sampling_interval_ms",
+    "queue_size",
+    "discard_oldest",
+    "opcua_deadband",
+];
+
+/// Errors for keys of the other kind, at `prefix.KEY`.
+fn foreign_keys(k: &mut Check<'_>, prefix: &str, keys: &[String], kind: SourceKind, what: &str) {
+    let (foreign, other) = match (kind, what) {
+        (SourceKind::Mqtt, "source") => (OPCUA_SOURCE_KEYS, "an OPC UA source"),
+        (SourceKind::Opcua, "source") => (MQTT_SOURCE_KEYS, "an MQTT source"),
+        (SourceKind::Mqtt, _) => (OPCUA_TAG_KEYS, "a tag of an OPC UA source"),
+        (SourceKind::Opcua, _) => (MQTT_TAG_KEYS, "a tag of an MQTT source"),
+    };
+    let kind = match kind {
+        SourceKind::Mqtt => "mqtt",
+        SourceKind::Opcua => "opcua",
+    };
+    for key in keys.iter().filter(|key| foreign.contains(&key.as_str())) {
+        k.err(
+            format!("{prefix}.{key}"),
+            format!("is a key of {other}; this {what}'s kind is \"{kind}\""),
+        );
+    }
+}
+
 const NAME_RULE: &str = "must be non-empty and use only letters, digits, `_`, `-` and `.`";
 
 struct Check<'a> {
@@ -139,19 +180,18 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
     for (i, s) in c.sources.iter().enumerate() {
         let p = format!("sources[{i}]");
         k.name(&format!("{p}.id"), &s.id);
+        if let Some(keys) = c.source_keys.get(i) {
+            foreign_keys(&mut k, &p, keys, s.kind, "source");
+        }
         if !source_ids.insert(s.id.as_str()) {
             k.err(format!("{p}.id"), format!("duplicate source id {:?}", s.id));
         }
         match (s.kind, &s.broker, &s.server) {
-            (SourceKind::Mqtt, Some(b), None) => k.broker_ref(format!("{p}.broker"), b, &brokers),
+            (SourceKind::Mqtt, Some(b), _) => k.broker_ref(format!("{p}.broker"), b, &brokers),
             (SourceKind::Mqtt, None, _) => {
                 k.err(format!("{p}.broker"), "is required for kind = \"mqtt\"")
             }
-            (SourceKind::Mqtt, Some(_), Some(_)) => k.err(
-                format!("{p}.server"),
-                "is for kind = \"opcua\"; an mqtt source has a broker",
-            ),
-            (SourceKind::Opcua, None, Some(name)) => {
+            (SourceKind::Opcua, _, Some(name)) => {
                 let servers = c.opcua_servers.keys().map(String::as_str).collect();
                 k.named_ref(format!("{p}.server"), "OPC UA server", name, &servers);
                 if s.publishing_interval_ms == 0 {
@@ -166,17 +206,10 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
                         format!("must be 1..={MAX_NOTIFICATIONS_PER_PUBLISH}"),
                     );
                 }
-                if !s.topics.is_empty() {
-                    k.err(format!("{p}.topics"), "is for kind = \"mqtt\"");
-                }
             }
-            (SourceKind::Opcua, None, None) => {
+            (SourceKind::Opcua, _, None) => {
                 k.err(format!("{p}.server"), "is required for kind = \"opcua\"")
             }
-            (SourceKind::Opcua, Some(_), _) => k.err(
-                format!("{p}.broker"),
-                "is for kind = \"mqtt\"; an opcua source has a server",
-            ),
         }
         k.qos(format!("{p}.qos"), s.qos);
         if s.max_batch_samples == 0 {
@@ -283,42 +316,35 @@ fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
                 format!("duplicate tag name {:?}", t.name),
             );
         }
+        if let Some(s) = c.sources.iter().find(|s| s.id == t.source) {
+            foreign_keys(&mut k, &p, &o.keys, s.kind, "tag");
+        }
         match c.sources.iter().find(|s| s.id == t.source) {
             None => k.err(
                 format!("{p}.source"),
                 format!("no source with id {:?}", t.source),
             ),
-            Some(s) if s.kind == SourceKind::Mqtt => {
-                match &t.topic {
-                    None => k.err(
-                        format!("{p}.topic"),
-                        format!("is required: source {:?} is mqtt", s.id),
-                    ),
-                    Some(topic) if topic.is_empty() || topic.contains(['+', '#']) => k.err(
-                        format!("{p}.topic"),
-                        "must be an exact topic name (no wildcards)",
-                    ),
-                    Some(topic) => {
-                        if !s.topics.is_empty()
-                            && !s.topics.iter().any(|f| matches_filter(f, topic))
-                        {
-                            k.err(
-                                format!("{p}.topic"),
-                                format!(
-                                    "{topic:?} is not covered by any of sources[id={}].topics",
-                                    s.id
-                                ),
-                            );
-                        }
+            Some(s) if s.kind == SourceKind::Mqtt => match &t.topic {
+                None => k.err(
+                    format!("{p}.topic"),
+                    format!("is required: source {:?} is mqtt", s.id),
+                ),
+                Some(topic) if topic.is_empty() || topic.contains(['+', '#']) => k.err(
+                    format!("{p}.topic"),
+                    "must be an exact topic name (no wildcards)",
+                ),
+                Some(topic) => {
+                    if !s.topics.is_empty() && !s.topics.iter().any(|f| matches_filter(f, topic)) {
+                        k.err(
+                            format!("{p}.topic"),
+                            format!(
+                                "{topic:?} is not covered by any of sources[id={}].topics",
+                                s.id
+                            ),
+                        );
                     }
                 }
-                if t.node.is_some() {
-                    k.err(
-                        format!("{p}.node"),
-                        format!("is for OPC UA tags; source {:?} is mqtt", s.id),
-                    );
-                }
-            }
+            },
             Some(s) => {
                 match &t.node {
                     None => k.err(
@@ -331,19 +357,7 @@ fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
                         }
                     }
                 }
-                for (key, set) in [
-                    ("topic", t.topic.is_some()),
-                    ("value_pointer", t.value_pointer.is_some()),
-                    ("time_pointer", t.time_pointer.is_some()),
-                    ("quality_pointer", t.quality_pointer.is_some()),
-                ] {
-                    if set {
-                        k.err(
-                            format!("{p}.{key}"),
-                            format!("is for MQTT tags; source {:?} is opcua", s.id),
-                        );
-                    }
-                }
+
                 if t.sampling_interval_ms
                     .is_some_and(|v| !(v.is_finite() && v >= 0.0))
                 {
