@@ -253,16 +253,10 @@ pub fn agent_config(state_dir: &Path, source_port: u16, sink_port: u16) -> Confi
     agent_config_with(state_dir, source_port, sink_port, "", "")
 }
 
-/// As `agent_config`, with `sections` (TOML tables such as `[journal]`) added and `flow_extra`
-/// (keys such as `compression = {...}`) added to the `flow` tag.
-pub fn agent_config_with(
-    state_dir: &Path,
-    source_port: u16,
-    sink_port: u16,
-    sections: &str,
-    flow_extra: &str,
-) -> Config {
-    let text = format!(
+/// The agent file of the tests, without tags: source broker on `source_port`, alerts and
+/// upstream on `sink_port`, plus `sections` (TOML tables such as `[journal]`).
+pub fn agent_toml(state_dir: &Path, source_port: u16, sink_port: u16, sections: &str) -> String {
+    format!(
         r#"
 {agent}
 [brokers.plant]
@@ -292,9 +286,23 @@ max_batch_records = 50
 max_inflight = 4
 
 {sections}
-{TEST_TAGS}{flow_extra}
 "#,
         agent = agent_section(state_dir)
+    )
+}
+
+/// As `agent_config`, with `sections` (TOML tables such as `[journal]`) added and `flow_extra`
+/// (keys such as `compression = {...}`) added to the `flow` tag.
+pub fn agent_config_with(
+    state_dir: &Path,
+    source_port: u16,
+    sink_port: u16,
+    sections: &str,
+    flow_extra: &str,
+) -> Config {
+    let text = format!(
+        "{}{TEST_TAGS}{flow_extra}",
+        agent_toml(state_dir, source_port, sink_port, sections)
     );
     config::load_str(&text, &state_dir.join("agent.toml"), &|_| None)
         .unwrap_or_else(|e| panic!("test config invalid: {e:?}"))

@@ -335,45 +335,14 @@ async fn tag_ids_survive_a_reordered_configuration_across_a_restart() {
     let port = broker();
     let proxy = Proxy::start(port).await;
     let dir = tempfile::tempdir().unwrap();
-    let agent_toml = dir.path().join("agent.toml");
+    let agent_file = dir.path().join("agent.toml");
     let tags_dir = dir.path().join("tags");
     std::fs::create_dir_all(&tags_dir).unwrap();
-    std::fs::write(
-        &agent_toml,
-        format!(
-            r#"include = ["tags/*.toml"]
-{agent}
-[brokers.plant]
-host = "127.0.0.1"
-port = {port}
-backoff_initial_ms = 50
-backoff_max_ms = 300
-
-[brokers.upstream]
-host = "127.0.0.1"
-port = {proxy}
-backoff_initial_ms = 50
-backoff_max_ms = 300
-
-[[sources]]
-id = "plc"
-kind = "mqtt"
-broker = "plant"
-flush_interval_ms = 5
-
-[sinks.alerts]
-broker = "plant"
-
-[sinks.upstream]
-broker = "upstream"
-"#,
-            agent = agent_section(dir.path()),
-            proxy = proxy.port
-        ),
-    )
-    .unwrap();
+    // Tags come from files; the upstream is behind the proxy, so run 1 builds a backlog.
+    let text = agent_toml(dir.path(), port, proxy.port, "");
+    std::fs::write(&agent_file, format!("include = [\"tags/*.toml\"]\n{text}")).unwrap();
     std::fs::write(tags_dir.join("m.toml"), TEST_TAGS).unwrap();
-    let load = || pdtf_agent::config::load(&agent_toml).expect("valid config");
+    let load = || pdtf_agent::config::load(&agent_file).expect("valid config");
 
     // Run 1: flow samples and a raised `temp` alarm, upstream away (they stay backlogged).
     proxy.cut();
