@@ -63,6 +63,32 @@ fn meta_set(tx: &WriteTransaction, key: &str, value: &[u8]) -> Result<(), Journa
 /// just written, so a small cache serves the hot path; verification and migration stream.
 pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
+/// A new journal file is made under a temporary name and renamed into place once redb has
+/// written its header: a crash or power cut during the very first start would otherwise
+/// leave a half-written file that redb refuses for good ("not a redb database").
+fn create_atomically(path: &Path) -> Result<(), JournalError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let tmp = path.with_extension("redb.creating");
+    let fail =
+        |e: &dyn std::fmt::Display| storage(format!("cannot create {}: {e}", path.display()));
+    if tmp.exists() {
+        std::fs::remove_file(&tmp).map_err(|e| fail(&e))?;
+    }
+    drop(Database::create(&tmp).map_err(|e| fail(&e))?);
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| fail(&e))?;
+    std::fs::rename(&tmp, path).map_err(|e| fail(&e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail(&e))?;
+    }
+    Ok(())
+}
+
 impl RedbJournal {
     /// Opens (or creates) `state_dir/journal.redb`, migrating an older format explicitly.
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
@@ -73,6 +99,7 @@ impl RedbJournal {
             ))
         })?;
         let path = state_dir.join("journal.redb");
+        create_atomically(&path)?;
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)

@@ -49,7 +49,9 @@ pub const CURSOR: &str = "upstream";
 pub const LIVE_EVENTS_CAPACITY: usize = 256;
 
 /// How often an advanced cursor is written to the journal while acks stream in. Losing up to
-/// this much progress on a crash costs only duplicates.
+/// this much progress on a crash costs only duplicates. The first advance of a connection is
+/// written at once: after a restart the replayed backlog is acknowledged quickly, and an agent
+/// that keeps crashing young must not replay its whole backlog every time.
 const CURSOR_PERSIST_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
@@ -106,6 +108,8 @@ struct Conn {
     live: LiveLink,
     win: AckWindow,
     persisted: u64,
+    /// Nothing persisted on this connection yet: the first advance is written at once.
+    first_persist_due: bool,
     connected: bool,
     rate: Option<DrainRate>,
     /// Set when the drain rate held sending back: try again then.
@@ -216,6 +220,7 @@ impl UpstreamSync {
             live,
             win: AckWindow::new(start),
             persisted: start,
+            first_persist_due: true,
             connected: false,
             rate: None,
             resume_at: None,
@@ -307,6 +312,10 @@ impl UpstreamSync {
                 }
                 ev = c.link.events.recv() => self.on_event(&mut c, ev, backoff),
             };
+            if c.first_persist_due && c.win.acked_through() > c.persisted {
+                c.first_persist_due = false;
+                self.persist(&mut c).await;
+            }
             match next {
                 Next::Stay => {}
                 Next::Stop => {

@@ -269,3 +269,15 @@ fn purge_keeps_the_chain_verifiable_and_never_passes_the_upstream_cursor() {
     j.append(entries(1)).unwrap();
     assert_eq!(j.verify(|_| {}).unwrap().last, 12);
 }
+
+/// A crash during the very first start leaves at most a half-made `journal.redb.creating`
+/// (never a half-made `journal.redb`): the next start discards it and creates the journal.
+#[test]
+fn a_half_created_journal_file_does_not_block_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("journal.redb.creating"), b"red").unwrap();
+    let j = RedbJournal::open(dir.path()).unwrap();
+    j.append(entries(1)).unwrap();
+    assert!(!dir.path().join("journal.redb.creating").exists());
+    assert!(dir.path().join("journal.redb").is_file());
+}
