@@ -253,6 +253,12 @@ fn verify(state_dir: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(r) => {
+            if let Some(v) = r.older_format {
+                println!("NOTE: records are in format {v}, written by an earlier release; they were verified in that format, and the agent migrates them at its next start (or run `pdtf-agent migrate`).");
+            }
+            if r.recovered_copy {
+                println!("NOTE: the journal file needed recovery after an unclean stop (crash, kill or power loss); a recovered copy was verified, the file itself is unchanged (the agent recovers it at its next start).");
+            }
             println!(
                 "OK: {} records, seq {}..={} contiguous, checksums and audit chain intact, head {} ({:.1} s)",
                 r.records,

@@ -133,6 +133,25 @@ async fn sigkill_at_random_moments_loses_no_accepted_record() {
         tokio::time::sleep(Duration::from_millis(rng.u64(20..400))).await;
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
+        if i % 25 == 24 && engine() == Engine::Redb {
+            // QA's check right after a crash, before anything has repaired the file.
+            let out = Command::new(env!("CARGO_BIN_EXE_pdtf-agent"))
+                .args(["verify", "--state-dir"])
+                .arg(&state)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "iteration {i}: verify after a kill: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                text.contains("needed recovery") && text.contains("OK: "),
+                "{text}"
+            );
+        }
         let j = pdtf_agent::journal::open(engine(), &state)
             .unwrap_or_else(|e| panic!("iteration {i}: journal does not reopen: {e}"));
         let last = j.last_seq().unwrap().0;

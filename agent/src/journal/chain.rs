@@ -2,7 +2,7 @@
 //! point, checksum and decodability of each record, each record's `prev` link, and the
 //! recorded head. Reports the first bad record.
 
-use pdtf_models::record::{hex, ChainHash, GENESIS};
+use pdtf_models::record::{hex, ChainHash, DecodeError, GENESIS};
 use pdtf_models::{JournalError, Record};
 
 /// What `verify` found in a store whose chain is intact.
@@ -12,6 +12,12 @@ pub struct VerifyReport {
     pub last: u64,
     pub records: u64,
     pub head: String,
+    /// The file needed recovery after an unclean stop; a recovered copy was verified (the
+    /// original was not changed).
+    pub recovered_copy: bool,
+    /// Records in an older format (written by an earlier release, not migrated yet), if any:
+    /// verified in that format's own terms (format 1 has no chain to verify).
+    pub older_format: Option<u8>,
 }
 
 /// The store's own bookkeeping (its `meta`), as raw values.
@@ -47,6 +53,7 @@ pub fn verify_chain(
     let first = u64_from(meta.purged_through) + 1;
     let mut prev = hash_from(meta.anchor);
     let mut expected = first;
+    let mut older = None;
     for row in rows {
         let (seq, bytes) = row?;
         if seq != expected {
@@ -55,14 +62,28 @@ pub fn verify_chain(
                 format!("missing: the store jumps from {} to {seq}", expected - 1),
             ));
         }
-        let s = Record::decode(&bytes).map_err(|e| corrupt(seq, e.to_string()))?;
-        if s.record.seq.0 != seq {
+        let (held, link) = match Record::decode(&bytes) {
+            Ok(s) => (s.record.seq.0, Some((s.prev, s.hash))),
+            Err(DecodeError::NeedsMigration(v)) => {
+                let o = Record::decode_older(&bytes).map_err(|e| corrupt(seq, e.to_string()))?;
+                older = Some(v);
+                (o.record.seq.0, o.chain)
+            }
+            Err(e) => return Err(corrupt(seq, e.to_string())),
+        };
+        if held != seq {
             return Err(corrupt(
                 seq,
-                format!("stored under {seq} but holds seq {}", s.record.seq.0),
+                format!("stored under {seq} but holds seq {held}"),
             ));
         }
-        if s.prev != prev {
+        let Some((stored_prev, hash)) = link else {
+            // Format 1: checksummed, but never chained.
+            progress(seq);
+            expected += 1;
+            continue;
+        };
+        if stored_prev != prev {
             // The link stored here was made from the original of the record before.
             let culprit = seq.saturating_sub(1).max(first);
             return Err(corrupt(
@@ -70,7 +91,7 @@ pub fn verify_chain(
                 format!("content does not match the chain link stored in record {seq}: edited, replaced or removed"),
             ));
         }
-        prev = s.hash;
+        prev = hash;
         progress(seq);
         expected += 1;
     }
@@ -82,6 +103,8 @@ pub fn verify_chain(
         ));
     }
     Ok(VerifyReport {
+        recovered_copy: false,
+        older_format: older,
         first,
         last,
         records: expected - first,
