@@ -479,3 +479,31 @@ async fn a_long_outage_with_alarms_firing_drains_completely_and_stops_cleanly() 
     .await
     .expect("the agent stops within its stop timeout");
 }
+
+/// What validation cannot see (a health port in use) is found before anything connects and
+/// named by its key, not as a journal error after the links started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_problem_is_named_plainly_before_anything_connects() {
+    let broker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = broker.local_addr().unwrap().port();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = agent_config_with(
+        dir.path(),
+        port,
+        port,
+        &format!("[health]\nlisten = \"{}\"\n", taken.local_addr().unwrap()),
+        "",
+    );
+    let err = Agent::start(&c).err().expect("refused");
+    assert!(
+        matches!(err, pdtf_agent::runtime::StartError::Health { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("health.listen = "), "{err}");
+    let connected = tokio::time::timeout(Duration::from_millis(300), broker.accept()).await;
+    assert!(
+        connected.is_err(),
+        "nothing connects before the checks pass"
+    );
+}

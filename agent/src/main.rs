@@ -186,7 +186,14 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let mut signals = StopSignals::install()?;
-    let agent = Agent::start(&c).with_context(|| format!("starting agent {}", c.agent.id))?;
+    let agent = match Agent::start(&c) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{}: cannot start: {e}", c.file);
+            eprintln!("Nothing was started.");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let code = tokio::select! {
         signal = signals.wait() => {
             tracing::info!(signal = signal?, "Shutting down: draining sources and committing.");

@@ -61,6 +61,25 @@ pub struct Agent {
     control: mpsc::Sender<Control>,
 }
 
+/// Why the agent could not start. Each is something validation cannot see (the machine, not
+/// the file): the caller reports it plainly and exits 2, like an invalid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("health.listen = {listen:?}: cannot listen there: {error}")]
+    Health {
+        listen: String,
+        error: std::io::Error,
+    },
+    #[error("agent.state_dir = {:?}: {error}", state_dir.display())]
+    Journal {
+        state_dir: std::path::PathBuf,
+        error: pdtf_models::JournalError,
+    },
+    /// The journal opened, but reading what a start needs from it failed.
+    #[error("journal: {0}")]
+    Store(#[from] pdtf_models::JournalError),
+}
+
 /// Sends the pipeline its periodic tick. A full control channel means the pipeline is not
 /// serving control messages: the tick is skipped, and the missing heartbeat is what the
 /// watchdog acts on.
@@ -208,8 +227,26 @@ fn startup_records(
 
 impl Agent {
     /// Opens the journal and starts every task. Must be called inside a tokio runtime.
-    pub fn start(c: &Config) -> Result<Agent, pdtf_models::JournalError> {
-        let journal = crate::journal::open(c.journal.engine, &c.agent.state_dir)?;
+    pub fn start(c: &Config) -> Result<Agent, StartError> {
+        // What validation cannot see is checked before anything connects.
+        let health = match &c.health {
+            None => None,
+            Some(h) => Some(
+                std::net::TcpListener::bind(&h.listen)
+                    .and_then(|l| l.set_nonblocking(true).map(|_| l))
+                    .and_then(tokio::net::TcpListener::from_std)
+                    .map_err(|e| StartError::Health {
+                        listen: h.listen.clone(),
+                        error: e,
+                    })?,
+            ),
+        };
+        let journal = crate::journal::open(c.journal.engine, &c.agent.state_dir).map_err(|e| {
+            StartError::Journal {
+                state_dir: c.agent.state_dir.clone(),
+                error: e,
+            }
+        })?;
         let stats = Arc::new(Stats::default());
         // Durable identities: names resolve through the journal's registry, never by their
         // position in today's files.
@@ -389,13 +426,7 @@ impl Agent {
             crate::systemd::run(stats.clone(), pipeline.beat.subscribe(), sinks_stop.clone()),
         ));
         drop(tx);
-        if let Some(h) = &c.health {
-            let listener = std::net::TcpListener::bind(&h.listen)
-                .and_then(|l| l.set_nonblocking(true).map(|_| l))
-                .and_then(tokio::net::TcpListener::from_std)
-                .map_err(|e| {
-                    pdtf_models::JournalError::Storage(format!("health.listen {}: {e}", h.listen))
-                })?;
+        if let Some(listener) = health {
             info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Health endpoints up: /healthz /readyz /metrics.");
             health_addr = listener.local_addr().ok();
             sinks.push(sup.spawn(
