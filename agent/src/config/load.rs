@@ -52,8 +52,26 @@ pub fn load_str(
             None
         }
     };
-    let brokers = named_sections(&mut table, "brokers", &file, &mut errs);
-    let opcua_servers = named_sections(&mut table, "opcua_servers", &file, &mut errs);
+    // Sections whose own errors are reported: a reference to one is not an error again.
+    let raw_names = |key: &str| -> Vec<String> {
+        match table.get(key) {
+            Some(Value::Table(t)) => t.keys().cloned().collect(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|i| i.get("id").and_then(Value::as_str).map(str::to_owned))
+                .collect(),
+            _ => vec![],
+        }
+    };
+    let raw = [
+        ("brokers", raw_names("brokers")),
+        ("opcua_servers", raw_names("opcua_servers")),
+        ("sources", raw_names("sources")),
+    ];
+    let brokers: BTreeMap<String, super::BrokerConfig> =
+        named_sections(&mut table, "brokers", &file, &mut errs);
+    let opcua_servers: BTreeMap<String, super::OpcuaServerConfig> =
+        named_sections(&mut table, "opcua_servers", &file, &mut errs);
     let source_keys = table_keys(table.get("sources"));
     let sources = table
         .remove("sources")
@@ -104,6 +122,19 @@ pub fn load_str(
     let Some(agent) = agent else {
         return Err(errs);
     };
+    let mut unparsed = std::collections::BTreeSet::new();
+    for (section, names) in raw {
+        for n in names {
+            let parsed = match section {
+                "brokers" => brokers.contains_key(&n),
+                "opcua_servers" => opcua_servers.contains_key(&n),
+                _ => sources.iter().any(|s: &super::SourceConfig| s.id == n),
+            };
+            if !parsed {
+                unparsed.insert(format!("{section}.{n}"));
+            }
+        }
+    }
     let config = Config {
         agent,
         brokers,
@@ -115,6 +146,7 @@ pub fn load_str(
         tags,
         tag_origins,
         source_keys,
+        unparsed,
         file,
     };
     let mut config = config;

@@ -356,6 +356,9 @@ pub struct Config {
     pub tag_origins: Vec<Origin>,
     /// The keys each `[[sources]]` table sets, for the per-kind key check.
     pub source_keys: Vec<Vec<String>>,
+    /// Sections that did not parse (`brokers.NAME`, `opcua_servers.NAME`, `sources.ID`):
+    /// their errors are reported, so references to them are not reported again.
+    pub unparsed: std::collections::BTreeSet<String>,
     /// The agent file itself.
     pub file: String,
 }

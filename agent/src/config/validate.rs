@@ -74,6 +74,11 @@ struct Check<'a> {
     errs: Vec<ConfigError>,
 }
 
+/// False for a reference to a section that failed to parse (its own error says why).
+fn reportable(c: &Config, section: &str, name: &str) -> bool {
+    !c.unparsed.contains(&format!("{section}.{name}"))
+}
+
 impl Check<'_> {
     fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
         self.errs.push(ConfigError::new(self.file, path, msg));
@@ -187,13 +192,19 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
             k.err(format!("{p}.id"), format!("duplicate source id {:?}", s.id));
         }
         match (s.kind, &s.broker, &s.server) {
-            (SourceKind::Mqtt, Some(b), _) => k.broker_ref(format!("{p}.broker"), b, &brokers),
+            (SourceKind::Mqtt, Some(b), _) => {
+                if reportable(c, "brokers", b) {
+                    k.broker_ref(format!("{p}.broker"), b, &brokers);
+                }
+            }
             (SourceKind::Mqtt, None, _) => {
                 k.err(format!("{p}.broker"), "is required for kind = \"mqtt\"")
             }
             (SourceKind::Opcua, _, Some(name)) => {
                 let servers = c.opcua_servers.keys().map(String::as_str).collect();
-                k.named_ref(format!("{p}.server"), "OPC UA server", name, &servers);
+                if reportable(c, "opcua_servers", name) {
+                    k.named_ref(format!("{p}.server"), "OPC UA server", name, &servers);
+                }
                 if s.publishing_interval_ms == 0 {
                     k.err(format!("{p}.publishing_interval_ms"), "must be >= 1");
                 }
@@ -233,11 +244,15 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
     }
 
     if let Some(al) = &c.sinks.alerts {
-        k.broker_ref("sinks.alerts.broker".into(), &al.broker, &brokers);
+        if reportable(c, "brokers", &al.broker) {
+            k.broker_ref("sinks.alerts.broker".into(), &al.broker, &brokers);
+        }
         k.qos("sinks.alerts.qos".into(), al.qos);
     }
     if let Some(u) = &c.sinks.upstream {
-        k.broker_ref("sinks.upstream.broker".into(), &u.broker, &brokers);
+        if reportable(c, "brokers", &u.broker) {
+            k.broker_ref("sinks.upstream.broker".into(), &u.broker, &brokers);
+        }
         if u.max_batch_records == 0 {
             k.err("sinks.upstream.max_batch_records", "must be >= 1");
         }
@@ -320,6 +335,7 @@ fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
             foreign_keys(&mut k, &p, &o.keys, s.kind, "tag");
         }
         match c.sources.iter().find(|s| s.id == t.source) {
+            None if !reportable(c, "sources", &t.source) => {}
             None => k.err(
                 format!("{p}.source"),
                 format!("no source with id {:?}", t.source),
