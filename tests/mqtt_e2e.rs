@@ -455,3 +455,64 @@ async fn tag_ids_survive_a_reordered_configuration_across_a_restart() {
     );
     second.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A flood of malformed input keeps the truth without flooding the journal: the first of
+/// each kind in full, the rest in summaries whose counts are exact; good samples in between
+/// all get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_flood_is_summarised_with_exact_counts() {
+    use pdtf_connectors::malformed::{summarised_count, FULL_PER_WINDOW};
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&agent_config(dir.path(), port, port)).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    wait_until_sample(&agent, &publisher).await;
+    let good_before = Stats::get(&agent.stats.samples_in);
+    for i in 0..3_000u32 {
+        publisher.send("line/flow", "ERR").await;
+        publisher.send("line/temp", "{not json").await;
+        if i % 10 == 0 {
+            publisher.send("line/flow", format!("{i}")).await;
+        }
+    }
+    wait_until("every input seen", WAIT, || {
+        Stats::get(&agent.stats.malformed_in) == 6_000
+            && Stats::get(&agent.stats.samples_in) >= good_before + 300
+    })
+    .await;
+    agent.shutdown(Duration::from_secs(1)).await; // a stopping source summarises at once
+    let j = pdtf_agent::journal::open(pdtf_agent::config::Engine::Redb, &dir.path().join("state"))
+        .unwrap();
+    let records = j.read_from(Seq(1), usize::MAX).unwrap();
+    let malformed: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::Malformed(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let summarised: u64 = malformed.iter().filter_map(|m| summarised_count(m)).sum();
+    let full = malformed
+        .iter()
+        .filter(|m| summarised_count(m).is_none())
+        .count() as u64;
+    assert_eq!(
+        full + summarised,
+        6_000,
+        "every malformed input accounted for"
+    );
+    assert!(
+        full <= 2 * u64::from(FULL_PER_WINDOW) * 3,
+        "{full} recorded one by one"
+    );
+    assert!(
+        malformed.len() < 100,
+        "{} malformed records",
+        malformed.len()
+    );
+    let good = records
+        .iter()
+        .filter(|r| matches!(&r.body, RecordBody::Sample(s) if s.tag.0 == 1))
+        .count();
+    assert!(good >= 301, "good samples among the flood: {good}");
+}

@@ -6,6 +6,7 @@
 
 pub mod alert;
 pub mod backoff;
+pub mod malformed;
 pub mod mqtt;
 pub mod opcua;
 pub mod source;

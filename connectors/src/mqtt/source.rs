@@ -6,6 +6,7 @@
 //! flush interval passes, and always before a `Malformed` or `Gap` so order is kept.
 
 use super::{BrokerConfig, Link, LinkError, TopicMap};
+use crate::malformed::MalformedGate;
 use crate::{Outage, SourceMsg, Stats};
 use pdtf_models::{Malformed, Sample, TagId, Timestamp};
 use rumqttc::{ConnectReturnCode, Event, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
@@ -41,6 +42,8 @@ struct Session<'a> {
     out: &'a mpsc::Sender<SourceMsg>,
     stats: &'a Stats,
     batch: Vec<Sample>,
+    /// Outlives the session: a flood's window goes on across reconnects.
+    malformed: &'a mut MalformedGate,
 }
 
 impl Session<'_> {
@@ -66,13 +69,32 @@ impl Session<'_> {
         Stats::add(&self.stats.samples_in, (self.batch.len() - before) as u64);
         for reason in errors {
             Stats::add(&self.stats.malformed_in, 1);
-            warn!(source = %self.src.id, topic, %reason, "Payload skipped; recorded as malformed.");
             let m = Malformed::new(&self.src.id, topic, reason, payload);
+            let Some(m) = self.malformed.offer(m, now()) else {
+                continue; // counted into the window's summary
+            };
+            warn!(source = %self.src.id, topic, reason = %m.reason, "Payload skipped; recorded as malformed.");
             if !self.send(SourceMsg::Malformed(m)).await {
                 return false;
             }
         }
         self.batch.len() < self.src.max_batch_samples || self.flush().await
+    }
+
+    /// Sends the flood summaries that are due (all of them when `all`).
+    async fn summaries(&mut self, all: bool) -> bool {
+        let due = if all {
+            self.malformed.drain()
+        } else {
+            self.malformed.due(now())
+        };
+        for m in due {
+            warn!(source = %self.src.id, reason = %m.reason, "Malformed inputs summarised.");
+            if !self.send(SourceMsg::Malformed(m)).await {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -97,6 +119,7 @@ impl MqttSource {
         let tags = self.map.tags();
         let mut backoff = self.broker.backoff();
         let mut outage = Outage::default();
+        let mut malformed = MalformedGate::default();
         let role = format!("src-{}", self.id);
         loop {
             let exit = match self.broker.options(&self.agent_id, &role) {
@@ -108,7 +131,7 @@ impl MqttSource {
                         &stats,
                         &shutdown,
                         &tags,
-                        &mut outage,
+                        (&mut outage, &mut malformed),
                         &mut backoff,
                     )
                     .await
@@ -150,7 +173,7 @@ impl MqttSource {
         stats: &Stats,
         shutdown: &CancellationToken,
         tags: &[TagId],
-        outage: &mut Outage,
+        (outage, malformed): (&mut Outage, &mut MalformedGate),
         backoff: &mut super::Backoff,
     ) -> Exit {
         let mut s = Session {
@@ -158,6 +181,7 @@ impl MqttSource {
             out,
             stats,
             batch: Vec::with_capacity(self.max_batch_samples),
+            malformed,
         };
         let filters = self.filters();
         let mut tick = tokio::time::interval(self.flush_interval.max(Duration::from_millis(1)));
@@ -166,10 +190,11 @@ impl MqttSource {
             tokio::select! {
                 _ = shutdown.cancelled() => {
                     s.flush().await;
+                    s.summaries(true).await;
                     return Exit::Shutdown;
                 }
                 _ = tick.tick() => {
-                    if !s.flush().await {
+                    if !s.flush().await || !s.summaries(false).await {
                         return Exit::Shutdown;
                     }
                 }
