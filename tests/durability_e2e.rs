@@ -507,3 +507,77 @@ async fn a_runtime_problem_is_named_plainly_before_anything_connects() {
         "nothing connects before the checks pass"
     );
 }
+
+/// Quota recovery across a restart tells the truth: stopping while over quota records the
+/// refused span with its count, and a restart under a raised quota clears the retained
+/// `journal_full` alarm at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_under_a_raised_quota_clears_journal_full_and_keeps_the_count() {
+    let port = broker();
+    let proxy = Proxy::start(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    proxy.cut(); // no upstream, so no purge: the journal only grows
+    let config = |quota: u64| {
+        let mut c = agent_config_with(
+            dir.path(),
+            port,
+            proxy.port,
+            &format!("[journal]\nhousekeeping_interval_s = 1\nmax_size_bytes = {quota}\n"),
+            "",
+        );
+        c.sinks.alerts.as_mut().unwrap().broker = "plant".into();
+        c
+    };
+    let first = Agent::start(&config(1 << 20)).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    feed_until(&first, &publisher, 1).await;
+    let mut i = 0u64;
+    while Stats::get(&first.stats.samples_refused) == 0 {
+        for _ in 0..500 {
+            publisher
+                .send("line/flow", format!("{}.{i}", i % 1000))
+                .await;
+            i += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(i < 400_000, "never refused a sample");
+    }
+    first.shutdown(Duration::ZERO).await;
+    let j = pdtf_agent::journal::open(pdtf_agent::config::Engine::Redb, &dir.path().join("state"))
+        .unwrap();
+    let last = j.read_back(Seq(u64::MAX), 10).unwrap();
+    let gap = last
+        .iter()
+        .find_map(|r| match &r.body {
+            RecordBody::Gap(g) if g.source == "journal" => Some(g.reason.clone()),
+            _ => None,
+        })
+        .expect("the refused span is recorded at stop");
+    assert!(
+        gap.contains("samples not recorded") && !gap.contains(": 0 "),
+        "{gap}"
+    );
+    assert!(last
+        .iter()
+        .any(|r| matches!(&r.body, RecordBody::Audit(a) if a.event == "storage_full_at_stop")));
+    drop(j);
+
+    let scada = Consumer::start(port, "scada", "pdtf/s1/a1/l1/alarms/_agent/#").await;
+    wait_until("the stale retained alarm is seen", WAIT, || {
+        scada
+            .snapshot()
+            .iter()
+            .any(|m| m.json()["state"] == "active")
+    })
+    .await;
+    let second = Agent::start(&config(64 << 20)).unwrap();
+    wait_until("retained journal_full cleared", WAIT, || {
+        scada
+            .snapshot()
+            .last()
+            .is_some_and(|m| m.json()["state"] == "inactive")
+    })
+    .await;
+    assert!(!Stats::flag(&second.stats.store_full));
+    second.shutdown(Duration::ZERO).await;
+}

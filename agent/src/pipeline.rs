@@ -174,17 +174,19 @@ impl LinePipeline {
             self.commit(entries).await;
         }
         // Held samples of compressed tags belong to the record before the agent stops.
-        let mut out = Vec::new();
+        let mut kept = Vec::new();
         for c in &mut self.compressors {
-            c.flush(&mut out);
+            c.flush(&mut kept);
         }
-        let entries = out
-            .into_iter()
-            .map(|s| Entry {
-                time: s.agent_time,
-                body: RecordBody::Sample(s),
-            })
-            .collect();
+        let mut entries = Vec::new();
+        self.record_samples(&mut kept, &mut entries);
+        // Stopping while over quota: the refused span so far is recorded now, with its
+        // count, instead of vanishing with the process.
+        let detail = format!(
+            "agent stopping while the journal is over quota; {} samples were not recorded",
+            self.refusal.as_ref().map_or(0, |r| r.samples)
+        );
+        self.end_refusal(&mut entries, "storage_full_at_stop", detail);
         self.commit(entries).await;
     }
 
@@ -214,35 +216,40 @@ impl LinePipeline {
                 });
             }
             (Some(r), false) => {
-                let t = now();
                 info!(
                     samples_not_recorded = r.samples,
                     "Journal back under quota; recording samples again."
                 );
-                out.push(Entry {
-                    time: t,
-                    body: RecordBody::Gap(Gap {
-                        source: "journal".into(),
-                        start: r.since,
-                        end: t,
-                        reason: format!("journal over quota: {} samples not recorded", r.samples),
-                        tags: self.configured.clone(),
-                    }),
-                });
-                out.push(audit(
-                    "storage_ok",
-                    format!(
-                        "journal under quota again; {} samples were not recorded",
-                        r.samples
-                    ),
-                ));
+                let detail = format!(
+                    "journal under quota again; {} samples were not recorded",
+                    r.samples
+                );
+                self.end_refusal(out, "storage_ok", detail);
                 if let Some(b) = &self.board {
-                    b.set_system("journal_full", false, "journal under quota", t);
+                    b.set_system("journal_full", false, "journal under quota", now());
                 }
-                self.refusal = None;
             }
             _ => {}
         }
+    }
+
+    /// Closes a refused span: its gap record with the exact count, and an audit entry.
+    fn end_refusal(&mut self, out: &mut Vec<Entry>, event: &str, detail: String) {
+        let Some(r) = self.refusal.take() else {
+            return;
+        };
+        let t = now();
+        out.push(Entry {
+            time: t,
+            body: RecordBody::Gap(Gap {
+                source: "journal".into(),
+                start: r.since,
+                end: t,
+                reason: format!("journal over quota: {} samples not recorded", r.samples),
+                tags: self.configured.clone(),
+            }),
+        });
+        out.push(audit(event, detail));
     }
 
     fn record_samples(&mut self, kept: &mut Vec<Sample>, out: &mut Vec<Entry>) {
@@ -312,13 +319,12 @@ impl LinePipeline {
             }
             Control::Tick => {
                 let (now, mut out) = (now(), Vec::new());
+                let mut entries = Vec::new();
+                self.track_full(&mut entries);
                 for d in &mut self.detectors {
                     d.on_tick(now, &self.twin, &mut out);
                 }
-                let entries = out
-                    .into_iter()
-                    .map(|body| Entry { time: now, body })
-                    .collect();
+                entries.extend(out.into_iter().map(|body| Entry { time: now, body }));
                 self.commit(entries).await;
             }
             Control::Audit { event, detail } => self.audit(&event, detail).await,

@@ -292,6 +292,12 @@ impl Agent {
         let prefix = c.topic_prefix();
         let mut health_addr = None;
 
+        // The quota state is known before anything runs, so a retained `journal_full` left
+        // active by an earlier run is cleared at once when the journal is under quota now
+        // (and raised by the pipeline within a tick when it is not).
+        let bytes = journal.stored_bytes()?;
+        Stats::set(&stats.journal_bytes, bytes);
+        Stats::set_flag(&stats.store_full, bytes > c.journal.max_size_bytes);
         let board = c.sinks.alerts.as_ref().map(|_| {
             let names = registry
                 .names()
@@ -304,6 +310,16 @@ impl Agent {
                 .collect();
             Arc::new(AlertBoard::new(c.agent.id.clone(), prefix.clone(), names))
         });
+        if let Some(b) = &board {
+            if !Stats::flag(&stats.store_full) {
+                b.set_system(
+                    "journal_full",
+                    false,
+                    "journal under quota",
+                    crate::pipeline::now(),
+                );
+            }
+        }
         let mut sinks = Vec::new();
         if let (Some(al), Some(board)) = (&c.sinks.alerts, &board) {
             let p = AlertPublisher {
