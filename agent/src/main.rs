@@ -365,8 +365,13 @@ fn main() -> ExitCode {
         }
         Command::Run { config } => {
             init_logging("info,rumqttd=warn,opcua_client=off,opcua_core=off");
-            rt().context("starting runtime")
-                .and_then(|rt| rt.block_on(run(config)))
+            rt().context("starting runtime").and_then(|rt| {
+                let r = rt.block_on(run(config));
+                // A journal call stuck in a blocking thread (a dead disk) must not keep the
+                // process alive past its stop: dropping the runtime would wait for it.
+                rt.shutdown_timeout(Duration::from_secs(2));
+                r
+            })
         }
         Command::Demo {
             duration,
