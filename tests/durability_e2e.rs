@@ -20,6 +20,21 @@ async fn feed_until(agent: &Agent, publisher: &Publisher, n: u64) {
     }
 }
 
+/// Publishes distinct `flow` values in bursts while `more` holds (at most 400,000).
+async fn feed_while(publisher: &Publisher, what: &str, mut more: impl FnMut() -> bool) {
+    let mut i = 0u64;
+    while more() {
+        for _ in 0..500 {
+            publisher
+                .send("line/flow", format!("{}.{i}", i % 1000))
+                .await;
+            i += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(i < 400_000, "never happened: {what}");
+    }
+}
+
 fn bodies(agent: &Agent) -> Vec<RecordBody> {
     let first = agent.journal.first_seq().unwrap();
     agent
@@ -161,17 +176,10 @@ async fn a_full_journal_refuses_samples_keeps_alarms_and_recovers_with_a_gap() {
     let publisher = Publisher::start(port, "plc-sim");
     feed_until(&agent, &publisher, 1).await;
     // Fill past 1 MiB of record data.
-    let mut i = 0u64;
-    while !Stats::flag(&agent.stats.store_full) {
-        for _ in 0..500 {
-            publisher
-                .send("line/flow", format!("{}.{i}", i % 1000))
-                .await;
-            i += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(i < 400_000, "journal never reported full");
-    }
+    feed_while(&publisher, "journal reports full", || {
+        !Stats::flag(&agent.stats.store_full)
+    })
+    .await;
     wait_until("samples refused", WAIT, || {
         let _ = publisher
             .client
@@ -531,17 +539,10 @@ async fn a_restart_under_a_raised_quota_clears_journal_full_and_keeps_the_count(
     let first = Agent::start(&config(1 << 20)).unwrap();
     let publisher = Publisher::start(port, "plc-sim");
     feed_until(&first, &publisher, 1).await;
-    let mut i = 0u64;
-    while Stats::get(&first.stats.samples_refused) == 0 {
-        for _ in 0..500 {
-            publisher
-                .send("line/flow", format!("{}.{i}", i % 1000))
-                .await;
-            i += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(i < 400_000, "never refused a sample");
-    }
+    feed_while(&publisher, "a sample refused", || {
+        Stats::get(&first.stats.samples_refused) == 0
+    })
+    .await;
     first.shutdown(Duration::ZERO).await;
     let j = pdtf_agent::journal::open(pdtf_agent::config::Engine::Redb, &dir.path().join("state"))
         .unwrap();

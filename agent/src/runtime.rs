@@ -1,5 +1,5 @@
-//! Topology wiring: builds the tag table, sources, line pipeline and sinks from a `Config`
-//! and runs them until shutdown.
+//! Topology wiring: builds the sources, line pipeline and sinks from a `Config` (with what
+//! `startup` reads from the journal) and runs them, supervised, until shutdown.
 //!
 //! Shutdown order keeps the invariants: sources stop first (flushing their batches), the
 //! pipeline commits everything they sent and writes the `agent_stop` audit record, the
@@ -9,6 +9,7 @@ use crate::config::{CompressionModeConfig, Config, DeadbandKind, SourceConfig, S
 use crate::housekeeping::Housekeeping;
 use crate::journal::Store;
 use crate::pipeline::{Control, LinePipeline};
+use crate::startup::{config_digest, restore_alarms, startup_records, tag_table};
 use crate::supervise::Supervisor;
 use futures_util::FutureExt;
 use pdtf_connectors::alert::{AlertBoard, AlertPublisher};
@@ -20,17 +21,14 @@ use pdtf_models::compress::{CompressionMode, CompressionSpec, TagCompressor};
 use pdtf_models::detect::{Detector, LimitDetector};
 use pdtf_models::record::Audit;
 use pdtf_models::twin::LineTwin;
-use pdtf_models::{
-    Condition, Entry, Gap, Journal, LimitSpec, RecordBody, Seq, TagId, TagRegistry, TagSpec,
-    TagTable,
-};
+use pdtf_models::{Entry, RecordBody, TagId, TagRegistry, TagTable};
 use rumqttc::QoS;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
 pub fn qos(q: u8) -> QoS {
     match q {
@@ -94,135 +92,6 @@ async fn ticker(out: mpsc::Sender<Control>, stop: CancellationToken) {
             return;
         }
     }
-}
-
-/// The configured tags by durable id: `ids[i]` is the id the registry gave `c.tags[i]`;
-/// ids of tags not configured now have no spec.
-fn tag_table(c: &Config, ids: &[TagId], id_space: usize) -> TagTable {
-    let mut specs = vec![None; id_space];
-    for (t, id) in c.tags.iter().zip(ids) {
-        specs[id.index()] = Some(TagSpec {
-            name: t.name.clone(),
-            unit: t.unit.clone(),
-            limits: t.limits.map(|l| LimitSpec {
-                lolo: l.lolo,
-                lo: l.lo,
-                hi: l.hi,
-                hihi: l.hihi,
-                deadband: l.deadband,
-                on_delay_ms: l.on_delay_ms,
-            }),
-        });
-    }
-    TagTable::new(specs)
-}
-
-/// How far back the start-up scan for the last alarm state of each tag looks.
-const ALARM_RESTORE_SCAN_RECORDS: usize = 500_000;
-
-/// The last alarm transition of each detector condition, newest first from the journal end,
-/// within `ALARM_RESTORE_SCAN_RECORDS`: it seeds the detectors and the retained alarm board so
-/// a restart neither forgets an active alarm nor leaves a stale one standing.
-fn restore_alarms(
-    journal: &dyn Journal,
-    last: u64,
-    detectors: &mut [Box<dyn Detector>],
-    board: Option<&AlertBoard>,
-) -> Result<usize, pdtf_models::JournalError> {
-    let mut wanted: std::collections::BTreeSet<Condition> =
-        detectors.iter().flat_map(|d| d.conditions()).collect();
-    let mut before = last + 1;
-    let mut scanned = 0;
-    let mut active = 0;
-    while !wanted.is_empty() && scanned < ALARM_RESTORE_SCAN_RECORDS && before > 1 {
-        let chunk = journal.read_back(Seq(before), 10_000)?;
-        let Some(oldest) = chunk.last() else { break };
-        before = oldest.seq.0;
-        scanned += chunk.len();
-        for r in &chunk {
-            let RecordBody::Alarm(a) = &r.body else {
-                continue;
-            };
-            if !wanted.remove(&a.condition) {
-                continue;
-            }
-            if detectors.iter_mut().any(|d| d.restore(a)) && a.is_raise() {
-                active += 1;
-            }
-            if let Some(b) = board {
-                b.accept(r);
-            }
-        }
-    }
-    Ok(active)
-}
-
-/// SHA-256 over the agent file and every included tag file (in load order, each prefixed
-/// by its path), so the audit trail names the exact configuration a run used.
-fn config_digest(c: &Config) -> String {
-    use sha2::{Digest, Sha256};
-    let mut files = vec![c.file.clone()];
-    for o in &c.tag_origins {
-        if !files.contains(&o.file) {
-            files.push(o.file.clone());
-        }
-    }
-    let mut d = Sha256::new();
-    for f in files {
-        d.update(f.as_bytes());
-        d.update(std::fs::read(&f).unwrap_or_default());
-    }
-    pdtf_models::record::hex(&d.finalize().into())
-}
-
-/// The records that open a run: the downtime since the last record as a gap (every restart
-/// is a hole in the data), a `crash_recovery` audit when the last run did not end with
-/// `agent_stop`, then `agent_start`.
-fn startup_records(
-    journal: &dyn Journal,
-    last: u64,
-    tags: &[TagId],
-    detail: String,
-) -> Result<Vec<Entry>, pdtf_models::JournalError> {
-    let now = crate::pipeline::now();
-    let audit = |event: &str, detail: String| Entry {
-        time: now,
-        body: RecordBody::Audit(Audit {
-            event: event.to_owned(),
-            detail,
-        }),
-    };
-    let mut out = Vec::new();
-    if let Some(prev) = journal.read_from(Seq(last), 1)?.pop() {
-        let clean = matches!(&prev.body, RecordBody::Audit(a) if a.event == "agent_stop");
-        let reason = if clean {
-            "agent stopped"
-        } else {
-            "agent stopped without a clean shutdown (crash, kill or power loss)"
-        };
-        out.push(Entry {
-            time: now,
-            body: RecordBody::Gap(Gap {
-                source: "agent".into(),
-                start: prev.time,
-                end: now,
-                reason: reason.into(),
-                tags: tags.to_vec(),
-            }),
-        });
-        if !clean {
-            warn!(
-                last_seq = last,
-                "Previous run ended without a clean stop; recording crash recovery."
-            );
-            out.push(audit(
-                "crash_recovery",
-                format!("previous run ended after seq {last} without agent_stop; the journal reopened intact"),
-            ));
-        }
-    }
-    out.push(audit("agent_start", detail));
-    Ok(out)
 }
 
 impl Agent {
