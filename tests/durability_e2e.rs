@@ -344,18 +344,6 @@ async fn restarting_the_agent_mid_drain_gives_duplicates_only() {
     second.shutdown(Duration::from_secs(1)).await;
 }
 
-/// Distinct `flow` values (whole numbers) among the samples the historian received.
-fn upstream_flow_values(h: &Consumer) -> std::collections::BTreeSet<u64> {
-    h.snapshot()
-        .iter()
-        .filter(|m| m.topic.ends_with("/records"))
-        .flat_map(|m| m.json()["records"].as_array().unwrap().clone())
-        .filter(|r| r["body"]["sample"]["tag"] == 1)
-        .filter_map(|r| r["body"]["sample"]["value"].as_f64())
-        .map(|v| v as u64)
-        .collect()
-}
-
 /// `full_policy = "block"`: the quota fills while upstream is away, intake is held back (the
 /// sources wait), then upstream acknowledges, retention purges through the control path, and
 /// intake resumes — every sample sent, also those sent while held back, reaches upstream.
@@ -572,13 +560,9 @@ async fn a_restart_under_a_raised_quota_clears_journal_full_and_keeps_the_count(
     })
     .await;
     let second = Agent::start(&config(64 << 20)).unwrap();
-    wait_until("retained journal_full cleared", WAIT, || {
-        scada
-            .snapshot()
-            .last()
-            .is_some_and(|m| m.json()["state"] == "inactive")
-    })
-    .await;
+    scada
+        .wait_last_state("inactive", "retained journal_full cleared")
+        .await;
     assert!(!Stats::flag(&second.stats.store_full));
     second.shutdown(Duration::ZERO).await;
 }

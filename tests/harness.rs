@@ -179,6 +179,16 @@ impl Consumer {
     pub fn snapshot(&self) -> Vec<Message> {
         self.messages.lock().unwrap().clone()
     }
+
+    /// Waits until the last message received has `"state": state` (an alarm topic's state).
+    pub async fn wait_last_state(&self, state: &str, what: &str) {
+        wait_until(what, Duration::from_secs(60), || {
+            self.snapshot()
+                .last()
+                .is_some_and(|m| m.json()["state"] == state)
+        })
+        .await;
+    }
 }
 
 impl Drop for Consumer {
@@ -416,4 +426,86 @@ pub fn upstream_seqs(messages: &[Message]) -> (Vec<u64>, usize) {
     seqs.dedup();
     let dups = total - seqs.len();
     (seqs, dups)
+}
+
+/// Distinct `flow` values (whole numbers) among the samples the historian received.
+pub fn upstream_flow_values(h: &Consumer) -> std::collections::BTreeSet<u64> {
+    h.snapshot()
+        .iter()
+        .filter(|m| m.topic.ends_with("/records"))
+        .flat_map(|m| m.json()["records"].as_array().unwrap().clone())
+        .filter(|r| r["body"]["sample"]["tag"] == 1)
+        .filter_map(|r| r["body"]["sample"]["value"].as_f64())
+        .map(|v| v as u64)
+        .collect()
+}
+
+/// A small real filesystem: a tmpfs of `bytes` mounted at a directory, unmounted on drop.
+/// Mounting needs CAP_SYS_ADMIN: root (as `.ci/run` is), or the test re-runs itself in a
+/// user and mount namespace of its own (`in_own_mount_namespace`).
+pub struct SmallFs {
+    pub at: std::path::PathBuf,
+}
+
+impl SmallFs {
+    pub fn mount(at: &Path, bytes: u64) -> Result<SmallFs, String> {
+        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "pdtf-test"])
+            .arg(at)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(SmallFs { at: at.to_owned() })
+    }
+
+    /// Writes `name` until the filesystem is full (ENOSPC) or it holds `max` bytes; returns
+    /// the bytes written.
+    pub fn fill(&self, name: &str, max: u64) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.at.join(name)).expect("filler file");
+        let chunk = vec![0xA5u8; 64 * 1024];
+        let mut written = 0;
+        while written < max {
+            match f.write(&chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => written += n as u64,
+            }
+        }
+        let _synced = f.sync_all();
+        written
+    }
+
+    pub fn free(&self, name: &str) {
+        std::fs::remove_file(self.at.join(name)).expect("filler removed");
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _unmounted = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.at)
+            .status();
+    }
+}
+
+/// When this process may not mount (not root), runs test `name` of this test binary again
+/// inside `unshare --user --map-root-user --mount`, where it may, and returns its success.
+/// Returns `None` when this process already is that re-run (mounting must then work).
+pub fn in_own_mount_namespace(name: &str) -> Option<bool> {
+    if std::env::var_os("PDTF_TEST_IN_NAMESPACE").is_some() {
+        return None;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let status = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "--"])
+        .arg(exe)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env("PDTF_TEST_IN_NAMESPACE", "1")
+        .status()
+        .expect("unshare runs (util-linux)");
+    Some(status.success())
 }

@@ -307,13 +307,9 @@ async fn an_alarm_active_at_restart_clears_after_it() {
     })
     .await;
     let scada = Consumer::start(port, "scada-late", "pdtf/s1/a1/l1/alarms/temp").await;
-    wait_until("retained state is inactive", WAIT, || {
-        scada
-            .snapshot()
-            .last()
-            .is_some_and(|m| m.json()["state"] == "inactive")
-    })
-    .await;
+    scada
+        .wait_last_state("inactive", "retained state is inactive")
+        .await;
     let last_alarm = journal_bodies(&second)
         .into_iter()
         .filter_map(|b| match b {

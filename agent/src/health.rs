@@ -1,6 +1,6 @@
 //! Loopback HTTP: `/healthz` (the process serves), `/readyz` (the journal is open and fully
-//! verified, not over quota, and no component reports a problem such as a TLS failure) and
-//! `/metrics` (Prometheus text).
+//! verified, not over quota, and no component reports a problem such as a TLS failure or a
+//! failing journal write) and `/metrics` (Prometheus text).
 //!
 //! Hand-written on purpose: three GET endpoints on loopback do not justify an HTTP stack in
 //! the dependency tree. Requests over 8 KiB or slower than 5 s are dropped.

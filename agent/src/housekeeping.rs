@@ -11,13 +11,14 @@
 use crate::config::JournalConfig;
 use crate::pipeline::now;
 use crate::pipeline::Control;
+use pdtf_connectors::repeat::{Repeats, Report};
 use pdtf_connectors::Stats;
 use pdtf_models::{Journal, JournalError, Seq, Timestamp};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 pub const PURGE_CHUNK: usize = 10_000;
 
@@ -64,13 +65,28 @@ impl Housekeeping {
         let mut tick = tokio::time::interval(Duration::from_secs(
             self.config.housekeeping_interval_s.max(1),
         ));
+        let mut failures = Repeats::default();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.round().await {
-                error!(error = %e, "Housekeeping failed; retrying next round.");
+            let now = std::time::Instant::now();
+            match self.round().await {
+                Ok(()) => {
+                    if let Some(e) = failures.succeeded(now) {
+                        info!(failures = e.failures, "Housekeeping works again.");
+                    }
+                }
+                Err(e) => match failures.failed(&e, now) {
+                    Report::First => {
+                        error!(error = %e, "Housekeeping failed; retrying every round. Repeats are counted, not logged.")
+                    }
+                    Report::Summary { failures, .. } => {
+                        warn!(error = %e, failures, "Housekeeping still failing.")
+                    }
+                    Report::Quiet => {}
+                },
             }
         }
     }

@@ -18,6 +18,7 @@
 //! never queue behind the data it would make room for.
 
 use crate::config::FullPolicy;
+use pdtf_connectors::repeat::{Repeats, Report};
 use pdtf_connectors::{alert::AlertBoard, SourceMsg, Stats};
 use pdtf_models::compress::TagCompressor;
 use pdtf_models::detect::Detector;
@@ -68,6 +69,57 @@ fn audit(event: &str, detail: String) -> Entry {
     }
 }
 
+/// Longest pause between retries of a failed commit: recovery follows freed space this fast.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
+/// How long commits must keep succeeding before a storage outage is over.
+pub const RECOVERY_HOLD: Duration = Duration::from_secs(3);
+
+/// How long a stopping agent keeps retrying a failing journal before it gives up.
+pub const STOP_GIVE_UP: Duration = Duration::from_secs(10);
+
+/// An error that says the filesystem is out of space (ENOSPC, or its quota twin EDQUOT).
+pub fn is_disk_full(error: &str) -> bool {
+    [
+        "No space left on device",
+        "os error 28",
+        "Disk quota exceeded",
+        "os error 122",
+    ]
+    .iter()
+    .any(|m| error.contains(m))
+}
+
+/// Journal commits failing since `since`.
+struct StorageOutage {
+    since: Timestamp,
+    disk_full: bool,
+    /// What the last successful reopen checked.
+    reopened: Option<String>,
+    /// Commits have succeeded since then (none failed after).
+    writable_since: Option<Instant>,
+}
+
+impl StorageOutage {
+    /// The system alarm: a full disk is the journal being full, anything else a failure.
+    fn alarm(&self) -> &'static str {
+        if self.disk_full {
+            "journal_full"
+        } else {
+            "journal_failed"
+        }
+    }
+
+    fn recovered_detail(&self, failures: u64) -> String {
+        format!(
+            "journal commits failed from {} ({}; {failures} failed attempts); {}; the records held back were committed when writes succeeded again, nothing accepted was lost",
+            pdtf_connectors::alert::rfc3339(self.since),
+            if self.disk_full { "filesystem full" } else { "write error" },
+            self.reopened.as_deref().unwrap_or("the store accepted a retry without a reopen")
+        )
+    }
+}
+
 /// Samples not recorded while the journal was full.
 struct Refusal {
     since: Timestamp,
@@ -92,6 +144,11 @@ pub struct LinePipeline {
     pub beat: watch::Sender<Instant>,
     refusal: Option<Refusal>,
     kept: Vec<Sample>,
+    /// The sources' stop: a commit that keeps failing gives up `STOP_GIVE_UP` after it.
+    stopping: CancellationToken,
+    stop_seen: Option<Instant>,
+    commit_log: Repeats,
+    outage: Option<StorageOutage>,
 }
 
 impl LinePipeline {
@@ -120,6 +177,10 @@ impl LinePipeline {
             beat: watch::channel(Instant::now()).0,
             refusal: None,
             kept: Vec::new(),
+            stopping: CancellationToken::new(),
+            stop_seen: None,
+            commit_log: Repeats::default(),
+            outage: None,
         }
     }
 
@@ -131,6 +192,7 @@ impl LinePipeline {
         mut control: mpsc::Receiver<Control>,
         stop: CancellationToken,
     ) {
+        self.stopping = stop.clone();
         let mut scratch = Vec::new();
         let mut control_open = true;
         let mut holding = false;
@@ -326,6 +388,7 @@ impl LinePipeline {
                 }
                 entries.extend(out.into_iter().map(|body| Entry { time: now, body }));
                 self.commit(entries).await;
+                self.end_outage().await;
             }
             Control::Audit { event, detail } => self.audit(&event, detail).await,
         }
@@ -354,31 +417,146 @@ impl LinePipeline {
     }
 
     /// Commits with retry; returns the accepted records after handing them on.
+    ///
+    /// A failure (a full disk, a broken store) makes the agent not-ready and raises the
+    /// critical system alarm at once; the journal is closed, reopened and verified before
+    /// each retry, because redb refuses every write on a handle that saw an I/O error; the
+    /// sources wait meanwhile. The first error is logged in full, repeats are counted. Once
+    /// commits have succeeded for `RECOVERY_HOLD` (a disk at the edge of full lets some
+    /// through), the outage ends with a `storage_recovered` audit record (`end_outage`).
+    /// Only a stop gives up, `STOP_GIVE_UP` after it was asked for: what was never committed
+    /// was never accepted, and the process must end within systemd's stop timeout.
     pub async fn commit(&mut self, entries: Vec<Entry>) -> Vec<Record> {
         if entries.is_empty() {
             return vec![];
         }
         let mut delay = Duration::from_millis(100);
         let records = loop {
+            self.beat.send_replace(Instant::now());
             let j = self.journal.clone();
             let batch = entries.clone();
             let started = Instant::now();
-            match tokio::task::spawn_blocking(move || j.append(batch)).await {
+            let failure = match tokio::task::spawn_blocking(move || j.append(batch)).await {
                 Ok(Ok(records)) => {
                     self.stats.observe_commit(started.elapsed());
+                    if let Some(o) = &mut self.outage {
+                        o.writable_since.get_or_insert_with(Instant::now);
+                    }
                     break records;
                 }
-                Ok(Err(e)) => {
-                    Stats::add(&self.stats.commit_errors, 1);
-                    error!(error = %e, records = entries.len(), retry_in_ms = delay.as_millis() as u64, "Journal commit failed; sources are held back until it succeeds.");
-                }
-                Err(e) => error!(error = %e, "Journal commit task failed; retrying."),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => format!("journal commit task failed: {e}"),
+            };
+            Stats::add(&self.stats.commit_errors, 1);
+            self.storage_failed(&failure, entries.len());
+            if self.giving_up(entries.len()) {
+                return vec![];
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stopping.cancelled() => {}
+            }
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+            let j = self.journal.clone();
+            match tokio::task::spawn_blocking(move || j.reopen()).await {
+                Ok(Ok(what)) => {
+                    Stats::add(&self.stats.store_reopens, 1);
+                    if let Some(o) = &mut self.outage {
+                        o.reopened = Some(what);
+                    }
+                }
+                Ok(Err(e)) => self.storage_failed(&format!("reopen: {e}"), entries.len()),
+                Err(e) => self.storage_failed(&format!("reopen task failed: {e}"), entries.len()),
+            }
         };
         self.accepted(&records);
         records
+    }
+
+    /// After a stop was asked for, a failing journal is given `STOP_GIVE_UP` more.
+    fn giving_up(&mut self, pending: usize) -> bool {
+        if !self.stopping.is_cancelled() {
+            return false;
+        }
+        let since = *self.stop_seen.get_or_insert_with(Instant::now);
+        if since.elapsed() < STOP_GIVE_UP {
+            return false;
+        }
+        error!(
+            entries = pending,
+            "Stopping with entries not committed: the journal is not writable. They were never accepted (nothing was acknowledged for them)."
+        );
+        true
+    }
+
+    fn storage_failed(&mut self, error: &str, pending: usize) {
+        let now_i = Instant::now();
+        let o = self.outage.get_or_insert_with(|| StorageOutage {
+            since: now(),
+            disk_full: is_disk_full(error),
+            reopened: None,
+            writable_since: None,
+        });
+        o.writable_since = None;
+        match self.commit_log.failed(error, now_i) {
+            Report::First => {
+                Stats::set_flag(&self.stats.store_failed, true);
+                Stats::set_flag(&self.stats.store_disk_full, o.disk_full);
+                let what = if o.disk_full {
+                    "journal write failed: the filesystem is full"
+                } else {
+                    "journal write failed"
+                };
+                self.stats
+                    .problem("journal_write", Some(format!("{what}: {error}")));
+                if let Some(b) = &self.board {
+                    b.set_system(o.alarm(), true, &format!("{what}: {error}"), o.since);
+                }
+                error!(error, entries = pending, "Journal commit failed: the agent is not ready and intake waits (nothing is accepted or acknowledged) while the journal is reopened and retried. Repeats of this error are counted, not logged.");
+            }
+            Report::Summary { failures, lasting } => warn!(
+                failures,
+                secs = lasting.as_secs(),
+                last_error = error,
+                "Journal commits still failing; intake is waiting."
+            ),
+            Report::Quiet => {}
+        }
+    }
+
+    /// Ends a storage outage once commits have succeeded for `RECOVERY_HOLD`: the audit
+    /// record, the alarm cleared, ready again.
+    async fn end_outage(&mut self) {
+        let held = self
+            .outage
+            .as_ref()
+            .and_then(|o| o.writable_since)
+            .is_some_and(|t| t.elapsed() >= RECOVERY_HOLD);
+        if !held {
+            return;
+        }
+        let Some(o) = self.outage.take() else { return };
+        let ended = self.commit_log.succeeded(Instant::now());
+        let failures = ended.as_ref().map_or(0, |e| e.failures);
+        self.commit(vec![audit(
+            "storage_recovered",
+            o.recovered_detail(failures),
+        )])
+        .await;
+        Stats::set_flag(&self.stats.store_failed, false);
+        Stats::set_flag(&self.stats.store_disk_full, false);
+        self.stats.problem("journal_write", None);
+        if let Some(b) = &self.board {
+            // The quota's alarm shares the name with the full disk's: kept while over quota.
+            if o.alarm() != "journal_full" || !Stats::flag(&self.stats.store_full) {
+                b.set_system(o.alarm(), false, "journal writable again", now());
+            }
+        }
+        warn!(
+            failures,
+            secs = ended.as_ref().map_or(0.0, |e| e.lasting.as_secs_f64()),
+            "Journal writable again; the outage is recorded as a storage_recovered audit record."
+        );
     }
 
     fn accepted(&mut self, records: &[Record]) {

@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod malformed;
 pub mod mqtt;
 pub mod opcua;
+pub mod repeat;
 pub mod source;
 pub mod stats;
 pub mod upstream;

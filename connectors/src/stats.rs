@@ -41,6 +41,12 @@ pub struct Stats {
     pub store_verify_done: AtomicBool,
     /// Set while the journal is over its quota.
     pub store_full: AtomicBool,
+    /// Set while journal commits fail (the disk is full or the store broke); intake waits.
+    pub store_failed: AtomicBool,
+    /// Set while journal commits fail because the filesystem is out of space.
+    pub store_disk_full: AtomicBool,
+    /// Times the journal was closed and reopened to recover from a failed write.
+    pub store_reopens: AtomicU64,
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
     commit_count: AtomicU64,
     commit_sum_ns: AtomicU64,
@@ -173,8 +179,20 @@ impl Stats {
         metric(
             "pdtf_journal_full",
             "gauge",
-            "1 while the journal is over its quota.",
-            u64::from(Self::flag(&self.store_full)),
+            "1 while the journal is over its quota or its filesystem is full.",
+            u64::from(Self::flag(&self.store_full) || Self::flag(&self.store_disk_full)),
+        );
+        metric(
+            "pdtf_journal_write_failed",
+            "gauge",
+            "1 while journal commits fail (intake waits until they succeed).",
+            u64::from(Self::flag(&self.store_failed)),
+        );
+        metric(
+            "pdtf_journal_reopens_total",
+            "counter",
+            "Times the journal was closed and reopened to recover from a failed write.",
+            g(&self.store_reopens),
         );
         metric(
             "pdtf_upstream_acked_seq",

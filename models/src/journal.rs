@@ -61,6 +61,15 @@ pub trait Journal: Send + Sync {
         registry: &TagRegistry,
         entries: Vec<Entry>,
     ) -> Result<Vec<Record>, JournalError>;
+
+    /// After a failed write: closes and reopens the store and checks that it still ends
+    /// where the writer's head says (nothing committed lost, nothing half-written kept).
+    /// Returns what was checked. An engine that refuses every write after one I/O error
+    /// (redb: "Previous I/O error occurred") recovers only this way; the default does
+    /// nothing, for engines that keep working on the same handle.
+    fn reopen(&self) -> Result<String, JournalError> {
+        Ok("the engine keeps its handle; nothing reopened".into())
+    }
 }
 
 /// The registry stored under the journal's registry key, or an empty one.

@@ -27,6 +27,7 @@ use redb::{
     WriteTransaction,
 };
 use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
 use tracing::{info, warn};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
@@ -41,7 +42,8 @@ pub(super) fn storage(e: impl std::fmt::Display) -> JournalError {
 }
 
 pub struct RedbJournal {
-    db: Database,
+    /// `None` only between closing a failed handle and reopening it (`reopen`).
+    db: RwLock<Option<Database>>,
     path: PathBuf,
     /// Next seq and the last link. Held for the whole append: the single-writer lock.
     head: Writer,
@@ -89,6 +91,31 @@ fn create_atomically(path: &Path) -> Result<(), JournalError> {
     Ok(())
 }
 
+/// Opens the file (redb repairs it here after an unclean stop or a failed write).
+fn open_db(path: &Path) -> Result<Database, JournalError> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => storage(format!(
+                "{} is in use by another process (is the agent running?)",
+                path.display()
+            )),
+            e => storage(format!("cannot open {}: {e}", path.display())),
+        })
+}
+
+/// The open handle, read-locked for one operation (a reopen waits for it).
+struct Open<'a>(RwLockReadGuard<'a, Option<Database>>);
+
+impl std::ops::Deref for Open<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        // `RedbJournal::db` makes an `Open` only from a `Some`.
+        self.0.as_ref().expect("an Open holds an open database")
+    }
+}
+
 impl RedbJournal {
     /// Opens (or creates) `state_dir/journal.redb`, migrating an older format explicitly.
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
@@ -100,16 +127,7 @@ impl RedbJournal {
         })?;
         let path = state_dir.join("journal.redb");
         create_atomically(&path)?;
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => storage(format!(
-                    "{} is in use by another process (is the agent running?)",
-                    path.display()
-                )),
-                e => storage(format!("cannot open {}: {e}", path.display())),
-            })?;
+        let db = open_db(&path)?;
         let tx = db.begin_write().map_err(storage)?;
         let empty = tx
             .open_table(RECORDS)
@@ -160,7 +178,7 @@ impl RedbJournal {
         };
         tx.commit().map_err(storage)?;
         Ok(Self {
-            db,
+            db: RwLock::new(Some(db)),
             path,
             head: Writer::new(head),
         })
@@ -170,9 +188,25 @@ impl RedbJournal {
         &self.path
     }
 
+    /// The handle for one operation. Callers keep it for the whole transaction (`let db =
+    /// self.db()?`), so a reopen waits until no transaction uses the old handle.
+    fn db(&self) -> Result<Open<'_>, JournalError> {
+        let g = self
+            .db
+            .read()
+            .map_err(|_| storage("journal handle lock poisoned"))?;
+        if g.is_none() {
+            return Err(storage(format!(
+                "{} is closed after a failed write and not reopened yet",
+                self.path.display()
+            )));
+        }
+        Ok(Open(g))
+    }
+
     /// Checks every stored record (see `verify_db`).
     pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport, JournalError> {
-        verify_db(&self.db, progress)
+        verify_db(&*self.db()?, progress)
     }
 }
 
@@ -361,7 +395,8 @@ impl Journal for RedbJournal {
         if entries.is_empty() {
             return Ok(vec![]);
         }
-        let tx = self.db.begin_write().map_err(storage)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(storage)?;
         let e = Self::append_in(&tx, &head, entries)?;
         tx.commit().map_err(storage)?;
         head.advance(&e);
@@ -370,7 +405,8 @@ impl Journal for RedbJournal {
 
     fn purge_through(&self, through: Seq, audit: Entry) -> Result<Vec<Record>, JournalError> {
         let mut head = self.head.lock()?;
-        let tx = self.db.begin_write().map_err(storage)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(storage)?;
         let acked = {
             let t = tx.open_table(CURSORS).map_err(storage)?;
             let v = t
@@ -400,7 +436,8 @@ impl Journal for RedbJournal {
     }
 
     fn first_seq(&self) -> Result<Seq, JournalError> {
-        let rtx = self.db.begin_read().map_err(storage)?;
+        let db = self.db()?;
+        let rtx = db.begin_read().map_err(storage)?;
         let t = rtx.open_table(RECORDS).map_err(storage)?;
         let first = t.first().map_err(storage)?.map(|(k, _)| k.value());
         match first {
@@ -410,7 +447,8 @@ impl Journal for RedbJournal {
     }
 
     fn tag_registry(&self) -> Result<TagRegistry, JournalError> {
-        let rtx = self.db.begin_read().map_err(storage)?;
+        let db = self.db()?;
+        let rtx = db.begin_read().map_err(storage)?;
         let t = rtx.open_table(META).map_err(storage)?;
         let v = t.get("tags").map_err(storage)?;
         registry_from(v.as_ref().map(|v| v.value()))
@@ -422,7 +460,8 @@ impl Journal for RedbJournal {
         entries: Vec<Entry>,
     ) -> Result<Vec<Record>, JournalError> {
         let mut head = self.head.lock()?;
-        let tx = self.db.begin_write().map_err(storage)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(storage)?;
         check_registry(registry, &registry_from(meta_get(&tx, "tags")?.as_deref())?)?;
         meta_set(&tx, "tags", &registry.encode())?;
         let e = Self::append_in(&tx, &head, entries)?;
@@ -432,14 +471,16 @@ impl Journal for RedbJournal {
     }
 
     fn stored_bytes(&self) -> Result<u64, JournalError> {
-        let tx = self.db.begin_write().map_err(storage)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(storage)?;
         let stats = tx.stats().map_err(storage)?;
         tx.abort().map_err(storage)?;
         Ok(stats.stored_bytes())
     }
 
     fn read_from(&self, from: Seq, max: usize) -> Result<Vec<Record>, JournalError> {
-        let rtx = self.db.begin_read().map_err(storage)?;
+        let db = self.db()?;
+        let rtx = db.begin_read().map_err(storage)?;
         let t = rtx.open_table(RECORDS).map_err(storage)?;
         let mut out = Vec::with_capacity(max.min(4096));
         for item in t.range(from.0..).map_err(storage)?.take(max) {
@@ -458,7 +499,8 @@ impl Journal for RedbJournal {
     }
 
     fn read_back(&self, before: Seq, max: usize) -> Result<Vec<Record>, JournalError> {
-        let rtx = self.db.begin_read().map_err(storage)?;
+        let db = self.db()?;
+        let rtx = db.begin_read().map_err(storage)?;
         let t = rtx.open_table(RECORDS).map_err(storage)?;
         let mut out = Vec::with_capacity(max.min(4096));
         for item in t.range(..before.0).map_err(storage)?.rev().take(max) {
@@ -482,7 +524,8 @@ impl Journal for RedbJournal {
     }
 
     fn cursor(&self, name: &str) -> Result<Seq, JournalError> {
-        let rtx = self.db.begin_read().map_err(storage)?;
+        let db = self.db()?;
+        let rtx = db.begin_read().map_err(storage)?;
         let t = rtx.open_table(CURSORS).map_err(storage)?;
         Ok(Seq(t
             .get(name)
@@ -491,8 +534,43 @@ impl Journal for RedbJournal {
             .unwrap_or(0)))
     }
 
+    fn reopen(&self) -> Result<String, JournalError> {
+        // The writer lock first, as `append` takes it: no commit runs while the handle changes.
+        let head = self.head.lock()?;
+        let mut slot = self
+            .db
+            .write()
+            .map_err(|_| storage("journal handle lock poisoned"))?;
+        // Closed before reopening: redb locks the file, and after an I/O error the old handle
+        // refuses every write anyway.
+        *slot = None;
+        let db = open_db(&self.path)?;
+        let r = verify_db(&db, |_| {})?;
+        let expected = head.next - 1;
+        if r.records > 0 && (r.last != expected || r.head != pdtf_models::record::hex(&head.hash)) {
+            return Err(corrupt(
+                r.last,
+                format!(
+                    "after reopening, the store ends at seq {} (head {}), but seq {expected} (head {}) was committed",
+                    r.last,
+                    r.head,
+                    pdtf_models::record::hex(&head.hash)
+                ),
+            ));
+        }
+        *slot = Some(db);
+        Ok(format!(
+            "{} closed, reopened and verified: {} records (seq {}..={}), chain head matches the last commit",
+            self.path.display(),
+            r.records,
+            r.first,
+            r.last
+        ))
+    }
+
     fn set_cursor(&self, name: &str, seq: Seq) -> Result<(), JournalError> {
-        let tx = self.db.begin_write().map_err(storage)?;
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(storage)?;
         {
             let mut t = tx.open_table(CURSORS).map_err(storage)?;
             t.insert(name, seq.0).map_err(storage)?;

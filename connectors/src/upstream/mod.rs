@@ -31,6 +31,7 @@ pub use rate::DrainRate;
 pub use window::AckWindow;
 
 use crate::mqtt::{link_down, Backoff, BrokerConfig, Link, LinkError};
+use crate::repeat::{Repeats, Report};
 use crate::Stats;
 use pdtf_models::{Journal, Record, RecordBody, Seq};
 use rumqttc::{Event, Outgoing, Packet, QoS};
@@ -41,7 +42,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 pub const CURSOR: &str = "upstream";
 
@@ -114,6 +115,8 @@ struct Conn {
     rate: Option<DrainRate>,
     /// Set when the drain rate held sending back: try again then.
     resume_at: Option<Instant>,
+    /// Failed cursor writes (a full disk fails them all): logged once, then counted.
+    cursor_log: Repeats,
 }
 
 enum Mode {
@@ -224,6 +227,7 @@ impl UpstreamSync {
             connected: false,
             rate: None,
             resume_at: None,
+            cursor_log: Repeats::default(),
         };
         Mode::Live(conn)
     }
@@ -241,10 +245,26 @@ impl UpstreamSync {
         }
         let j = self.journal.clone();
         match blocking(move || j.set_cursor(CURSOR, Seq(seq))).await {
-            Ok(()) => c.persisted = seq,
-            Err(e) => {
-                error!(error = %e, seq, "Upstream cursor not persisted; after a restart these records are sent again.")
+            Ok(()) => {
+                c.persisted = seq;
+                if let Some(ended) = c.cursor_log.succeeded(std::time::Instant::now()) {
+                    info!(
+                        seq,
+                        failures = ended.failures,
+                        secs = ended.lasting.as_secs(),
+                        "Upstream cursor persisted again."
+                    );
+                }
             }
+            Err(e) => match c.cursor_log.failed(&e, std::time::Instant::now()) {
+                Report::First => {
+                    error!(error = %e, seq, "Upstream cursor not persisted; after a restart these records are sent again. Repeats are counted, not logged.")
+                }
+                Report::Summary { failures, lasting } => {
+                    warn!(error = %e, seq, failures, secs = lasting.as_secs(), "Upstream cursor still not persisted.")
+                }
+                Report::Quiet => {}
+            },
         }
     }
 

@@ -29,6 +29,25 @@ fn seqs_are_contiguous_across_reopen_and_cursors_persist() {
     assert_eq!((report.first, report.last, report.records), (1, 5, 5));
 }
 
+#[test]
+fn a_reopen_in_place_keeps_the_records_and_refuses_a_store_that_disagrees_with_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = RedbJournal::open(dir.path()).unwrap();
+    j.append(entries(3)).unwrap();
+    let what = j.reopen().unwrap();
+    assert!(what.contains("3 records (seq 1..=3)"), "{what}");
+    assert_eq!(j.append(entries(2)).unwrap()[0].seq, Seq(4));
+    assert_eq!(j.read_from(Seq(1), 10).unwrap().len(), 5);
+    // A store that does not end where the writer's last commit did is not taken back.
+    j.head.lock().unwrap().next = 9;
+    match j.reopen() {
+        Err(JournalError::Corrupt { seq: 5, reason }) => {
+            assert!(reason.contains("seq 8"), "{reason}")
+        }
+        other => panic!("a disagreeing store was reopened: {other:?}"),
+    }
+}
+
 /// Rewrites record `seq` in place with `edit` applied to its stored bytes.
 fn tamper(dir: &Path, seq: u64, edit: impl FnOnce(&mut Vec<u8>)) {
     let db = Database::open(dir.join("journal.redb")).unwrap();
