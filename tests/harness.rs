@@ -205,7 +205,8 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn start(port: u16, id: &str) -> Publisher {
-        let opts = MqttOptions::new(id, "127.0.0.1", port);
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_max_packet_size(8 << 20, 8 << 20);
         let (client, mut eventloop) = AsyncClient::new(opts, 1024);
         let task = tokio::spawn(async move {
             loop {

@@ -13,6 +13,16 @@ fn temp(v: f64) -> String {
     format!(r#"{{"v":{v},"ts":1763800000000}}"#)
 }
 
+fn malformed_of(bodies: &[RecordBody]) -> Vec<&pdtf_models::Malformed> {
+    bodies
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Malformed(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
 fn journal_bodies(agent: &Agent) -> Vec<RecordBody> {
     agent
         .journal
@@ -157,13 +167,7 @@ async fn upstream_receives_every_record_in_sequence_and_malformed_is_recorded() 
     );
 
     let bodies = journal_bodies(&agent);
-    let malformed: Vec<_> = bodies
-        .iter()
-        .filter_map(|b| match b {
-            RecordBody::Malformed(m) => Some(m),
-            _ => None,
-        })
-        .collect();
+    let malformed: Vec<_> = malformed_of(&bodies);
     assert_eq!(malformed.len(), 2);
     // Two topics: MQTT orders messages per topic only, so find each by its address.
     let flow = malformed
@@ -511,4 +515,58 @@ async fn a_malformed_flood_is_summarised_with_exact_counts() {
         .filter(|r| matches!(&r.body, RecordBody::Sample(s) if s.tag.0 == 1))
         .count();
     assert!(good >= 301, "good samples among the flood: {good}");
+}
+
+/// An oversized publish (2 MiB: over the default `max_payload_bytes` and over the broker
+/// connection's `max_packet_bytes`, where the MQTT client used to tear the link down) is
+/// recorded as malformed with its topic and size, and nothing around it is lost: no
+/// reconnect, no gap, every good QoS 1 sample before and after it is in the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_payload_is_recorded_as_malformed_and_loses_nothing_around_it() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&agent_config(dir.path(), port, port)).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    wait_until_sample(&agent, &publisher).await;
+    let big = vec![b'7'; 2 << 20];
+    for i in 0..600u32 {
+        publisher.send("line/flow", format!("{}", 10_000 + i)).await;
+        if i % 200 == 100 {
+            publisher.send("line/flow", big.clone()).await;
+        }
+    }
+    wait_until("every input seen", WAIT, || {
+        Stats::get(&agent.stats.malformed_in) == 3
+    })
+    .await;
+    wait_until("every good sample committed", WAIT, || {
+        let flow: std::collections::BTreeSet<u64> = journal_bodies(&agent)
+            .into_iter()
+            .filter_map(|b| match b {
+                RecordBody::Sample(s) if s.tag.0 == 1 => s.value.as_f64().map(|v| v as u64),
+                _ => None,
+            })
+            .collect();
+        flow.range(10_000..).count() == 600
+    })
+    .await;
+    let bodies = journal_bodies(&agent);
+    let oversized: Vec<_> = malformed_of(&bodies);
+    assert_eq!(oversized.len(), 3);
+    for m in oversized {
+        assert_eq!(m.address, "line/flow");
+        assert!(
+            m.reason.contains("2097152 bytes") && m.reason.contains("max_payload_bytes"),
+            "{}",
+            m.reason
+        );
+        assert!(m.excerpt.len() < 1024, "an excerpt, not the payload");
+    }
+    assert_eq!(
+        Stats::get(&agent.stats.source_reconnects),
+        0,
+        "the link stayed up"
+    );
+    assert!(!bodies.iter().any(|b| matches!(b, RecordBody::Gap(_))));
+    agent.shutdown(Duration::from_secs(1)).await;
 }

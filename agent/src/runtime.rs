@@ -455,6 +455,7 @@ fn mqtt_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> MqttSource {
         map,
         max_batch_samples: s.max_batch_samples,
         flush_interval: Duration::from_millis(s.flush_interval_ms),
+        max_payload_bytes: s.max_payload_bytes,
     }
 }
 

@@ -60,6 +60,9 @@ const fn default_qos() -> u8 {
 const fn default_max_batch_samples() -> usize {
     500
 }
+const fn default_max_payload_bytes() -> usize {
+    64 * 1024
+}
 const fn default_flush_interval_ms() -> u64 {
     50
 }
@@ -222,6 +225,10 @@ pub struct SourceConfig {
     pub max_batch_samples: usize,
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
+    /// mqtt: a larger payload is recorded as malformed (topic and size) and skipped, never
+    /// decoded; the link stays up.
+    #[serde(default = "default_max_payload_bytes")]
+    pub max_payload_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -29,7 +29,7 @@ fn is_name(s: &str) -> bool {
 /// Keys only one source kind understands. serde's unknown-field check cannot catch them on
 /// the wrong kind (both kinds share one table type, and defaults hide whether a key was
 /// set), so the keys a table sets are checked against its kind here, in one place.
-const MQTT_SOURCE_KEYS: &[&str] = &["broker", "qos", "topics"];
+const MQTT_SOURCE_KEYS: &[&str] = &["broker", "qos", "topics", "max_payload_bytes"];
 const OPCUA_SOURCE_KEYS: &[&str] = &[
     "server",
     "publishing_interval_ms",
@@ -228,6 +228,17 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
         }
         if s.flush_interval_ms == 0 {
             k.err(format!("{p}.flush_interval_ms"), "must be >= 1");
+        }
+        if s.max_payload_bytes == 0
+            || s.max_payload_bytes > pdtf_connectors::mqtt::MQTT_MAX_PACKET_BYTES
+        {
+            k.err(
+                format!("{p}.max_payload_bytes"),
+                format!(
+                    "must be 1..={}",
+                    pdtf_connectors::mqtt::MQTT_MAX_PACKET_BYTES
+                ),
+            );
         }
         for (j, f) in s.topics.iter().enumerate() {
             let bad_hash = f.split('/').rev().skip(1).any(|l| l == "#");

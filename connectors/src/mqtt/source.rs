@@ -26,6 +26,10 @@ pub struct MqttSource {
     pub map: TopicMap,
     pub max_batch_samples: usize,
     pub flush_interval: Duration,
+    /// Larger payloads are recorded as malformed (topic, size) and skipped undecoded. The
+    /// client itself takes packets up to the protocol's maximum, so an oversized publish
+    /// never tears the link down (and the good messages around it are not lost with it).
+    pub max_payload_bytes: usize,
 }
 
 enum Exit {
@@ -65,7 +69,15 @@ impl Session<'_> {
 
     async fn on_publish(&mut self, topic: &str, payload: &[u8]) -> bool {
         let before = self.batch.len();
-        let errors = self.src.map.decode(topic, payload, now(), &mut self.batch);
+        let errors = if payload.len() > self.src.max_payload_bytes {
+            vec![format!(
+                "payload over max_payload_bytes: {} bytes, the limit is {}; not decoded",
+                payload.len(),
+                self.src.max_payload_bytes
+            )]
+        } else {
+            self.src.map.decode(topic, payload, now(), &mut self.batch)
+        };
         Stats::add(&self.stats.samples_in, (self.batch.len() - before) as u64);
         for reason in errors {
             Stats::add(&self.stats.malformed_in, 1);
@@ -123,7 +135,14 @@ impl MqttSource {
         let role = format!("src-{}", self.id);
         loop {
             let exit = match self.broker.options(&self.agent_id, &role) {
-                Ok(o) => {
+                Ok(mut o) => {
+                    // Incoming packets up to the protocol's maximum: rumqttc tears the link
+                    // down on a larger one, losing what is in flight; the payload limit is
+                    // ours (`max_payload_bytes`). Outgoing stays at the broker's setting.
+                    o.set_max_packet_size(
+                        super::MQTT_MAX_PACKET_BYTES,
+                        self.broker.max_packet_bytes,
+                    );
                     let link = Link::open(o, 64);
                     self.session(
                         link,
