@@ -551,7 +551,7 @@ async fn a_restart_under_a_raised_quota_clears_journal_full_and_keeps_the_count(
         .any(|r| matches!(&r.body, RecordBody::Audit(a) if a.event == "storage_full_at_stop")));
     drop(j);
 
-    let scada = Consumer::start(port, "scada", "pdtf/s1/a1/l1/alarms/_agent/#").await;
+    let scada = Consumer::start(port, "scada", "pdtf/s1/a1/l1/alarms/_agent/journal_full").await;
     wait_until("the stale retained alarm is seen", WAIT, || {
         scada
             .snapshot()

@@ -570,3 +570,56 @@ async fn an_oversized_payload_is_recorded_as_malformed_and_loses_nothing_around_
     assert!(!bodies.iter().any(|b| matches!(b, RecordBody::Gap(_))));
     agent.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A source timestamp an hour behind agent time is recorded as sent (never replaced) and one
+/// `source_clock_skew` audit record says so; a timestamp close to agent time again gets one
+/// `source_clock_ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_source_timestamp_is_kept_as_sent_and_recorded_once() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&agent_config(dir.path(), port, port)).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    wait_until_sample(&agent, &publisher).await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let hour_ago = now_ms - 3_600_000;
+    for ts in [hour_ago, hour_ago + 100, now_ms, now_ms + 100] {
+        publisher
+            .send("line/temp", format!(r#"{{"v":20.0,"ts":{ts}}}"#))
+            .await;
+    }
+    let audit = |bodies: &[RecordBody], event: &str| {
+        bodies
+            .iter()
+            .filter_map(|b| match b {
+                RecordBody::Audit(a) if a.event == event => Some(a.detail.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_until("the clock came back", WAIT, || {
+        audit(&journal_bodies(&agent), "source_clock_ok").len() == 1
+    })
+    .await;
+    let bodies = journal_bodies(&agent);
+    let skew = audit(&bodies, "source_clock_skew");
+    assert_eq!(skew.len(), 1, "{skew:?}");
+    assert!(
+        skew[0].contains("tag temp") && skew[0].contains("not replaced"),
+        "{skew:?}"
+    );
+    let kept: Vec<i64> = bodies
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Sample(s) if s.tag.0 == 0 => {
+                s.source_time.map(|t| t.as_nanos() / 1_000_000)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kept, vec![hour_ago, hour_ago + 100, now_ms, now_ms + 100]);
+    agent.shutdown(Duration::from_secs(1)).await;
+}

@@ -4,6 +4,7 @@
 //! `pdtf-models` the pure domain logic.
 
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod health;

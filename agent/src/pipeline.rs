@@ -17,6 +17,7 @@
 //! served first and even while data is held back: a purge is what frees space, so it must
 //! never queue behind the data it would make room for.
 
+use crate::clock::{Clocks, SyncChange};
 use crate::config::FullPolicy;
 use pdtf_connectors::repeat::{Repeats, Report};
 use pdtf_connectors::{alert::AlertBoard, SourceMsg, Stats};
@@ -120,6 +121,11 @@ impl StorageOutage {
     }
 }
 
+/// Journal cursors holding a refused span while it lasts (start in unix ns, samples so far),
+/// written at each tick: after a crash the next start still records the span with its count.
+pub const REFUSED_SINCE_CURSOR: &str = "refused_since_ns";
+pub const REFUSED_COUNT_CURSOR: &str = "refused_samples";
+
 /// Samples not recorded while the journal was full.
 struct Refusal {
     since: Timestamp,
@@ -149,6 +155,10 @@ pub struct LinePipeline {
     stop_seen: Option<Instant>,
     commit_log: Repeats,
     outage: Option<StorageOutage>,
+    /// Wall-clock steps, host time synchronisation, source clocks far off (`clock.rs`).
+    pub clocks: Clocks,
+    /// The refused-span count last written to the journal's cursors (`None`: cleared).
+    refusal_persisted: Option<u64>,
 }
 
 impl LinePipeline {
@@ -181,6 +191,8 @@ impl LinePipeline {
             stop_seen: None,
             commit_log: Repeats::default(),
             outage: None,
+            clocks: Clocks::new(&crate::clock::ClockConfig::default(), Arc::from(Vec::new())),
+            refusal_persisted: None,
         }
     }
 
@@ -234,6 +246,9 @@ impl LinePipeline {
                 }
             }
             self.commit(entries).await;
+            if self.refusal.is_none() && self.refusal_persisted.is_some() {
+                self.persist_refusal().await;
+            }
         }
         // Held samples of compressed tags belong to the record before the agent stops.
         let mut kept = Vec::new();
@@ -295,6 +310,60 @@ impl LinePipeline {
         }
     }
 
+    /// Writes the refused span's count to the journal's cursors when it changed, or clears
+    /// them once the span's gap record is committed (see `REFUSED_COUNT_CURSOR`).
+    async fn persist_refusal(&mut self) {
+        let now = self.refusal.as_ref().map(|r| (r.since, r.samples));
+        if now.map(|(_, n)| n) == self.refusal_persisted {
+            return;
+        }
+        let j = self.journal.clone();
+        let (since, samples) = now.map_or((0, 0), |(t, n)| {
+            (u64::try_from(t.as_nanos()).unwrap_or(0), n)
+        });
+        let written = tokio::task::spawn_blocking(move || {
+            j.set_cursor(REFUSED_SINCE_CURSOR, Seq(since))?;
+            j.set_cursor(REFUSED_COUNT_CURSOR, Seq(samples))
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => self.refusal_persisted = now.map(|(_, n)| n),
+            Ok(Err(e)) => {
+                warn!(error = %e, "Refused-sample count not persisted; retried at the next tick.")
+            }
+            Err(e) => {
+                warn!(error = %e, "Refused-sample count not persisted; retried at the next tick.")
+            }
+        }
+    }
+
+    /// Wall-clock steps and time synchronisation, at each tick (see `clock.rs`).
+    fn track_clock(&mut self, now: Timestamp, out: &mut Vec<Entry>) {
+        let (step, state, change) = self.clocks.on_tick(Instant::now(), now);
+        if let Some((_, detail)) = step {
+            warn!(%detail, "Wall clock stepped.");
+            Stats::add(&self.stats.clock_steps, 1);
+            out.push(audit("clock_step", detail));
+        }
+        if let Some(s) = state {
+            Stats::set(&self.stats.clock_synchronized, u64::from(s.synchronized));
+        }
+        let Some(change) = change else { return };
+        let (event, active, detail) = match change {
+            SyncChange::Unsynchronized(d) => ("clock_unsynchronized", true, d),
+            SyncChange::Synchronized(d) => ("clock_synchronized", false, d),
+        };
+        if active {
+            warn!(%detail, "Host clock not synchronised.");
+        } else {
+            info!(%detail, "Host clock synchronised.");
+        }
+        if let Some(b) = &self.board {
+            b.set_system("clock_unsynchronized", active, &detail, now);
+        }
+        out.push(audit(event, detail));
+    }
+
     /// Closes a refused span: its gap record with the exact count, and an audit entry.
     fn end_refusal(&mut self, out: &mut Vec<Entry>, event: &str, detail: String) {
         let Some(r) = self.refusal.take() else {
@@ -334,6 +403,10 @@ impl LinePipeline {
             SourceMsg::Samples(samples) => {
                 for s in samples {
                     let at = s.agent_time;
+                    if let Some((event, detail)) = self.clocks.on_sample(&s) {
+                        warn!(%detail, "Source clock far from agent time.");
+                        out.push(audit(event, detail));
+                    }
                     self.twin.update(&s);
                     for d in &mut self.detectors {
                         d.on_sample(&s, &self.twin, scratch);
@@ -383,12 +456,14 @@ impl LinePipeline {
                 let (now, mut out) = (now(), Vec::new());
                 let mut entries = Vec::new();
                 self.track_full(&mut entries);
+                self.track_clock(now, &mut entries);
                 for d in &mut self.detectors {
                     d.on_tick(now, &self.twin, &mut out);
                 }
                 entries.extend(out.into_iter().map(|body| Entry { time: now, body }));
                 self.commit(entries).await;
                 self.end_outage().await;
+                self.persist_refusal().await;
             }
             Control::Audit { event, detail } => self.audit(&event, detail).await,
         }
@@ -587,5 +662,101 @@ impl LinePipeline {
 
     pub async fn audit(&mut self, event: &str, detail: String) {
         self.commit(vec![audit(event, detail)]).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SyncState;
+
+    fn pipeline(dir: &std::path::Path) -> LinePipeline {
+        let journal = Arc::new(crate::journal::RedbJournal::open(dir).unwrap());
+        LinePipeline::new(
+            LineTwin::new(2),
+            Vec::new(),
+            Vec::new(),
+            journal,
+            None,
+            watch::channel(0).0,
+            Arc::new(Stats::default()),
+            FullPolicy::StopSamples,
+        )
+    }
+
+    fn audits(p: &LinePipeline) -> Vec<(String, String)> {
+        p.journal
+            .read_from(Seq(1), usize::MAX)
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r.body {
+                RecordBody::Audit(a) => Some((a.event, a.detail)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_unsynchronised_host_clock_is_recorded_at_the_first_tick_and_its_return_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pipeline(dir.path());
+        p.clocks.read_sync = || {
+            Some(SyncState {
+                synchronized: false,
+                max_error_us: 16_000_000,
+            })
+        };
+        p.control(Control::Tick).await;
+        p.control(Control::Tick).await;
+        assert_eq!(Stats::get(&p.stats.clock_synchronized), 0);
+        p.clocks.read_sync = || {
+            Some(SyncState {
+                synchronized: true,
+                max_error_us: 30,
+            })
+        };
+        p.control(Control::Tick).await;
+        assert_eq!(Stats::get(&p.stats.clock_synchronized), 1);
+        let events: Vec<String> = audits(&p).into_iter().map(|(e, _)| e).collect();
+        assert_eq!(events, vec!["clock_unsynchronized", "clock_synchronized"]);
+    }
+
+    #[tokio::test]
+    async fn a_crash_while_over_quota_leaves_the_refused_count_for_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = pipeline(dir.path());
+        Stats::set_flag(&p.stats.store_full, true);
+        let t = now();
+        let samples: Vec<Sample> = (0..7)
+            .map(|i| Sample::new(TagId(1), f64::from(i), pdtf_models::Quality::Good, None, t))
+            .collect();
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        p.track_full(&mut out);
+        p.apply(SourceMsg::Samples(samples), &mut out, &mut scratch)
+            .await;
+        p.commit(out).await;
+        p.control(Control::Tick).await;
+        let last = p.journal.last_seq().unwrap().0;
+        drop(p); // the crash: no end of the span, no stop record
+        let j = crate::journal::RedbJournal::open(dir.path()).unwrap();
+        let records = crate::startup::startup_records(&j, last, &[TagId(1)], "x".into()).unwrap();
+        let gap = records
+            .iter()
+            .find_map(|e| match &e.body {
+                RecordBody::Gap(g) if g.source == "journal" => Some(g.clone()),
+                _ => None,
+            })
+            .expect("the refused span's gap");
+        assert!(gap.reason.contains("at least 7 samples"), "{}", gap.reason);
+        assert!(gap.start <= gap.end);
+        assert!(records.iter().any(
+            |e| matches!(&e.body, RecordBody::Audit(a) if a.event == "storage_full_at_crash")
+        ));
+        j.append(records).unwrap();
+        crate::startup::clear_refusal_cursors(&j).unwrap();
+        let again = crate::startup::startup_records(&j, last, &[TagId(1)], "x".into()).unwrap();
+        assert!(!again
+            .iter()
+            .any(|e| matches!(&e.body, RecordBody::Gap(g) if g.source == "journal")));
     }
 }

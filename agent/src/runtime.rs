@@ -144,6 +144,7 @@ impl Agent {
         // The registry and the records that open the run commit together, before any source
         // can deliver a sample under a new id.
         let opened = journal.append_with_registry(&registry, startup)?;
+        crate::startup::clear_refusal_cursors(journal.as_ref())?;
         if !change.is_empty() {
             info!(change = %registry.describe(&change), "Tag registry changed.");
         }
@@ -284,6 +285,7 @@ impl Agent {
         );
         pipeline.live = live_tx;
         pipeline.configured = tag_ids.clone();
+        pipeline.clocks = crate::clock::Clocks::new(&c.clock, registry.names().into());
         let (control_tx, control_rx) = mpsc::channel(crate::pipeline::CONTROL_CHANNEL);
         let housekeeping = Housekeeping {
             config: c.journal.clone(),

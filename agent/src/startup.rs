@@ -136,6 +136,64 @@ pub fn startup_records(
             ));
         }
     }
+    out.extend(refusal_at_crash(journal, last, tags)?);
     out.push(audit("agent_start", detail));
     Ok(out)
+}
+
+/// After the start-up records committed: a crashed run's refused span is recorded now.
+pub fn clear_refusal_cursors(journal: &dyn Journal) -> Result<(), pdtf_models::JournalError> {
+    use crate::pipeline::{REFUSED_COUNT_CURSOR, REFUSED_SINCE_CURSOR};
+    if journal.cursor(REFUSED_SINCE_CURSOR)?.0 != 0 {
+        journal.set_cursor(REFUSED_SINCE_CURSOR, Seq(0))?;
+        journal.set_cursor(REFUSED_COUNT_CURSOR, Seq(0))?;
+    }
+    Ok(())
+}
+
+/// A refused span the previous run did not close (it crashed while over quota): its gap record
+/// with the count persisted at the last tick, and a `storage_full_at_crash` audit record. The
+/// pipeline clears the cursors once the span is recorded.
+fn refusal_at_crash(
+    journal: &dyn Journal,
+    last: u64,
+    tags: &[TagId],
+) -> Result<Vec<Entry>, pdtf_models::JournalError> {
+    use crate::pipeline::{REFUSED_COUNT_CURSOR, REFUSED_SINCE_CURSOR};
+    let since = journal.cursor(REFUSED_SINCE_CURSOR)?.0;
+    if since == 0 {
+        return Ok(vec![]);
+    }
+    let samples = journal.cursor(REFUSED_COUNT_CURSOR)?.0;
+    let now = crate::pipeline::now();
+    let end = journal
+        .read_from(Seq(last), 1)?
+        .pop()
+        .map_or(now, |r| r.time);
+    warn!(
+        samples,
+        "The previous run stopped while over quota; recording its refused span."
+    );
+    let reason = format!(
+        "journal over quota until the previous run stopped without a clean shutdown: at least {samples} samples not recorded (the count as of its last second)"
+    );
+    Ok(vec![
+        Entry {
+            time: now,
+            body: RecordBody::Gap(Gap {
+                source: "journal".into(),
+                start: pdtf_models::Timestamp::from_unix_nanos(i64::try_from(since).unwrap_or(0)),
+                end,
+                reason: reason.clone(),
+                tags: tags.to_vec(),
+            }),
+        },
+        Entry {
+            time: now,
+            body: RecordBody::Audit(Audit {
+                event: "storage_full_at_crash".into(),
+                detail: reason,
+            }),
+        },
+    ])
 }

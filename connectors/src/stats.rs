@@ -47,6 +47,10 @@ pub struct Stats {
     pub store_disk_full: AtomicBool,
     /// Times the journal was closed and reopened to recover from a failed write.
     pub store_reopens: AtomicU64,
+    /// 1 while the kernel says the host clock is synchronised (0 also before the first tick).
+    pub clock_synchronized: AtomicU64,
+    /// Wall-clock steps detected against the monotonic clock.
+    pub clock_steps: AtomicU64,
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
     commit_count: AtomicU64,
     commit_sum_ns: AtomicU64,
@@ -193,6 +197,18 @@ impl Stats {
             "counter",
             "Times the journal was closed and reopened to recover from a failed write.",
             g(&self.store_reopens),
+        );
+        metric(
+            "pdtf_clock_synchronized",
+            "gauge",
+            "1 while the kernel reports the host clock synchronised (adjtimex).",
+            g(&self.clock_synchronized),
+        );
+        metric(
+            "pdtf_clock_steps_total",
+            "counter",
+            "Wall-clock steps beyond clock.step_threshold_ms (each an audit record).",
+            g(&self.clock_steps),
         );
         metric(
             "pdtf_upstream_acked_seq",

@@ -16,6 +16,7 @@ const AGENT_KEYS: &[&str] = &[
     "sinks",
     "journal",
     "health",
+    "clock",
     "tags",
 ];
 const TAGMAP_KEYS: &[&str] = &["tags"];
@@ -89,6 +90,10 @@ pub fn load_str(
     let health = table
         .remove("health")
         .and_then(|v| de(v, &file, "health", &mut errs));
+    let clock = table
+        .remove("clock")
+        .and_then(|v| de(v, &file, "clock", &mut errs))
+        .unwrap_or_default();
     let mut tags = Vec::new();
     let mut tag_origins = Vec::new();
     if let Some(v) = table.remove("tags") {
@@ -142,6 +147,7 @@ pub fn load_str(
         sources,
         sinks,
         journal,
+        clock,
         health,
         tags,
         tag_origins,

@@ -359,6 +359,7 @@ pub struct Config {
     pub sinks: SinksConfig,
     pub journal: JournalConfig,
     pub health: Option<HealthConfig>,
+    pub clock: crate::clock::ClockConfig,
     pub tags: Vec<TagConfig>,
     pub tag_origins: Vec<Origin>,
     /// The keys each `[[sources]]` table sets, for the per-kind key check.

@@ -304,6 +304,12 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
     if j.housekeeping_interval_s == 0 {
         k.err("journal.housekeeping_interval_s", "must be >= 1");
     }
+    if c.clock.step_threshold_ms < 10 {
+        k.err("clock.step_threshold_ms", "must be >= 10");
+    }
+    if c.clock.max_source_skew_s == 0 {
+        k.err("clock.max_source_skew_s", "must be >= 1");
+    }
     if let Some(h) = &c.health {
         match h.listen.parse::<std::net::SocketAddr>() {
             Err(e) => k.err("health.listen", format!("{:?} is not an address:port ({e})", h.listen)),
