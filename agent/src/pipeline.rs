@@ -499,8 +499,9 @@ impl LinePipeline {
     /// sources wait meanwhile. The first error is logged in full, repeats are counted. Once
     /// commits have succeeded for `RECOVERY_HOLD` (a disk at the edge of full lets some
     /// through), the outage ends with a `storage_recovered` audit record (`end_outage`).
-    /// Only a stop gives up, `STOP_GIVE_UP` after it was asked for: what was never committed
-    /// was never accepted, and the process must end within systemd's stop timeout.
+    /// Only a stop gives up, `STOP_GIVE_UP` after it was asked for: the process must end
+    /// within systemd's stop timeout. What was never committed was never accepted, but it is
+    /// lost: an MQTT source acknowledged it to the broker on receipt (see the README).
     pub async fn commit(&mut self, entries: Vec<Entry>) -> Vec<Record> {
         if entries.is_empty() {
             return vec![];
@@ -559,7 +560,7 @@ impl LinePipeline {
         }
         error!(
             entries = pending,
-            "Stopping with entries not committed: the journal is not writable. They were never accepted (nothing was acknowledged for them)."
+            "Stopping with entries not committed: the journal is not writable. They were never accepted, and they are lost: MQTT sources acknowledge a message to the broker on receipt."
         );
         true
     }
@@ -587,7 +588,7 @@ impl LinePipeline {
                 if let Some(b) = &self.board {
                     b.set_system(o.alarm(), true, &format!("{what}: {error}"), o.since);
                 }
-                error!(error, entries = pending, "Journal commit failed: the agent is not ready and intake waits (nothing is accepted or acknowledged) while the journal is reopened and retried. Repeats of this error are counted, not logged.");
+                error!(error, entries = pending, "Journal commit failed: the agent is not ready and intake waits (nothing more is read from the sources) while the journal is reopened and retried. Repeats of this error are counted, not logged.");
             }
             Report::Summary { failures, lasting } => warn!(
                 failures,
