@@ -74,6 +74,9 @@ impl Link {
     pub fn open(options: MqttOptions, request_capacity: usize) -> Self {
         let (tx, events) = mpsc::channel(EVENT_BUFFER);
         let (client, mut eventloop) = AsyncClient::new(options, request_capacity);
+        // Small messages that must not wait: Nagle's algorithm against the peer's delayed ACK
+        // held alarms back by ~40 ms per hop.
+        eventloop.network_options.set_tcp_nodelay(true);
         let pump = tokio::spawn(async move {
             loop {
                 let ev = eventloop.poll().await;

@@ -2,8 +2,9 @@
 //!
 //! Modes: *connecting* (a fresh `Link`, backoff between attempts) and *subscribed*. The first
 //! loss of the link sends `LinkDown` (tags go Bad in the twin); the first SUBACK after it sends
-//! the `Gap` with the outage's start and end. Samples are flushed when a batch is full or the
-//! flush interval passes, and always before a `Malformed` or `Gap` so order is kept.
+//! the `Gap` with the outage's start and end. Samples are flushed by availability: as soon as
+//! no further message is waiting, when a batch is full, at the latest when the flush interval
+//! passes, and always before a `Malformed` or `Gap` so order is kept.
 
 use super::{BrokerConfig, Link, LinkError, TopicMap};
 use crate::malformed::MalformedGate;
@@ -254,7 +255,11 @@ impl MqttSource {
                             }
                         }
                         Event::Incoming(Packet::Publish(p)) => {
-                            let pipeline_alive = s.on_publish(&p.topic, &p.payload).await;
+                            // By availability, not by the timer: when nothing else is waiting,
+                            // the batch goes now; under load it grows until the link's queue
+                            // is drained or the batch is full (group commit does the rest).
+                            let pipeline_alive = s.on_publish(&p.topic, &p.payload).await
+                                && (!link.events.is_empty() || s.flush().await);
                             if !pipeline_alive {
                                 return Exit::Shutdown;
                             }

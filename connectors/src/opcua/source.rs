@@ -292,6 +292,11 @@ impl OpcuaSource {
                     }
                 }
             }
+            // By availability, not by the timer: what the last poll delivered goes now.
+            let ready = !buffer.lock().expect("buffer lock").is_empty();
+            if ready && !self.flush(&buffer, out, stats).await {
+                return None;
+            }
         }
     }
 
