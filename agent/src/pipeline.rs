@@ -535,7 +535,8 @@ impl LinePipeline {
             delay = (delay * 2).min(MAX_RETRY_DELAY);
             let j = self.journal.clone();
             match tokio::task::spawn_blocking(move || j.reopen()).await {
-                Ok(Ok(what)) => {
+                Ok(Ok(None)) => {} // the engine keeps its handle
+                Ok(Ok(Some(what))) => {
                     Stats::add(&self.stats.store_reopens, 1);
                     if let Some(o) = &mut self.outage {
                         o.reopened = Some(what);

@@ -64,11 +64,11 @@ pub trait Journal: Send + Sync {
 
     /// After a failed write: closes and reopens the store and checks that it still ends
     /// where the writer's head says (nothing committed lost, nothing half-written kept).
-    /// Returns what was checked. An engine that refuses every write after one I/O error
-    /// (redb: "Previous I/O error occurred") recovers only this way; the default does
-    /// nothing, for engines that keep working on the same handle.
-    fn reopen(&self) -> Result<String, JournalError> {
-        Ok("the engine keeps its handle; nothing reopened".into())
+    /// Returns what was checked, or `None` when nothing was reopened. An engine that refuses
+    /// every write after one I/O error (redb: "Previous I/O error occurred") recovers only
+    /// this way; the default does nothing, for engines that keep working on the same handle.
+    fn reopen(&self) -> Result<Option<String>, JournalError> {
+        Ok(None)
     }
 }
 

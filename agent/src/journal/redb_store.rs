@@ -534,7 +534,7 @@ impl Journal for RedbJournal {
             .unwrap_or(0)))
     }
 
-    fn reopen(&self) -> Result<String, JournalError> {
+    fn reopen(&self) -> Result<Option<String>, JournalError> {
         // The writer lock first, as `append` takes it: no commit runs while the handle changes.
         let head = self.head.lock()?;
         let mut slot = self
@@ -559,13 +559,13 @@ impl Journal for RedbJournal {
             ));
         }
         *slot = Some(db);
-        Ok(format!(
+        Ok(Some(format!(
             "{} closed, reopened and verified: {} records (seq {}..={}), chain head matches the last commit",
             self.path.display(),
             r.records,
             r.first,
             r.last
-        ))
+        )))
     }
 
     fn set_cursor(&self, name: &str, seq: Seq) -> Result<(), JournalError> {

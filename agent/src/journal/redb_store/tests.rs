@@ -34,7 +34,7 @@ fn a_reopen_in_place_keeps_the_records_and_refuses_a_store_that_disagrees_with_t
     let dir = tempfile::tempdir().unwrap();
     let j = RedbJournal::open(dir.path()).unwrap();
     j.append(entries(3)).unwrap();
-    let what = j.reopen().unwrap();
+    let what = j.reopen().unwrap().expect("redb reopens");
     assert!(what.contains("3 records (seq 1..=3)"), "{what}");
     assert_eq!(j.append(entries(2)).unwrap()[0].seq, Seq(4));
     assert_eq!(j.read_from(Seq(1), 10).unwrap().len(), 5);
