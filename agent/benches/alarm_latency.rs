@@ -8,7 +8,9 @@
 //! retained alarm message for it at a separate subscriber; `PDTF_BENCH_PROBES` (default 200)
 //! probes per rate. Broker: an embedded rumqttd, or `PDTF_BENCH_BROKER=host:port` (e.g. a
 //! Mosquitto with `set_tcp_nodelay true`). The alarm still goes out only after its record is
-//! durable: that is the path measured.
+//! durable: that is the path measured. `PDTF_BENCH_MAX_P50_MS` makes it a regression gate
+//! (exit 1 when a rate's p50 is above it): `.ci/run` runs a short version with a wide margin
+//! (the flush timer this replaced cost 48 ms).
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::sync::{Arc, Mutex};
@@ -88,6 +90,10 @@ async fn main() {
         .filter_map(|r| r.trim().parse().ok())
         .collect();
     let probes: usize = env_or("PDTF_BENCH_PROBES", 200);
+    let gate: Option<f64> = std::env::var("PDTF_BENCH_MAX_P50_MS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut over_gate = false;
     let (host, port) = match std::env::var("PDTF_BENCH_BROKER") {
         Ok(hp) => {
             let (h, p) = hp.rsplit_once(':').expect("PDTF_BENCH_BROKER=host:port");
@@ -200,16 +206,26 @@ async fn main() {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         if latencies.is_empty() {
             println!("{rate:>8} no alarm arrived");
+            over_gate |= gate.is_some();
             continue;
         }
+        let p50 = ms(pct(&latencies, 0.5));
         println!(
             "{:>8} {:>8} {:>9.2} {:>9.2} {:>9.2}",
             rate,
             latencies.len(),
-            ms(pct(&latencies, 0.5)),
+            p50,
             ms(pct(&latencies, 0.99)),
             ms(*latencies.last().unwrap())
         );
+        let missing = latencies.len() < probes;
+        if gate.is_some_and(|g| p50 > g || missing) {
+            over_gate = true;
+        }
     }
     agent.shutdown(Duration::from_secs(1)).await;
+    if over_gate {
+        eprintln!("alarm latency regression: a p50 is over PDTF_BENCH_MAX_P50_MS or alarms went missing");
+        std::process::exit(1);
+    }
 }

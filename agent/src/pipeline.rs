@@ -5,7 +5,12 @@
 //! Group commit: after the first message it takes whatever else is already queued (up to
 //! `MAX_ENTRIES_PER_COMMIT`) into the same transaction. A failed commit is retried with
 //! backoff while the input channel fills and the sources wait: nothing is accepted, published
-//! or dropped until the commit returns.
+//! or dropped until the commit returns (see `commit`: not-ready and the critical alarm at
+//! once, the journal reopened before each retry; only a stop gives up).
+//!
+//! At each tick (`Control::Tick`, every second): the detectors' ticks, the quota state, the
+//! clock watchers (`clock.rs`), the end of a storage outage, and the refused-sample count
+//! persisted while over quota.
 //!
 //! Journal over quota (`stats.store_full`), policy `stop_samples`: samples still update the twin
 //! and detectors, but are not recorded; entering and leaving the state are audit records, the
