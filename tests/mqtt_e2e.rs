@@ -627,7 +627,7 @@ async fn a_far_source_timestamp_is_kept_as_sent_and_recorded_once() {
 /// 20,000 messages, each on a topic never seen before, under a `line/#` filter: every one is
 /// counted, exactly, in a handful of records, and nothing is kept per topic (the growth the
 /// fault-injection run measured was one record per unmapped message; RSS is measured in
-/// `agent/benches/unmapped_flood.rs`).
+/// `agent/benches/memory.rs`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distinct_unmapped_topics_are_counted_in_a_bounded_number_of_records() {
     use pdtf_connectors::malformed::summarised_count;

@@ -225,7 +225,9 @@ async fn main() {
     }
     agent.shutdown(Duration::from_secs(1)).await;
     if over_gate {
-        eprintln!("alarm latency regression: a p50 is over PDTF_BENCH_MAX_P50_MS or alarms went missing");
+        eprintln!(
+            "alarm latency regression: a p50 is over PDTF_BENCH_MAX_P50_MS or alarms went missing"
+        );
         std::process::exit(1);
     }
 }
