@@ -186,6 +186,8 @@ pub struct Clocks {
     names: std::sync::Arc<[String]>,
     /// The kernel's state; a field so a test can give another.
     pub read_sync: fn() -> Option<SyncState>,
+    /// The state could not be read, and that was logged.
+    pub unreadable_reported: bool,
 }
 
 impl Clocks {
@@ -196,6 +198,7 @@ impl Clocks {
             skew: SkewWatch::new(Duration::from_secs(c.max_source_skew_s)),
             names,
             read_sync: kernel_sync_state,
+            unreadable_reported: false,
         }
     }
 

@@ -350,8 +350,16 @@ impl LinePipeline {
             Stats::add(&self.stats.clock_steps, 1);
             out.push(audit("clock_step", detail));
         }
-        if let Some(s) = state {
-            Stats::set(&self.stats.clock_synchronized, u64::from(s.synchronized));
+        match state {
+            Some(s) => {
+                Stats::set(&self.stats.clock_synchronized, u64::from(s.synchronized));
+                Stats::set_flag(&self.stats.clock_sync_known, true);
+            }
+            None if !self.clocks.unreadable_reported => {
+                self.clocks.unreadable_reported = true;
+                warn!("The kernel's time-synchronisation state cannot be read (adjtimex refused; a seccomp filter such as systemd's ProtectClock=yes blocks it): pdtf_clock_synchronized is not shown and no clock_unsynchronized alarm can be raised.");
+            }
+            None => {}
         }
         let Some(change) = change else { return };
         let (event, active, detail) = match change {

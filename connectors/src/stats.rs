@@ -47,8 +47,10 @@ pub struct Stats {
     pub store_disk_full: AtomicBool,
     /// Times the journal was closed and reopened to recover from a failed write.
     pub store_reopens: AtomicU64,
-    /// 1 while the kernel says the host clock is synchronised (0 also before the first tick).
+    /// 1 while the kernel says the host clock is synchronised, 0 while it says not; shown
+    /// only once `clock_sync_known` (the state could be read).
     pub clock_synchronized: AtomicU64,
+    pub clock_sync_known: AtomicBool,
     /// Wall-clock steps detected against the monotonic clock.
     pub clock_steps: AtomicU64,
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
@@ -198,12 +200,14 @@ impl Stats {
             "Times the journal was closed and reopened to recover from a failed write.",
             g(&self.store_reopens),
         );
-        metric(
-            "pdtf_clock_synchronized",
-            "gauge",
-            "1 while the kernel reports the host clock synchronised (adjtimex).",
-            g(&self.clock_synchronized),
-        );
+        if Self::flag(&self.clock_sync_known) {
+            metric(
+                "pdtf_clock_synchronized",
+                "gauge",
+                "1 while the kernel reports the host clock synchronised (adjtimex).",
+                g(&self.clock_synchronized),
+            );
+        }
         metric(
             "pdtf_clock_steps_total",
             "counter",
