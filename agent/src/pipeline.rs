@@ -22,9 +22,13 @@
 //! served first and even while data is held back: a purge is what frees space, so it must
 //! never queue behind the data it would make room for.
 
+mod outage;
+
 use crate::clock::{Clocks, SyncChange};
 use crate::config::FullPolicy;
-use pdtf_connectors::repeat::{Repeats, Report};
+pub use outage::{is_disk_full, RECOVERY_HOLD, STOP_GIVE_UP};
+use outage::{StorageOutage, MAX_RETRY_DELAY};
+use pdtf_connectors::repeat::Repeats;
 use pdtf_connectors::{alert::AlertBoard, SourceMsg, Stats};
 use pdtf_models::compress::TagCompressor;
 use pdtf_models::detect::Detector;
@@ -72,57 +76,6 @@ fn audit(event: &str, detail: String) -> Entry {
             event: event.to_owned(),
             detail,
         }),
-    }
-}
-
-/// Longest pause between retries of a failed commit: recovery follows freed space this fast.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
-
-/// How long commits must keep succeeding before a storage outage is over.
-pub const RECOVERY_HOLD: Duration = Duration::from_secs(3);
-
-/// How long a stopping agent keeps retrying a failing journal before it gives up.
-pub const STOP_GIVE_UP: Duration = Duration::from_secs(10);
-
-/// An error that says the filesystem is out of space (ENOSPC, or its quota twin EDQUOT).
-pub fn is_disk_full(error: &str) -> bool {
-    [
-        "No space left on device",
-        "os error 28",
-        "Disk quota exceeded",
-        "os error 122",
-    ]
-    .iter()
-    .any(|m| error.contains(m))
-}
-
-/// Journal commits failing since `since`.
-struct StorageOutage {
-    since: Timestamp,
-    disk_full: bool,
-    /// What the last successful reopen checked.
-    reopened: Option<String>,
-    /// Commits have succeeded since then (none failed after).
-    writable_since: Option<Instant>,
-}
-
-impl StorageOutage {
-    /// The system alarm: a full disk is the journal being full, anything else a failure.
-    fn alarm(&self) -> &'static str {
-        if self.disk_full {
-            "journal_full"
-        } else {
-            "journal_failed"
-        }
-    }
-
-    fn recovered_detail(&self, failures: u64) -> String {
-        format!(
-            "journal commits failed from {} ({}; {failures} failed attempts); {}; the records held back were committed when writes succeeded again, nothing accepted was lost",
-            pdtf_connectors::alert::rfc3339(self.since),
-            if self.disk_full { "filesystem full" } else { "write error" },
-            self.reopened.as_deref().unwrap_or("the store accepted a retry without a reopen")
-        )
     }
 }
 
@@ -563,92 +516,6 @@ impl LinePipeline {
         records
     }
 
-    /// After a stop was asked for, a failing journal is given `STOP_GIVE_UP` more.
-    fn giving_up(&mut self, pending: usize) -> bool {
-        if !self.stopping.is_cancelled() {
-            return false;
-        }
-        let since = *self.stop_seen.get_or_insert_with(Instant::now);
-        if since.elapsed() < STOP_GIVE_UP {
-            return false;
-        }
-        error!(
-            entries = pending,
-            "Stopping with entries not committed: the journal is not writable. They were never accepted, and they are lost: MQTT sources acknowledge a message to the broker on receipt."
-        );
-        true
-    }
-
-    fn storage_failed(&mut self, error: &str, pending: usize) {
-        let now_i = Instant::now();
-        let o = self.outage.get_or_insert_with(|| StorageOutage {
-            since: now(),
-            disk_full: is_disk_full(error),
-            reopened: None,
-            writable_since: None,
-        });
-        o.writable_since = None;
-        match self.commit_log.failed(error, now_i) {
-            Report::First => {
-                Stats::set_flag(&self.stats.store_failed, true);
-                Stats::set_flag(&self.stats.store_disk_full, o.disk_full);
-                let what = if o.disk_full {
-                    "journal write failed: the filesystem is full"
-                } else {
-                    "journal write failed"
-                };
-                self.stats
-                    .problem("journal_write", Some(format!("{what}: {error}")));
-                if let Some(b) = &self.board {
-                    b.set_system(o.alarm(), true, &format!("{what}: {error}"), o.since);
-                }
-                error!(error, entries = pending, "Journal commit failed: the agent is not ready and intake waits (nothing more is read from the sources) while the journal is reopened and retried. Repeats of this error are counted, not logged.");
-            }
-            Report::Summary { failures, lasting } => warn!(
-                failures,
-                secs = lasting.as_secs(),
-                last_error = error,
-                "Journal commits still failing; intake is waiting."
-            ),
-            Report::Quiet => {}
-        }
-    }
-
-    /// Ends a storage outage once commits have succeeded for `RECOVERY_HOLD`: the audit
-    /// record, the alarm cleared, ready again.
-    async fn end_outage(&mut self) {
-        let held = self
-            .outage
-            .as_ref()
-            .and_then(|o| o.writable_since)
-            .is_some_and(|t| t.elapsed() >= RECOVERY_HOLD);
-        if !held {
-            return;
-        }
-        let Some(o) = self.outage.take() else { return };
-        let ended = self.commit_log.succeeded(Instant::now());
-        let failures = ended.as_ref().map_or(0, |e| e.failures);
-        self.commit(vec![audit(
-            "storage_recovered",
-            o.recovered_detail(failures),
-        )])
-        .await;
-        Stats::set_flag(&self.stats.store_failed, false);
-        Stats::set_flag(&self.stats.store_disk_full, false);
-        self.stats.problem("journal_write", None);
-        if let Some(b) = &self.board {
-            // The quota's alarm shares the name with the full disk's: kept while over quota.
-            if o.alarm() != "journal_full" || !Stats::flag(&self.stats.store_full) {
-                b.set_system(o.alarm(), false, "journal writable again", now());
-            }
-        }
-        warn!(
-            failures,
-            secs = ended.as_ref().map_or(0.0, |e| e.lasting.as_secs_f64()),
-            "Journal writable again; the outage is recorded as a storage_recovered audit record."
-        );
-    }
-
     fn accepted(&mut self, records: &[Record]) {
         for r in records {
             if let RecordBody::Alarm(a) = &r.body {
@@ -681,97 +548,4 @@ impl LinePipeline {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::clock::SyncState;
-
-    fn pipeline(dir: &std::path::Path) -> LinePipeline {
-        let journal = Arc::new(crate::journal::RedbJournal::open(dir).unwrap());
-        LinePipeline::new(
-            LineTwin::new(2),
-            Vec::new(),
-            Vec::new(),
-            journal,
-            None,
-            watch::channel(0).0,
-            Arc::new(Stats::default()),
-            FullPolicy::StopSamples,
-        )
-    }
-
-    fn audits(p: &LinePipeline) -> Vec<(String, String)> {
-        p.journal
-            .read_from(Seq(1), usize::MAX)
-            .unwrap()
-            .into_iter()
-            .filter_map(|r| match r.body {
-                RecordBody::Audit(a) => Some((a.event, a.detail)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn an_unsynchronised_host_clock_is_recorded_at_the_first_tick_and_its_return_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut p = pipeline(dir.path());
-        p.clocks.read_sync = || {
-            Some(SyncState {
-                synchronized: false,
-                max_error_us: 16_000_000,
-            })
-        };
-        p.control(Control::Tick).await;
-        p.control(Control::Tick).await;
-        assert_eq!(Stats::get(&p.stats.clock_synchronized), 0);
-        p.clocks.read_sync = || {
-            Some(SyncState {
-                synchronized: true,
-                max_error_us: 30,
-            })
-        };
-        p.control(Control::Tick).await;
-        assert_eq!(Stats::get(&p.stats.clock_synchronized), 1);
-        let events: Vec<String> = audits(&p).into_iter().map(|(e, _)| e).collect();
-        assert_eq!(events, vec!["clock_unsynchronized", "clock_synchronized"]);
-    }
-
-    #[tokio::test]
-    async fn a_crash_while_over_quota_leaves_the_refused_count_for_the_next_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut p = pipeline(dir.path());
-        Stats::set_flag(&p.stats.store_full, true);
-        let t = now();
-        let samples: Vec<Sample> = (0..7)
-            .map(|i| Sample::new(TagId(1), f64::from(i), pdtf_models::Quality::Good, None, t))
-            .collect();
-        let (mut out, mut scratch) = (Vec::new(), Vec::new());
-        p.track_full(&mut out);
-        p.apply(SourceMsg::Samples(samples), &mut out, &mut scratch)
-            .await;
-        p.commit(out).await;
-        p.control(Control::Tick).await;
-        let last = p.journal.last_seq().unwrap().0;
-        drop(p); // the crash: no end of the span, no stop record
-        let j = crate::journal::RedbJournal::open(dir.path()).unwrap();
-        let records = crate::startup::startup_records(&j, last, &[TagId(1)], "x".into()).unwrap();
-        let gap = records
-            .iter()
-            .find_map(|e| match &e.body {
-                RecordBody::Gap(g) if g.source == "journal" => Some(g.clone()),
-                _ => None,
-            })
-            .expect("the refused span's gap");
-        assert!(gap.reason.contains("at least 7 samples"), "{}", gap.reason);
-        assert!(gap.start <= gap.end);
-        assert!(records.iter().any(
-            |e| matches!(&e.body, RecordBody::Audit(a) if a.event == "storage_full_at_crash")
-        ));
-        j.append(records).unwrap();
-        crate::startup::clear_refusal_cursors(&j).unwrap();
-        let again = crate::startup::startup_records(&j, last, &[TagId(1)], "x".into()).unwrap();
-        assert!(!again
-            .iter()
-            .any(|e| matches!(&e.body, RecordBody::Gap(g) if g.source == "journal")));
-    }
-}
+mod tests;

@@ -1,0 +1,92 @@
+use super::*;
+use crate::clock::SyncState;
+
+fn pipeline(dir: &std::path::Path) -> LinePipeline {
+    let journal = Arc::new(crate::journal::RedbJournal::open(dir).unwrap());
+    LinePipeline::new(
+        LineTwin::new(2),
+        Vec::new(),
+        Vec::new(),
+        journal,
+        None,
+        watch::channel(0).0,
+        Arc::new(Stats::default()),
+        FullPolicy::StopSamples,
+    )
+}
+
+fn audits(p: &LinePipeline) -> Vec<(String, String)> {
+    p.journal
+        .read_from(Seq(1), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.body {
+            RecordBody::Audit(a) => Some((a.event, a.detail)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_unsynchronised_host_clock_is_recorded_at_the_first_tick_and_its_return_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    p.clocks.read_sync = || {
+        Some(SyncState {
+            synchronized: false,
+            max_error_us: 16_000_000,
+        })
+    };
+    p.control(Control::Tick).await;
+    p.control(Control::Tick).await;
+    assert_eq!(Stats::get(&p.stats.clock_synchronized), 0);
+    p.clocks.read_sync = || {
+        Some(SyncState {
+            synchronized: true,
+            max_error_us: 30,
+        })
+    };
+    p.control(Control::Tick).await;
+    assert_eq!(Stats::get(&p.stats.clock_synchronized), 1);
+    let events: Vec<String> = audits(&p).into_iter().map(|(e, _)| e).collect();
+    assert_eq!(events, vec!["clock_unsynchronized", "clock_synchronized"]);
+}
+
+#[tokio::test]
+async fn a_crash_while_over_quota_leaves_the_refused_count_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = pipeline(dir.path());
+    Stats::set_flag(&p.stats.store_full, true);
+    let t = now();
+    let samples: Vec<Sample> = (0..7)
+        .map(|i| Sample::new(TagId(1), f64::from(i), pdtf_models::Quality::Good, None, t))
+        .collect();
+    let (mut out, mut scratch) = (Vec::new(), Vec::new());
+    p.track_full(&mut out);
+    p.apply(SourceMsg::Samples(samples), &mut out, &mut scratch)
+        .await;
+    p.commit(out).await;
+    p.control(Control::Tick).await;
+    let last = p.journal.last_seq().unwrap().0;
+    drop(p); // the crash: no end of the span, no stop record
+    let j = crate::journal::RedbJournal::open(dir.path()).unwrap();
+    let records = crate::startup::startup_records(&j, last, &[TagId(1)], "x".into()).unwrap();
+    let gap = records
+        .iter()
+        .find_map(|e| match &e.body {
+            RecordBody::Gap(g) if g.source == "journal" => Some(g.clone()),
+            _ => None,
+        })
+        .expect("the refused span's gap");
+    assert!(gap.reason.contains("at least 7 samples"), "{}", gap.reason);
+    assert!(gap.start <= gap.end);
+    assert!(records
+        .iter()
+        .any(|e| matches!(&e.body, RecordBody::Audit(a) if a.event == "storage_full_at_crash")));
+    j.append(records).unwrap();
+    crate::startup::clear_refusal_cursors(&j).unwrap();
+    let again = crate::startup::startup_records(&j, last, &[TagId(1)], "x".into()).unwrap();
+    assert!(!again
+        .iter()
+        .any(|e| matches!(&e.body, RecordBody::Gap(g) if g.source == "journal")));
+}
