@@ -510,3 +510,25 @@ pub fn in_own_mount_namespace(name: &str) -> Option<bool> {
         .expect("unshare runs (util-linux)");
     Some(status.success())
 }
+
+/// Malformed records among `bodies`.
+pub fn malformed_of(bodies: &[pdtf_models::RecordBody]) -> Vec<&pdtf_models::Malformed> {
+    bodies
+        .iter()
+        .filter_map(|b| match b {
+            pdtf_models::RecordBody::Malformed(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every record body in the agent's journal, from seq 1.
+pub fn journal_bodies(agent: &pdtf_agent::Agent) -> Vec<pdtf_models::RecordBody> {
+    agent
+        .journal
+        .read_from(pdtf_models::Seq(1), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.body)
+        .collect()
+}
