@@ -437,3 +437,65 @@ async fn a_server_down_at_start_is_reported_and_joined_when_it_comes_up() {
     agent.shutdown(Duration::from_secs(1)).await;
     server.stop().await;
 }
+
+/// A tag-map reload on a live OPC UA session: a new subscription with the new items is made
+/// before the old one is deleted, so the added item reports, the removed one stops, changed
+/// limits judge at once, and nothing reconnects or leaves a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_monitored_items_without_reconnecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = sim(0, &dir.path().join("server-pki"), false).await;
+    let file = dir.path().join("agent.toml");
+    let text = |tags: &str| {
+        format!(
+            "{agent}\n[opcua_servers.line]\nendpoint = \"{endpoint}\"\nretry_initial_ms = 100\nretry_max_ms = 500\n\n[[sources]]\nid = \"plc\"\nkind = \"opcua\"\nserver = \"line\"\npublishing_interval_ms = 100\nflush_interval_ms = 10\n{tags}",
+            agent = agent_section(dir.path()),
+            endpoint = server.endpoint
+        )
+    };
+    let temp = |hi: f64| {
+        format!("\n[[tags]]\nname = \"temp\"\nsource = \"plc\"\nnode = \"nsu=urn:pdtf:sim;s=Line1.Temp\"\nlimits = {{ hi = {hi:.1} }}\n")
+    };
+    let running = "\n[[tags]]\nname = \"running\"\nsource = \"plc\"\nnode = \"nsu=urn:pdtf:sim;s=Line1.Running\"\nvalue_type = \"bool\"\n";
+    let count = "\n[[tags]]\nname = \"count\"\nsource = \"plc\"\nnode = \"nsu=urn:pdtf:sim;s=Line1.Count\"\n";
+    std::fs::write(&file, text(&format!("{}{running}", temp(80.0)))).unwrap();
+    let mut agent = Agent::start(&config::load(&file).unwrap()).unwrap();
+    wait_for_sample(&agent, 0, "temp", |s| s.value == Value::Num(20.0)).await;
+    wait_for_sample(&agent, 1, "running", |s| s.value == Value::Bool(false)).await;
+    let reconnects = Stats::get(&agent.stats.source_reconnects);
+
+    std::fs::write(&file, text(&format!("{}{count}", temp(25.0)))).unwrap();
+    let outcome = agent.reload(&file).await;
+    assert!(
+        matches!(&outcome, pdtf_agent::reload::Outcome::Applied { diff, .. }
+            if diff == "added: [count]; removed: [running]; changed: [temp (limits)]"),
+        "{outcome:?}"
+    );
+    wait_for_sample(&agent, 2, "the added item's first value", |s| {
+        s.value == Value::Num(7.0)
+    })
+    .await;
+    server.set("Running", Variant::Boolean(true), StatusCode::Good);
+    server.set("Temp", Variant::Double(30.0), StatusCode::Good);
+    wait_until("temp over the new limit raises", WAIT, || {
+        Stats::get(&agent.stats.alarms_active) == 1
+    })
+    .await;
+    // The removed item's subscription is gone: its change after the reload never arrives.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        samples(&agent, 1)
+            .iter()
+            .all(|s| s.value == Value::Bool(false)),
+        "a removed item still reports"
+    );
+    assert_eq!(Stats::get(&agent.stats.source_reconnects), reconnects);
+    assert!(
+        !records(&agent)
+            .iter()
+            .any(|r| matches!(&r.body, RecordBody::Gap(g) if g.source == "plc")),
+        "a reload is not an outage"
+    );
+    agent.shutdown(Duration::from_secs(1)).await;
+    server.stop().await;
+}

@@ -127,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
             .collect(),
         max_batch_samples: 1_000,
         flush_interval: Duration::from_millis(50),
+        reload: None,
     };
     let (tx, mut rx) = mpsc::channel(64);
     let stats = Arc::new(Stats::default());

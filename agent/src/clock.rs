@@ -214,6 +214,11 @@ impl Clocks {
         (step, state, change)
     }
 
+    /// The tag names after a reload (the registry only grows).
+    pub fn set_names(&mut self, names: std::sync::Arc<[String]>) {
+        self.names = names;
+    }
+
     /// A source clock that went off (or came back) with this sample: (event, detail).
     pub fn on_sample(&mut self, s: &Sample) -> Option<(&'static str, String)> {
         s.source_time?;

@@ -13,6 +13,7 @@ pub mod journal;
 pub mod opcua_cli;
 pub mod opcua_sim;
 pub mod pipeline;
+pub mod reload;
 pub mod runtime;
 pub mod startup;
 pub mod supervise;

@@ -17,7 +17,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the agent with a configuration file until SIGTERM or Ctrl-C.
+    /// Run the agent with a configuration file until SIGTERM or Ctrl-C. The tag maps reload
+    /// live on SIGHUP (`systemctl reload`) or when a watched .toml file changes; an invalid
+    /// edit, or a change outside the tags, is refused and the running configuration stays.
     Run {
         /// Agent TOML file (its `include` patterns are relative to it).
         #[arg(long, short, value_name = "FILE")]
@@ -148,6 +150,36 @@ struct StopSignals {
     int: tokio::signal::unix::Signal,
 }
 
+/// SIGHUP: reload the configuration (`systemctl reload`).
+struct Hangup {
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Hangup {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                hup: signal(SignalKind::hangup()).context("installing SIGHUP handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// The next SIGHUP (never, where there are no signals).
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            self.hup.recv().await;
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    }
+}
+
 impl StopSignals {
     fn install() -> anyhow::Result<Self> {
         #[cfg(unix)]
@@ -186,7 +218,8 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let mut signals = StopSignals::install()?;
-    let agent = match Agent::start(&c) {
+    let mut hangup = Hangup::install()?;
+    let mut agent = match Agent::start(&c) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{}: cannot start: {e}", c.file);
@@ -194,14 +227,30 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let code = tokio::select! {
-        signal = signals.wait() => {
-            tracing::info!(signal = signal?, "Shutting down: draining sources and committing.");
-            ExitCode::SUCCESS
-        }
-        why = agent.failure() => {
-            agent.record_failure(&why).await;
-            ExitCode::from(EXIT_TASK_FAILED)
+    // Tag-map reloads: a changed file in a watched directory, or SIGHUP.
+    let (changed_tx, mut changed) = tokio::sync::mpsc::channel(1);
+    let mut watcher = watch_config(&c, &changed_tx);
+    let code = loop {
+        tokio::select! {
+            signal = signals.wait() => {
+                tracing::info!(signal = signal?, "Shutting down: draining sources and committing.");
+                break ExitCode::SUCCESS;
+            }
+            why = agent.failure() => {
+                agent.record_failure(&why).await;
+                break ExitCode::from(EXIT_TASK_FAILED);
+            }
+            _ = hangup.next() => {
+                tracing::info!("SIGHUP: reloading the configuration.");
+                reload(&mut agent, &path, &mut watcher, &changed_tx).await;
+            }
+            Some(()) = changed.recv() => {
+                // Let a multi-file write settle, then take every change at once.
+                tokio::time::sleep(pdtf_agent::reload::SETTLE).await;
+                while changed.try_recv().is_ok() {}
+                tracing::info!("Configuration files changed: reloading.");
+                reload(&mut agent, &path, &mut watcher, &changed_tx).await;
+            }
         }
     };
     pdtf_agent::systemd::stopping();
@@ -214,6 +263,34 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_TASK_FAILED));
     }
     Ok(code)
+}
+
+/// Watches the configuration's directories; without a watcher, `SIGHUP` still reloads.
+fn watch_config(
+    c: &pdtf_agent::config::Config,
+    changed: &tokio::sync::mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    match pdtf_agent::reload::watch(c, changed.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "Configuration files are not watched; `systemctl reload` (SIGHUP) still reloads them.");
+            None
+        }
+    }
+}
+
+async fn reload(
+    agent: &mut Agent,
+    path: &std::path::Path,
+    watcher: &mut Option<notify::RecommendedWatcher>,
+    changed: &tokio::sync::mpsc::Sender<()>,
+) {
+    pdtf_agent::systemd::reloading();
+    if let pdtf_agent::reload::Outcome::Applied { .. } = agent.reload(path).await {
+        // The tag maps may come from other directories now.
+        *watcher = watch_config(agent.config(), changed);
+    }
+    pdtf_agent::systemd::reloaded();
 }
 
 /// Exit code after a supervised task failed (systemd's `Restart=` restarts the agent).

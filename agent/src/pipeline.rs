@@ -23,6 +23,7 @@
 //! never queue behind the data it would make room for.
 
 mod outage;
+mod reload;
 
 use crate::clock::{Clocks, SyncChange};
 use crate::config::FullPolicy;
@@ -35,6 +36,7 @@ use pdtf_models::detect::Detector;
 use pdtf_models::record::Audit;
 use pdtf_models::twin::LineTwin;
 use pdtf_models::{Entry, Gap, Journal, Record, RecordBody, Sample, Seq, TagId, Timestamp};
+pub use reload::TagPlan;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
@@ -48,7 +50,7 @@ pub const MAX_ENTRIES_PER_COMMIT: usize = 4_096;
 pub const CONTROL_CHANNEL: usize = 16;
 
 /// Messages from the agent itself to a line pipeline, served before any source data.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Control {
     /// Purge records through `through` (acknowledged upstream and past retention). The
     /// pipeline executes it so the journal keeps one writer.
@@ -63,6 +65,12 @@ pub enum Control {
     Tick,
     /// An audit record the agent itself makes (e.g. a supervised task failed).
     Audit { event: String, detail: String },
+    /// A validated tag-map change: committed, then applied; `done` gets the audit record's
+    /// seq, or why nothing was applied.
+    Reload {
+        plan: Box<TagPlan>,
+        done: tokio::sync::oneshot::Sender<Result<u64, String>>,
+    },
 }
 
 pub fn now() -> Timestamp {
@@ -432,6 +440,10 @@ impl LinePipeline {
                 self.persist_refusal().await;
             }
             Control::Audit { event, detail } => self.audit(&event, detail).await,
+            Control::Reload { plan, done } => {
+                let result = self.reload(*plan).await;
+                let _gone = done.send(result);
+            }
         }
     }
 

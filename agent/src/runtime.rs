@@ -5,7 +5,9 @@
 //! pipeline commits everything they sent and writes the `agent_stop` audit record, the
 //! upstream sync gets a bounded grace period to deliver it, then the sinks stop.
 
-use crate::config::{CompressionModeConfig, Config, DeadbandKind, SourceConfig, SourceKind};
+use crate::config::{
+    CompressionModeConfig, Config, DeadbandKind, SourceConfig, SourceKind, TagConfig,
+};
 use crate::housekeeping::Housekeeping;
 use crate::journal::Store;
 use crate::pipeline::{Control, LinePipeline};
@@ -56,7 +58,12 @@ pub struct Agent {
     pipeline: JoinHandle<()>,
     sinks: Vec<JoinHandle<()>>,
     supervisor: Supervisor,
-    control: mpsc::Sender<Control>,
+    pub(crate) control: mpsc::Sender<Control>,
+    /// The running configuration (a reload replaces its tags).
+    pub(crate) config: Config,
+    pub(crate) feeds: crate::reload::Feeds,
+    /// The upstream sync's tag names, when it runs.
+    pub(crate) names: Option<Arc<pdtf_connectors::TagNames>>,
 }
 
 /// Why the agent could not start. Each is something validation cannot see (the machine, not
@@ -206,7 +213,10 @@ impl Agent {
             ));
         }
         let mut live_tx = None;
+        let mut names = None;
         if let Some(u) = &c.sinks.upstream {
+            let tag_names = Arc::new(pdtf_connectors::TagNames::new(registry.names().into()));
+            names = Some(tag_names.clone());
             let (tx, live) = mpsc::channel(pdtf_connectors::upstream::LIVE_EVENTS_CAPACITY);
             live_tx = Some(tx);
             let sync = UpstreamSync {
@@ -223,7 +233,7 @@ impl Agent {
                     events_topic: format!("{prefix}/events"),
                     backlog_threshold_records: u.backlog_threshold_records,
                     max_drain_records_per_s: u.max_drain_records_per_s,
-                    tag_names: registry.names().into(),
+                    tag_names,
                 },
                 broker: c.brokers[&u.broker].clone(),
                 journal: journal.clone(),
@@ -240,16 +250,27 @@ impl Agent {
 
         let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_BATCHES);
         let mut sources = Vec::new();
+        let mut feeds = crate::reload::Feeds::default();
         for s in &c.sources {
             let task = match s.kind {
-                SourceKind::Mqtt => mqtt_source(c, &tag_ids, s)
-                    .run(tx.clone(), stats.clone(), sources_stop.clone())
-                    .instrument(tracing::info_span!("source", id = %s.id, kind = "mqtt"))
-                    .boxed(),
-                SourceKind::Opcua => opcua_source(c, &tag_ids, s)
-                    .run(tx.clone(), stats.clone(), sources_stop.clone())
-                    .instrument(tracing::info_span!("source", id = %s.id, kind = "opcua"))
-                    .boxed(),
+                SourceKind::Mqtt => {
+                    let mut src = mqtt_source(c, &tag_ids, s);
+                    let (feed, reload) = watch::channel(src.map.clone());
+                    feeds.mqtt.insert(s.id.clone(), feed);
+                    src.reload = Some(reload);
+                    src.run(tx.clone(), stats.clone(), sources_stop.clone())
+                        .instrument(tracing::info_span!("source", id = %s.id, kind = "mqtt"))
+                        .boxed()
+                }
+                SourceKind::Opcua => {
+                    let mut src = opcua_source(c, &tag_ids, s);
+                    let (feed, reload) = watch::channel(src.items.clone());
+                    feeds.opcua.insert(s.id.clone(), feed);
+                    src.reload = Some(reload);
+                    src.run(tx.clone(), stats.clone(), sources_stop.clone())
+                        .instrument(tracing::info_span!("source", id = %s.id, kind = "opcua"))
+                        .boxed()
+                }
             };
             sources.push(sup.spawn(format!("source {}", s.id), &sources_stop, task));
         }
@@ -258,14 +279,7 @@ impl Agent {
             .map(|_| TagCompressor::new(None))
             .collect();
         for (t, id) in c.tags.iter().zip(&tag_ids) {
-            compressors[id.index()] = TagCompressor::new(t.compression.map(|z| CompressionSpec {
-                mode: match z.mode {
-                    CompressionModeConfig::Deadband => CompressionMode::Deadband,
-                    CompressionModeConfig::SwingingDoor => CompressionMode::SwingingDoor,
-                },
-                error: z.error,
-                max_interval_ms: z.max_interval_ms,
-            }));
+            compressors[id.index()] = TagCompressor::new(compression_spec(t));
         }
         let mut detectors: Vec<Box<dyn Detector>> = vec![Box::new(LimitDetector::new(limits))];
         let restored = restore_alarms(journal.as_ref(), last, &mut detectors, board.as_deref())?;
@@ -371,7 +385,15 @@ impl Agent {
             sinks,
             supervisor: sup,
             control: control_tx,
+            config: c.clone(),
+            feeds,
+            names,
         })
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// Resolves with the first failure of a supervised task (see `supervise`).
@@ -430,9 +452,22 @@ impl Agent {
     }
 }
 
-fn mqtt_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> MqttSource {
+/// How a tag's recorded samples are thinned, if they are.
+pub(crate) fn compression_spec(t: &TagConfig) -> Option<CompressionSpec> {
+    t.compression.map(|z| CompressionSpec {
+        mode: match z.mode {
+            CompressionModeConfig::Deadband => CompressionMode::Deadband,
+            CompressionModeConfig::SwingingDoor => CompressionMode::SwingingDoor,
+        },
+        error: z.error,
+        max_interval_ms: z.max_interval_ms,
+    })
+}
+
+/// The topic map of the MQTT source `source`: its tags, under their durable ids.
+pub(crate) fn topic_map(c: &Config, ids: &[TagId], source: &str) -> TopicMap {
     let mut map = TopicMap::default();
-    for (t, id) in c.tags.iter().zip(ids).filter(|(t, _)| t.source == s.id) {
+    for (t, id) in c.tags.iter().zip(ids).filter(|(t, _)| t.source == source) {
         let Some(topic) = &t.topic else { continue };
         map.insert(
             topic.clone(),
@@ -444,6 +479,10 @@ fn mqtt_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> MqttSource {
             },
         );
     }
+    map
+}
+
+fn mqtt_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> MqttSource {
     MqttSource {
         id: s.id.clone(),
         agent_id: c.agent.id.clone(),
@@ -454,33 +493,32 @@ fn mqtt_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> MqttSource {
         .clone(),
         filters: s.topics.clone(),
         qos: qos(s.qos),
-        map,
+        map: topic_map(c, ids, &s.id),
         max_batch_samples: s.max_batch_samples,
         flush_interval: Duration::from_millis(s.flush_interval_ms),
         max_payload_bytes: s.max_payload_bytes,
+        reload: None,
     }
 }
 
-fn opcua_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> OpcuaSource {
-    let server = c.opcua_servers[s
-        .server
-        .as_deref()
-        .expect("validated: opcua sources name a server")]
-    .clone();
-    let items = c
-        .tags
+/// The monitored items of the OPC UA source `source`: its tags, under their durable ids.
+pub(crate) fn opcua_items(c: &Config, ids: &[TagId], source: &str) -> Vec<OpcuaItem> {
+    let publishing = c
+        .sources
+        .iter()
+        .find(|s| s.id == source)
+        .map_or(0, |s| s.publishing_interval_ms);
+    c.tags
         .iter()
         .zip(ids)
-        .filter(|(t, _)| t.source == s.id)
+        .filter(|(t, _)| t.source == source)
         .filter_map(|(t, id)| {
             let node = t.node.as_deref()?.parse().ok()?;
             Some(OpcuaItem {
                 tag: *id,
                 node,
                 value_type: t.value_type,
-                sampling_interval_ms: t
-                    .sampling_interval_ms
-                    .unwrap_or(s.publishing_interval_ms as f64),
+                sampling_interval_ms: t.sampling_interval_ms.unwrap_or(publishing as f64),
                 queue_size: t.queue_size,
                 discard_oldest: t.discard_oldest,
                 deadband: t.opcua_deadband.map(|d| match d.kind {
@@ -489,7 +527,16 @@ fn opcua_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> OpcuaSource {
                 }),
             })
         })
-        .collect();
+        .collect()
+}
+
+fn opcua_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> OpcuaSource {
+    let server = c.opcua_servers[s
+        .server
+        .as_deref()
+        .expect("validated: opcua sources name a server")]
+    .clone();
+    let items = opcua_items(c, ids, &s.id);
     OpcuaSource {
         id: s.id.clone(),
         agent_id: c.agent.id.clone(),
@@ -501,5 +548,6 @@ fn opcua_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> OpcuaSource {
         items,
         max_batch_samples: s.max_batch_samples,
         flush_interval: Duration::from_millis(s.flush_interval_ms),
+        reload: None,
     }
 }

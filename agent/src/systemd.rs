@@ -71,6 +71,24 @@ pub fn status_line(stats: &Stats) -> String {
     )
 }
 
+/// Tells systemd a configuration reload has begun (`RELOADING=1` with the monotonic time,
+/// as systemd 253 and later require); `reloaded` ends it.
+pub fn reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[
+            NotifyState::Reloading,
+            now,
+            NotifyState::Status("reloading the configuration"),
+        ]),
+        Err(_) => notify(&[NotifyState::Status("reloading the configuration")]),
+    }
+}
+
+/// The reload is over (applied or refused): ready again.
+pub fn reloaded() {
+    notify(&[NotifyState::Ready]);
+}
+
 /// Tells systemd the agent is stopping (call when shutdown begins).
 pub fn stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);

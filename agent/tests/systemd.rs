@@ -77,3 +77,82 @@ async fn ready_watchdog_status_and_stopping_reach_the_notify_socket() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// `SIGHUP` (what `systemctl reload` sends) and an edited file both reload the tag map of a
+/// running `pdtf-agent run`, each framed by `RELOADING=1` … `READY=1` for systemd.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_an_edited_file_reload_the_tag_map() {
+    let port = harness::broker();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    let text = format!(
+        "{agent}\n[brokers.plant]\nhost = \"127.0.0.1\"\nport = {port}\n\n[[sources]]\nid = \"plc\"\nkind = \"mqtt\"\nbroker = \"plant\"\n{tags}",
+        agent = harness::agent_section(dir.path()),
+        tags = harness::TEST_TAGS
+    );
+    std::fs::write(&config, &text).unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pdtf-agent"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    messages_until(&sock, "READY=1", Duration::from_secs(20));
+
+    // SIGHUP with nothing changed: reloaded, nothing to apply.
+    Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    let got = messages_until(&sock, "READY=1", Duration::from_secs(10));
+    assert!(
+        got.iter()
+            .any(|m| m.contains("RELOADING=1") && m.contains("MONOTONIC_USEC=")),
+        "{got:?}"
+    );
+
+    // An edited file, no signal: the watcher reloads it and the new tag is applied.
+    std::fs::write(
+        &config,
+        format!("{text}\n[[tags]]\nname = \"extra\"\nsource = \"plc\"\ntopic = \"line/extra\"\n"),
+    )
+    .unwrap();
+    let got = messages_until(&sock, "READY=1", Duration::from_secs(10));
+    assert!(got.iter().any(|m| m.contains("RELOADING=1")), "{got:?}");
+
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let logged = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert!(
+        logged.contains("SIGHUP: reloading the configuration."),
+        "{logged}"
+    );
+    assert!(logged.contains("the tags are unchanged"), "{logged}");
+    assert!(
+        logged.contains("Configuration files changed: reloading."),
+        "{logged}"
+    );
+    let journal =
+        pdtf_agent::journal::open(pdtf_agent::config::Engine::Redb, &dir.path().join("state"))
+            .unwrap();
+    let reloads: Vec<String> = journal
+        .read_from(pdtf_models::Seq(1), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| match r.body {
+            pdtf_models::RecordBody::Audit(a) if a.event == "config_reload" => Some(a.detail),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reloads.len(), 1, "{reloads:?}");
+    assert!(
+        reloads[0].contains("added: [extra]; removed: []; changed: []"),
+        "{reloads:?}"
+    );
+}

@@ -37,7 +37,7 @@ struct Board {
 pub struct AlertBoard {
     agent_id: String,
     prefix: String,
-    tags: Vec<(String, String)>,
+    tags: crate::Shared<[(String, String)]>,
     inner: Mutex<Board>,
     changed: Notify,
 }
@@ -48,20 +48,22 @@ impl AlertBoard {
         Self {
             agent_id,
             prefix,
-            tags,
+            tags: crate::Shared::new(tags.into()),
             inner: Mutex::new(Board::default()),
             changed: Notify::new(),
         }
     }
 
+    /// The tag map changed (a reload): (name, unit) of every `TagId`, as in `new`.
+    pub fn set_tags(&self, tags: Vec<(String, String)>) {
+        self.tags.set(tags.into());
+    }
+
     /// The retained topic of a condition, and the (name, unit) of what it watches.
-    fn topic<'a>(&'a self, c: &'a Condition) -> Option<(String, &'a str, &'a str)> {
+    fn topic(&self, c: &Condition) -> Option<(String, String, String)> {
         let (name, unit) = match &c.source {
-            ConditionSource::Tag(t) => {
-                let (n, u) = self.tags.get(t.index())?;
-                (n.as_str(), u.as_str())
-            }
-            ConditionSource::Model(m) => (m.as_str(), ""),
+            ConditionSource::Tag(t) => self.tags.get().get(t.index())?.clone(),
+            ConditionSource::Model(m) => (m.clone(), String::new()),
         };
         let topic = match (&c.source, c.kind) {
             (ConditionSource::Tag(_), ConditionKind::Limit) => {
@@ -88,7 +90,7 @@ impl AlertBoard {
             AlarmState::Active(_) => *b.raised_at.entry(ev.condition.clone()).or_insert(ev.time),
             AlarmState::Inactive => b.raised_at.remove(&ev.condition).unwrap_or(ev.time),
         };
-        let payload = self.payload(name, unit, record, ev, raised_at);
+        let payload = self.payload(&name, &unit, record, ev, raised_at);
         b.entries.insert(topic.clone(), payload);
         b.dirty.insert(topic);
         drop(b);

@@ -10,10 +10,12 @@ pub mod malformed;
 pub mod mqtt;
 pub mod opcua;
 pub mod repeat;
+pub mod shared;
 pub mod source;
 pub mod stats;
 pub mod upstream;
 
 pub use backoff::Backoff;
+pub use shared::{Shared, TagNames};
 pub use source::{Outage, SourceMsg, SOURCE_CHANNEL_BATCHES};
 pub use stats::Stats;

@@ -53,6 +53,10 @@ pub struct Stats {
     pub clock_sync_known: AtomicBool,
     /// Wall-clock steps detected against the monotonic clock.
     pub clock_steps: AtomicU64,
+    /// Tag-map reloads applied, and reloads refused (invalid, or a change that needs a
+    /// restart): each one an audit record.
+    pub config_reloads: AtomicU64,
+    pub config_reloads_refused: AtomicU64,
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
     commit_count: AtomicU64,
     commit_sum_ns: AtomicU64,
@@ -213,6 +217,18 @@ impl Stats {
             "counter",
             "Wall-clock steps beyond clock.step_threshold_ms (each an audit record).",
             g(&self.clock_steps),
+        );
+        metric(
+            "pdtf_config_reloads_total",
+            "counter",
+            "Tag-map reloads applied without a restart (each a config_reload audit record).",
+            g(&self.config_reloads),
+        );
+        metric(
+            "pdtf_config_reloads_refused_total",
+            "counter",
+            "Reloads refused (invalid, or a change only a restart applies); the running configuration stayed.",
+            g(&self.config_reloads_refused),
         );
         metric(
             "pdtf_upstream_acked_seq",

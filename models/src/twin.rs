@@ -51,6 +51,13 @@ impl LineTwin {
         }
     }
 
+    /// The id space grew (a reload registered new tags): room for them, nothing else moves.
+    pub fn grow(&mut self, tag_count: usize) {
+        if tag_count > self.tags.len() {
+            self.tags.resize(tag_count, None);
+        }
+    }
+
     pub fn get(&self, tag: TagId) -> Option<&TagValue> {
         self.tags.get(tag.index()).and_then(Option::as_ref)
     }

@@ -23,7 +23,7 @@ pub struct TopicBinding {
 }
 
 /// Exact topic → bindings. Several tags may share one topic (one JSON payload, many fields).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TopicMap {
     by_topic: HashMap<String, Vec<TopicBinding>>,
 }

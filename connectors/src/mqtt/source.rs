@@ -5,15 +5,21 @@
 //! the `Gap` with the outage's start and end. Samples are flushed by availability: as soon as
 //! no further message is waiting, when a batch is full, at the latest when the flush interval
 //! passes, and always before a `Malformed` or `Gap` so order is kept.
+//!
+//! A tag-map reload arrives on `reload` as a whole new `TopicMap`: the batch decoded under the
+//! old map is flushed first, then the new map decodes, and when the subscriptions follow the
+//! mapped topics, the added topics are subscribed and the removed ones unsubscribed on the
+//! same connection (no reconnect, so nothing in flight at the broker is lost).
 
 use super::{BrokerConfig, Link, LinkError, TopicMap};
 use crate::malformed::MalformedGate;
 use crate::{Outage, SourceMsg, Stats};
 use pdtf_models::{Malformed, Sample, TagId, Timestamp};
 use rumqttc::{ConnectReturnCode, Event, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -31,6 +37,31 @@ pub struct MqttSource {
     /// client itself takes packets up to the protocol's maximum, so an oversized publish
     /// never tears the link down (and the good messages around it are not lost with it).
     pub max_payload_bytes: usize,
+    /// Tag-map reloads: each new value replaces `map` while the source runs.
+    pub reload: Option<watch::Receiver<TopicMap>>,
+}
+
+/// What a reload may change while the source runs.
+struct Mapped {
+    map: TopicMap,
+    tags: Vec<TagId>,
+    reload: Option<watch::Receiver<TopicMap>>,
+}
+
+impl Mapped {
+    /// Takes the latest map (`pending`: only if not seen yet). True when it took one.
+    fn take_reload(&mut self, pending: bool) -> bool {
+        let Some(r) = &mut self.reload else {
+            return false;
+        };
+        // `changed()` marks the value seen as it returns: after it, take it regardless.
+        if pending && !r.has_changed().unwrap_or(false) {
+            return false;
+        }
+        self.map = r.borrow_and_update().clone();
+        self.tags = self.map.tags();
+        true
+    }
 }
 
 enum Exit {
@@ -49,6 +80,7 @@ struct Session<'a> {
     batch: Vec<Sample>,
     /// Outlives the session: a flood's window goes on across reconnects.
     malformed: &'a mut MalformedGate,
+    mapped: &'a mut Mapped,
 }
 
 impl Session<'_> {
@@ -77,7 +109,9 @@ impl Session<'_> {
                 self.src.max_payload_bytes
             )]
         } else {
-            self.src.map.decode(topic, payload, now(), &mut self.batch)
+            self.mapped
+                .map
+                .decode(topic, payload, now(), &mut self.batch)
         };
         Stats::add(&self.stats.samples_in, (self.batch.len() - before) as u64);
         for reason in errors {
@@ -112,9 +146,9 @@ impl Session<'_> {
 }
 
 impl MqttSource {
-    fn filters(&self) -> Vec<String> {
+    fn filters(&self, map: &TopicMap) -> Vec<String> {
         if self.filters.is_empty() {
-            let mut t: Vec<String> = self.map.topics().map(str::to_owned).collect();
+            let mut t: Vec<String> = map.topics().map(str::to_owned).collect();
             t.sort();
             t
         } else {
@@ -124,17 +158,23 @@ impl MqttSource {
 
     /// Runs until `shutdown`. Reconnects forever with capped, jittered backoff.
     pub async fn run(
-        self,
+        mut self,
         out: mpsc::Sender<SourceMsg>,
         stats: Arc<Stats>,
         shutdown: CancellationToken,
     ) {
-        let tags = self.map.tags();
+        let map = std::mem::take(&mut self.map);
+        let mut mapped = Mapped {
+            tags: map.tags(),
+            map,
+            reload: self.reload.take(),
+        };
         let mut backoff = self.broker.backoff();
         let mut outage = Outage::default();
         let mut malformed = MalformedGate::default();
         let role = format!("src-{}", self.id);
         loop {
+            mapped.take_reload(true);
             let exit = match self.broker.options(&self.agent_id, &role) {
                 Ok(mut o) => {
                     // Incoming packets up to the protocol's maximum: rumqttc tears the link
@@ -150,7 +190,7 @@ impl MqttSource {
                         &out,
                         &stats,
                         &shutdown,
-                        &tags,
+                        &mut mapped,
                         (&mut outage, &mut malformed),
                         &mut backoff,
                     )
@@ -174,7 +214,10 @@ impl MqttSource {
             } else {
                 debug!(source = %self.id, %reason, "Reconnect attempt failed.");
             }
-            if !outage.begin(&out, &self.id, &tags, &reason, now()).await {
+            if !outage
+                .begin(&out, &self.id, &mapped.tags, &reason, now())
+                .await
+            {
                 return;
             }
             let delay = backoff.next_delay();
@@ -192,7 +235,7 @@ impl MqttSource {
         out: &mpsc::Sender<SourceMsg>,
         stats: &Stats,
         shutdown: &CancellationToken,
-        tags: &[TagId],
+        mapped: &mut Mapped,
         (outage, malformed): (&mut Outage, &mut MalformedGate),
         backoff: &mut super::Backoff,
     ) -> Exit {
@@ -202,8 +245,12 @@ impl MqttSource {
             stats,
             batch: Vec::with_capacity(self.max_batch_samples),
             malformed,
+            mapped,
         };
-        let filters = self.filters();
+        let mut filters = self.filters(&s.mapped.map);
+        // The filters of each SUBSCRIBE sent, in order: a SUBACK answers the oldest.
+        let mut subscribing: VecDeque<Vec<String>> = VecDeque::new();
+        let mut connected = false;
         let mut tick = tokio::time::interval(self.flush_interval.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -217,6 +264,35 @@ impl MqttSource {
                     if !s.flush().await || !s.summaries(false).await {
                         return Exit::Shutdown;
                     }
+                }
+                changed = async { s.mapped.reload.as_mut().expect("guarded").changed().await }, if s.mapped.reload.is_some() => {
+                    if changed.is_err() {
+                        s.mapped.reload = None; // the agent dropped its handle: no more reloads
+                        continue;
+                    }
+                    if !s.flush().await {
+                        return Exit::Shutdown;
+                    }
+                    s.mapped.take_reload(false);
+                    let now_filters = self.filters(&s.mapped.map);
+                    let added: Vec<String> = now_filters.iter().filter(|f| !filters.contains(f)).cloned().collect();
+                    let removed: Vec<&String> = filters.iter().filter(|f| !now_filters.contains(f)).collect();
+                    info!(source = %self.id, tags = s.mapped.tags.len(), subscribed = added.len(), unsubscribed = removed.len(), "Tag map reloaded.");
+                    if connected {
+                        for f in removed {
+                            if let Err(e) = link.client.unsubscribe(f.clone()).await {
+                                return Exit::LinkLost(format!("unsubscribe failed: {e}"));
+                            }
+                        }
+                        if !added.is_empty() {
+                            let subs = added.iter().map(|f| SubscribeFilter::new(f.clone(), self.qos));
+                            if let Err(e) = link.client.subscribe_many(subs).await {
+                                return Exit::LinkLost(format!("subscribe failed: {e}"));
+                            }
+                            subscribing.push_back(added);
+                        }
+                    }
+                    filters = now_filters;
                 }
                 ev = link.events.recv() => {
                     let ev = match ev {
@@ -234,20 +310,23 @@ impl MqttSource {
                                 return Exit::LinkLost(format!("broker refused connection: {:?}", ack.code));
                             }
                             super::link_up(stats, &format!("source {}", self.id));
+                            connected = true;
                             let subs = filters.iter().map(|f| SubscribeFilter::new(f.clone(), self.qos));
                             if let Err(e) = link.client.subscribe_many(subs).await {
                                 return Exit::LinkLost(format!("subscribe failed: {e}"));
                             }
+                            subscribing.push_back(filters.clone());
                         }
                         Event::Incoming(Packet::SubAck(ack)) => {
-                            for (code, filter) in ack.return_codes.iter().zip(&filters) {
+                            let asked = subscribing.pop_front().unwrap_or_default();
+                            for (code, filter) in ack.return_codes.iter().zip(&asked) {
                                 if matches!(code, SubscribeReasonCode::Failure) {
                                     error!(source = %self.id, filter, "Broker refused the subscription; its tags get no data. Check the broker's ACL.");
                                 }
                             }
                             backoff.reset();
-                            info!(source = %self.id, broker = %self.broker.endpoint(), filters = filters.len(), "Source subscribed.");
-                            if let Some(gap) = outage.end(&self.id, tags, now()) {
+                            info!(source = %self.id, broker = %self.broker.endpoint(), filters = asked.len(), "Source subscribed.");
+                            if let Some(gap) = outage.end(&self.id, &s.mapped.tags, now()) {
                                 Stats::add(&stats.gaps, 1);
                                 if !s.send(SourceMsg::Gap(gap)).await {
                                     return Exit::Shutdown;

@@ -11,6 +11,11 @@
 //! (start, end, reason, tags). Values are flushed to the pipeline on a timer or when a
 //! batch is full; while the pipeline is busy this task does not poll the session, so
 //! back-pressure reaches the server's queues instead of memory here.
+//!
+//! A tag-map reload arrives on `reload` as the new item list. Make before break: a new
+//! subscription with every item is created on the same session, and only then is the old
+//! one deleted, so no value change is missed; the new subscription's initial values are
+//! recorded again (one extra sample per item, the current value re-read).
 
 use super::client::{self, explain};
 use super::{NodeAddr, OpcuaServerConfig, ValueType};
@@ -27,7 +32,7 @@ use pdtf_models::{Malformed, Sample, TagId, Timestamp};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -65,6 +70,8 @@ pub struct OpcuaSource {
     pub items: Vec<OpcuaItem>,
     pub max_batch_samples: usize,
     pub flush_interval: Duration,
+    /// Tag-map reloads: each new value replaces `items` while the source runs.
+    pub reload: Option<watch::Receiver<Vec<OpcuaItem>>>,
 }
 
 fn now() -> Timestamp {
@@ -75,12 +82,15 @@ fn now() -> Timestamp {
 #[derive(Clone)]
 struct Current {
     nodes: Vec<Option<NodeId>>,
+    subscription: u32,
 }
 
 /// What creating the subscription found.
 struct Subscribed {
     current: Current,
-    failed: Vec<(usize, String)>,
+    items: usize,
+    /// (node, the server's reason) of each item it refused.
+    failed: Vec<(String, String)>,
 }
 
 type Buffer = Arc<Mutex<Vec<Sample>>>;
@@ -89,9 +99,10 @@ type Buffer = Arc<Mutex<Vec<Sample>>>;
 struct Link<'a> {
     out: &'a mpsc::Sender<SourceMsg>,
     stats: &'a Stats,
-    tags: &'a [TagId],
+    tags: &'a mut Vec<TagId>,
     outage: &'a mut Outage,
     backoff: &'a mut Backoff,
+    reload: &'a mut Option<watch::Receiver<Vec<OpcuaItem>>>,
 }
 
 impl OpcuaSource {
@@ -103,9 +114,27 @@ impl OpcuaSource {
         self.items.iter().map(|i| i.tag).collect()
     }
 
+    /// Takes the latest items (`pending`: only if not seen yet). True when it took them.
+    fn take_reload(
+        &mut self,
+        reload: &mut Option<watch::Receiver<Vec<OpcuaItem>>>,
+        tags: &mut Vec<TagId>,
+        pending: bool,
+    ) -> bool {
+        let Some(r) = reload else { return false };
+        // `changed()` marks the value seen as it returns: after it, take it regardless.
+        if pending && !r.has_changed().unwrap_or(false) {
+            return false;
+        }
+        self.items = r.borrow_and_update().clone();
+        *tags = self.tags();
+        info!(source = %self.id, items = self.items.len(), "Tag map reloaded.");
+        true
+    }
+
     /// Runs until `shutdown`; never gives up on the server.
     pub async fn run(
-        self,
+        mut self,
         out: mpsc::Sender<SourceMsg>,
         stats: Arc<Stats>,
         shutdown: CancellationToken,
@@ -115,8 +144,10 @@ impl OpcuaSource {
             Duration::from_millis(self.server.retry_max_ms),
         );
         let mut outage = Outage::default();
-        let tags = self.tags();
+        let mut tags = self.tags();
+        let mut reload = self.reload.take();
         loop {
+            self.take_reload(&mut reload, &mut tags, true);
             let attempt = async {
                 let c =
                     client::clients(&self.server, &self.pki_dir, &self.agent_id, self.chunk_size)
@@ -134,9 +165,10 @@ impl OpcuaSource {
                     let mut link = Link {
                         out: &out,
                         stats: &stats,
-                        tags: &tags,
+                        tags: &mut tags,
                         outage: &mut outage,
                         backoff: &mut backoff,
+                        reload: &mut reload,
                     };
                     match self.drive(connection, &mut link, &shutdown).await {
                         None => return,
@@ -171,7 +203,7 @@ impl OpcuaSource {
 
     /// Polls one session until shutdown (`None`) or until it cannot go on (`Some(reason)`).
     async fn drive(
-        &self,
+        &mut self,
         connection: client::Connection,
         link: &mut Link<'_>,
         shutdown: &CancellationToken,
@@ -190,6 +222,8 @@ impl OpcuaSource {
         let mut subscribing: Option<tokio::task::JoinHandle<Result<Option<Subscribed>, String>>> =
             None;
         let mut current: Option<Current> = None;
+        // A reload came while a subscription was being made: replace it once that is done.
+        let mut replace = false;
         let mut failures = 0u32;
         let close = |session: Arc<Session>| async move {
             let _ = tokio::time::timeout(Duration::from_secs(2), session.disconnect()).await;
@@ -214,6 +248,13 @@ impl OpcuaSource {
                 _ = tick.tick() => {
                     if !self.flush(&buffer, out, stats).await {
                         return None;
+                    }
+                }
+                changed = async { link.reload.as_mut().expect("guarded").changed().await }, if link.reload.is_some() => {
+                    if changed.is_err() {
+                        *link.reload = None; // the agent dropped its handle: no more reloads
+                    } else if self.take_reload(link.reload, link.tags, false) {
+                        replace = current.is_some() || subscribing.is_some();
                     }
                 }
                 done = async { subscribing.as_mut().expect("guarded").await }, if subscribing.is_some() => {
@@ -259,11 +300,11 @@ impl OpcuaSource {
                                 // A new session may come with a reordered namespace table, and
                                 // the library recreated the items with the old indices: check.
                                 if matches!(mode, SessionConnectMode::NewSession(_)) && subscribing.is_none() {
-                                    let task = self.subscribe(session.clone(), buffer.clone(), Some(cur.clone()));
+                                    let task = self.subscribe(session.clone(), buffer.clone(), Some(cur.clone()), None);
                                     subscribing = Some(tokio::spawn(task));
                                 }
                             } else if subscribing.is_none() {
-                                let task = self.subscribe(session.clone(), buffer.clone(), None);
+                                let task = self.subscribe(session.clone(), buffer.clone(), None, None);
                                 subscribing = Some(tokio::spawn(task));
                             }
                         }
@@ -292,6 +333,18 @@ impl OpcuaSource {
                     }
                 }
             }
+            if replace && subscribing.is_none() {
+                if let Some(cur) = &current {
+                    replace = false;
+                    let task = self.subscribe(
+                        session.clone(),
+                        buffer.clone(),
+                        None,
+                        Some(cur.subscription),
+                    );
+                    subscribing = Some(tokio::spawn(task));
+                }
+            }
             // By availability, not by the timer: what the last poll delivered goes now.
             let ready = !buffer.lock().expect("buffer lock").is_empty();
             if ready && !self.flush(&buffer, out, stats).await {
@@ -315,12 +368,11 @@ impl OpcuaSource {
     /// Items the server refused are recorded (malformed, with the server's reason) so the
     /// missing tag is explained; the others work.
     async fn report(&self, r: Subscribed, out: &mpsc::Sender<SourceMsg>, stats: &Stats) -> bool {
-        info!(source = %self.id, endpoint = %self.server.endpoint, items = self.items.len() - r.failed.len(), refused = r.failed.len(), "OPC UA source subscribed.");
-        for (i, reason) in r.failed {
-            let item = &self.items[i];
-            error!(source = %self.id, node = %item.node, %reason, "The server refused this monitored item; its tag gets no data.");
+        info!(source = %self.id, endpoint = %self.server.endpoint, items = r.items - r.failed.len(), refused = r.failed.len(), "OPC UA source subscribed.");
+        for (node, reason) in r.failed {
+            error!(source = %self.id, %node, %reason, "The server refused this monitored item; its tag gets no data.");
             Stats::add(&stats.malformed_in, 1);
-            let m = Malformed::new(&self.id, &item.node.to_string(), reason, b"");
+            let m = Malformed::new(&self.id, &node, reason, b"");
             if out.send(SourceMsg::Malformed(m)).await.is_err() {
                 return false;
             }
@@ -332,11 +384,13 @@ impl OpcuaSource {
     /// `previous` (a subscription the library recreated on a new session), only when the
     /// node ids resolve differently now; the session's subscriptions (the source has one,
     /// whose id changed when the library recreated it) are deleted first. `None`: unchanged.
+    /// With `replace` (a reload), that subscription is deleted once the new one is in place.
     fn subscribe(
         &self,
         session: Arc<Session>,
         buffer: Buffer,
         previous: Option<Current>,
+        replace: Option<u32>,
     ) -> impl std::future::Future<Output = Result<Option<Subscribed>, String>> + Send + 'static
     {
         let items = self.items.clone();
@@ -385,7 +439,7 @@ impl OpcuaSource {
             for (i, (item, node)) in items.iter().zip(resolved).enumerate() {
                 match node {
                     Ok(node) => requests.push((i, create_request(item, node, i as u32 + 1))),
-                    Err(e) => failed.push((i, e)),
+                    Err(e) => failed.push((items[i].node.to_string(), e)),
                 }
             }
             for part in requests.chunks(chunk) {
@@ -397,14 +451,23 @@ impl OpcuaSource {
                 for ((i, _), r) in part.iter().zip(results) {
                     if !r.result.status_code.is_good() {
                         failed.push((
-                            *i,
+                            items[*i].node.to_string(),
                             format!("CreateMonitoredItems: {}", r.result.status_code),
                         ));
                     }
                 }
             }
+            if let Some(old) = replace {
+                if let Err(e) = session.delete_subscriptions(&[old]).await {
+                    warn!(%source, error = %e, "Deleting the subscription the reload replaced failed; its values may arrive twice until the session ends.");
+                }
+            }
             Ok(Some(Subscribed {
-                current: Current { nodes },
+                current: Current {
+                    nodes,
+                    subscription: sub,
+                },
+                items: items.len(),
                 failed,
             }))
         }

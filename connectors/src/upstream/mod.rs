@@ -66,8 +66,10 @@ pub struct UpstreamSettings {
     pub max_inflight: usize,
     pub backlog_threshold_records: u64,
     pub max_drain_records_per_s: Option<u64>,
-    /// Tag names by `TagId`, so each message names the tags its records refer to.
-    pub tag_names: Arc<[String]>,
+    /// Tag names by `TagId`, so each message names the tags its records refer to (replaced
+    /// by a tag-map reload; the registry only grows, so an older snapshot names every id
+    /// committed before it).
+    pub tag_names: Arc<crate::TagNames>,
 }
 
 /// The message schema on `.../records`.
@@ -409,7 +411,7 @@ impl UpstreamSync {
         let mut one = vec![r];
         let payload = encode_batch(
             &self.settings.agent_id,
-            &self.settings.tag_names,
+            &self.settings.tag_names.get(),
             &mut one,
             usize::MAX,
         );
@@ -449,7 +451,12 @@ impl UpstreamSync {
                 );
                 return Err(format!("journal gap at seq {from}"));
             }
-            let payload = encode_batch(&s.agent_id, &s.tag_names, &mut records, s.max_batch_bytes);
+            let payload = encode_batch(
+                &s.agent_id,
+                &s.tag_names.get(),
+                &mut records,
+                s.max_batch_bytes,
+            );
             let (first, last) = (records[0].seq.0, records[records.len() - 1].seq.0);
             // Never await the client (see the module header). A full queue cannot happen
             // while the window stays below its capacity; if it does, the range is read again

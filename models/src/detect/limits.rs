@@ -12,7 +12,7 @@
 use super::Detector;
 use crate::{
     twin::LineTwin, AlarmEvent, AlarmState, Condition, ConditionKind, ConditionSource, Level,
-    LimitSpec, RecordBody, Sample, TagId, Timestamp,
+    LimitSpec, RecordBody, Sample, TagId, TagTable, Timestamp,
 };
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -172,6 +172,43 @@ impl Detector for LimitDetector {
     fn active_count(&self) -> usize {
         self.state.iter().filter(|s| s.active.is_some()).count()
     }
+
+    fn reconfigure(
+        &mut self,
+        tags: &TagTable,
+        at: Timestamp,
+        twin: &LineTwin,
+        out: &mut Vec<RecordBody>,
+    ) {
+        let specs = tags.limits();
+        self.state.resize(specs.len(), TagAlarm::default());
+        for (i, (st, new)) in self.state.iter_mut().zip(&specs).enumerate() {
+            let old = self.specs.get(i).copied().flatten();
+            if old != *new {
+                // New limits judge the next sample; a half-run on-delay starts again.
+                st.pending = None;
+            }
+            let (Some(level), None) = (st.active, new) else {
+                continue;
+            };
+            let tag = TagId(i as u32);
+            st.active = None;
+            out.push(RecordBody::Alarm(AlarmEvent {
+                condition: Condition::tag_limit(tag),
+                state: AlarmState::Inactive,
+                previous: Some(level),
+                value: twin
+                    .get(tag)
+                    .and_then(|v| v.value.as_f64())
+                    .unwrap_or(f64::NAN),
+                limit: old.and_then(|o| limit_of(&o, level)).unwrap_or(f64::NAN),
+                severity: 0,
+                time: at,
+                batch_id: twin.batch_id().map(str::to_owned),
+            }));
+        }
+        self.specs = specs;
+    }
 }
 
 #[cfg(test)]
@@ -327,5 +364,102 @@ mod tests {
         assert!(det.restore(&ev(Condition::tag_limit(TagId(0)))));
         assert_eq!(det.active_count(), 1);
         assert_eq!(det.conditions(), vec![Condition::tag_limit(TagId(0))]);
+    }
+
+    fn table(limits: Vec<Option<LimitSpec>>) -> TagTable {
+        TagTable::new(
+            limits
+                .into_iter()
+                .map(|limits| {
+                    Some(crate::TagSpec {
+                        name: "t".into(),
+                        unit: String::new(),
+                        limits,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn reconfigure_keeps_live_conditions_and_clears_orphaned_ones() {
+        let mut det = LimitDetector::new(vec![Some(spec()), Some(spec())]);
+        let mut twin = LineTwin::new(2);
+        let mut out = Vec::new();
+        for tag in [TagId(0), TagId(1)] {
+            let s = Sample::new(
+                tag,
+                85.0,
+                Quality::Good,
+                None,
+                Timestamp::from_unix_millis(1),
+            );
+            twin.update(&s);
+            det.on_sample(&s, &twin, &mut out);
+        }
+        assert_eq!(det.active_count(), 2);
+        out.clear();
+        // Tag 0 gets wider limits (still active until judged), tag 1 loses its limits, a
+        // third tag is registered.
+        let wider = LimitSpec {
+            hi: Some(95.0),
+            hihi: Some(99.0),
+            ..spec()
+        };
+        let at = Timestamp::from_unix_millis(2);
+        det.reconfigure(
+            &table(vec![Some(wider), None, Some(spec())]),
+            at,
+            &twin,
+            &mut out,
+        );
+        let cleared: Vec<_> = out
+            .iter()
+            .map(|r| match r {
+                RecordBody::Alarm(a) => {
+                    (a.condition.clone(), a.state, a.previous, a.value, a.limit)
+                }
+                other => panic!("unexpected record {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            cleared,
+            vec![(
+                Condition::tag_limit(TagId(1)),
+                AlarmState::Inactive,
+                Some(Level::Hi),
+                85.0,
+                80.0
+            )]
+        );
+        assert_eq!(det.active_count(), 1);
+        assert_eq!(det.conditions().len(), 2);
+        // The new limits judge tag 0's next sample; the new tag 2 is evaluated at all.
+        out.clear();
+        twin.grow(3);
+        for tag in [TagId(0), TagId(2)] {
+            let s = Sample::new(
+                tag,
+                85.0,
+                Quality::Good,
+                None,
+                Timestamp::from_unix_millis(3),
+            );
+            det.on_sample(&s, &twin, &mut out);
+        }
+        let states: Vec<_> = out
+            .iter()
+            .map(|r| match r {
+                RecordBody::Alarm(a) => (a.condition.tag(), a.state),
+                other => panic!("unexpected record {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (Some(TagId(0)), AlarmState::Inactive),
+                (Some(TagId(2)), AlarmState::Active(Level::Hi))
+            ]
+        );
     }
 }

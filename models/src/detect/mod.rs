@@ -11,7 +11,7 @@ mod limits;
 
 pub use limits::LimitDetector;
 
-use crate::{twin::LineTwin, AlarmEvent, Condition, RecordBody, Sample, Timestamp};
+use crate::{twin::LineTwin, AlarmEvent, Condition, RecordBody, Sample, TagTable, Timestamp};
 
 /// Something that happened to the line as a whole.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,4 +41,16 @@ pub trait Detector: Send {
 
     /// How many of its conditions are active now.
     fn active_count(&self) -> usize;
+
+    /// The tag map changed while running (a reload): take the new table (indexed over the
+    /// whole, possibly grown, id space), keep the state of the conditions that still exist,
+    /// and clear — as records in `out` — the active ones that no longer do, so no retained
+    /// alarm is left standing for a condition nothing evaluates any more.
+    fn reconfigure(
+        &mut self,
+        tags: &TagTable,
+        at: Timestamp,
+        twin: &LineTwin,
+        out: &mut Vec<RecordBody>,
+    );
 }
