@@ -10,29 +10,12 @@
 //! Set `PDTF_BENCH_ROUNDS` (default 3) to repeat; each figure is the median round.
 
 use pdtf_agent::config::Engine;
-use pdtf_models::{Entry, Quality, RecordBody, Sample, Seq, TagId, Timestamp};
+mod common;
+
+use common::batch;
+use pdtf_models::Seq;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn batch(n: usize, offset: usize) -> Vec<Entry> {
-    (0..n)
-        .map(|i| {
-            let t = Timestamp::from_unix_nanos(
-                1_763_800_000_000_000_000 + ((offset + i) as i64) * 100_000_000,
-            );
-            Entry {
-                time: t,
-                body: RecordBody::Sample(Sample::new(
-                    TagId((i % 32) as u32),
-                    20.0 + (i as f64 * 0.37).sin(),
-                    Quality::Good,
-                    Some(t),
-                    t,
-                )),
-            }
-        })
-        .collect()
-}
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]

@@ -7,6 +7,9 @@
 //! Nothing is purged that upstream has not acknowledged. Purges travel on the pipeline's
 //! control path, which it serves before source data and even while `full_policy = "block"`
 //! holds the data back: the purge is what frees the space that policy waits for.
+//!
+//! Each round also moves the verified checkpoint over the records committed since the last
+//! round (`crate::verified`), so the next start verifies seconds of records, not the journal.
 
 use crate::config::JournalConfig;
 use crate::pipeline::now;
@@ -24,7 +27,7 @@ pub const PURGE_CHUNK: usize = 10_000;
 
 pub struct Housekeeping {
     pub config: JournalConfig,
-    pub journal: Arc<dyn Journal>,
+    pub journal: Arc<dyn crate::journal::Store>,
     pub stats: Arc<Stats>,
     pub out: mpsc::Sender<Control>,
 }
@@ -97,7 +100,9 @@ impl Housekeeping {
         let cutoff = Timestamp::from_unix_nanos(
             now().as_nanos() - i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX),
         );
+        let st = self.stats.clone();
         let (bytes, purge) = tokio::task::spawn_blocking(move || -> Result<_, JournalError> {
+            crate::verified::keep_up(j.as_ref(), &st);
             // The persisted cursor, not the in-memory ack: the journal checks against it.
             let acked = j.cursor(pdtf_connectors::upstream::CURSOR)?.0;
             Ok((j.stored_bytes()?, plan_purge(j.as_ref(), acked, cutoff)?))

@@ -18,5 +18,6 @@ pub mod runtime;
 pub mod startup;
 pub mod supervise;
 pub mod systemd;
+pub mod verified;
 
 pub use runtime::Agent;

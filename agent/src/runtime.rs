@@ -336,28 +336,10 @@ impl Agent {
                 crate::health::serve(listener, stats.clone(), sinks_stop.clone()),
             ));
         }
-        // Full verification of the store before reporting ready (progress in the log).
+        // Verification before reporting ready: the tail after the verified checkpoint, or the
+        // whole store when there is none (`verified.rs`).
         let (j, st) = (journal.clone(), stats.clone());
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            match j.verify(&mut |_| {}) {
-                Ok(r) => {
-                    info!(
-                        records = r.records,
-                        first = r.first,
-                        last = r.last,
-                        secs = started.elapsed().as_secs_f64(),
-                        "Journal verified: contiguous, checksums and audit chain intact."
-                    );
-                    Stats::set_flag(&st.store_verified, true);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "Journal verification failed: recording continues, the agent reports not-ready. Run `pdtf-agent verify` and keep the store for investigation.");
-                    st.problem("journal", Some(e.to_string()));
-                }
-            }
-            Stats::set_flag(&st.store_verify_done, true);
-        });
+        tokio::task::spawn_blocking(move || crate::verified::at_start(j, st));
         let span = tracing::info_span!("pipeline", line = %c.agent.line);
         let pipeline_stop = sources_stop.clone();
         let pipeline = sup.spawn(

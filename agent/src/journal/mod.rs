@@ -17,19 +17,33 @@ pub use redb_store::{verify_state_dir, write_older_store, RedbJournal};
 pub use sled_store::SledJournal;
 
 use crate::config::Engine;
-use pdtf_models::{Journal, JournalError};
+use pdtf_models::{Journal, JournalError, Seq};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A journal the agent can run on: the record contract plus verification.
 pub trait Store: Journal {
     fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, JournalError>;
+    /// The records after `after` only, anchored on record `after`'s own link (see
+    /// `crate::verified`); the whole store when `after` is not stored.
+    fn verify_after(
+        &self,
+        after: Seq,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyReport, JournalError>;
     fn location(&self) -> PathBuf;
 }
 
 impl Store for RedbJournal {
     fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, JournalError> {
         RedbJournal::verify(self, progress)
+    }
+    fn verify_after(
+        &self,
+        after: Seq,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyReport, JournalError> {
+        RedbJournal::verify_after(self, after.0, progress)
     }
     fn location(&self) -> PathBuf {
         self.path().to_owned()
@@ -39,6 +53,14 @@ impl Store for RedbJournal {
 #[cfg(feature = "sled")]
 impl Store for SledJournal {
     fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, JournalError> {
+        SledJournal::verify(self, progress)
+    }
+    /// sled (kept for the engine comparison) always verifies the whole store.
+    fn verify_after(
+        &self,
+        _after: Seq,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<VerifyReport, JournalError> {
         SledJournal::verify(self, progress)
     }
     fn location(&self) -> PathBuf {

@@ -17,7 +17,7 @@
 //! set explicitly (`CACHE_BYTES`; redb's own default is 1 GiB), so memory does not grow with
 //! the journal.
 
-use super::chain::{corrupt, hash_from, u64_from, verify_chain, ChainMeta, VerifyReport};
+use super::chain::{corrupt, hash_from, u64_from, VerifyReport};
 use super::migrate::{Progress, CHUNK};
 use super::writer::{check_purge, purge_anchor, Encoded, Head, Writer};
 use pdtf_models::journal::{check_registry, registry_from};
@@ -206,97 +206,19 @@ impl RedbJournal {
 
     /// Checks every stored record (see `verify_db`).
     pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport, JournalError> {
-        verify_db(&*self.db()?, progress)
+        verify_db(&*self.db()?, None, progress)
     }
-}
 
-/// Verifies the journal in `state_dir` without writing to it (for `pdtf-agent verify`).
-///
-/// After an unclean stop redb must repair its allocator state before the file can be read,
-/// which a read-only open cannot do. Then a copy is made next to the system's temp files,
-/// repaired by opening it, and verified; the original stays exactly as the crash left it
-/// (the agent repairs it itself at its next start). Committed records are what redb's
-/// commit made durable, so the copy holds the same records.
-pub fn verify_state_dir(
-    state_dir: &Path,
-    mut progress: impl FnMut(u64),
-) -> Result<VerifyReport, JournalError> {
-    let path = state_dir.join("journal.redb");
-    if !path.is_file() {
-        return Err(storage(format!("no journal at {}", path.display())));
+    /// Checks the records after `after` only, anchored on record `after`'s own link: what a
+    /// start needs when everything through `after` was verified before (the checkpoint).
+    /// The whole store when `after` is not stored (purged, or beyond the end).
+    pub fn verify_after(
+        &self,
+        after: u64,
+        progress: impl FnMut(u64),
+    ) -> Result<VerifyReport, JournalError> {
+        verify_db(&*self.db()?, Some(after), progress)
     }
-    let in_use = |path: &Path| {
-        storage(format!(
-            "{} is in use (stop the agent first: verification needs a quiet store)",
-            path.display()
-        ))
-    };
-    match redb::ReadOnlyDatabase::open(&path) {
-        Ok(db) => return verify_db(&db, progress),
-        Err(redb::DatabaseError::RepairAborted) => {}
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(in_use(&path)),
-        Err(e) => return Err(storage(format!("cannot open {}: {e}", path.display()))),
-    }
-    let copy = std::env::temp_dir().join(format!(
-        "pdtf-verify-{}-{}.redb",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    let result = (|| {
-        std::fs::copy(&path, &copy).map_err(|e| {
-            storage(format!(
-                "{} needs recovery after an unclean stop; copying it to {} for verification failed: {e}",
-                path.display(),
-                copy.display()
-            ))
-        })?;
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&copy)
-            .map_err(|e| storage(format!("cannot recover a copy of {}: {e}", path.display())))?;
-        let mut r = verify_db(&db, &mut progress)?;
-        r.recovered_copy = true;
-        Ok(r)
-    })();
-    // The copy is ours alone; failing to remove it loses nothing.
-    if let Err(e) = std::fs::remove_file(&copy) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            warn!(copy = %copy.display(), error = %e, "Verification copy not removed.");
-        }
-    }
-    result
-}
-
-/// Checks every stored record: sequence continuity, checksum, decodability and the chain
-/// from the anchor to the recorded head. `progress` gets each verified seq.
-fn verify_db(
-    db: &impl ReadableDatabase,
-    progress: impl FnMut(u64),
-) -> Result<VerifyReport, JournalError> {
-    let rtx = db.begin_read().map_err(storage)?;
-    // Format 1 stores were written before the meta table existed.
-    let meta = match rtx.open_table(META) {
-        Ok(t) => Some(t),
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(e) => return Err(storage(e)),
-    };
-    let get = |k: &str| -> Result<Option<Vec<u8>>, JournalError> {
-        let Some(meta) = &meta else { return Ok(None) };
-        Ok(meta.get(k).map_err(storage)?.map(|v| v.value().to_vec()))
-    };
-    let chain_meta = ChainMeta {
-        purged_through: get("purged_through")?,
-        anchor: get("anchor")?,
-        head: get("head")?,
-    };
-    let t = rtx.open_table(RECORDS).map_err(storage)?;
-    let rows = t.iter().map_err(storage)?.map(|item| {
-        let (k, v) = item.map_err(storage)?;
-        Ok((k.value(), v.value().to_vec()))
-    });
-    verify_chain(chain_meta, rows, progress)
 }
 
 /// Rewrites every record of format `from` in the current format, a chunk per transaction
@@ -545,7 +467,7 @@ impl Journal for RedbJournal {
         // refuses every write anyway.
         *slot = None;
         let db = open_db(&self.path)?;
-        let r = verify_db(&db, |_| {})?;
+        let r = verify_db(&db, None, |_| {})?;
         let expected = head.next - 1;
         if r.records > 0 && (r.last != expected || r.head != pdtf_models::record::hex(&head.hash)) {
             return Err(corrupt(
@@ -580,7 +502,10 @@ impl Journal for RedbJournal {
 }
 
 mod older;
+mod verify;
 pub use older::write_older_store;
+use verify::verify_db;
+pub use verify::verify_state_dir;
 
 #[cfg(test)]
 mod tests;

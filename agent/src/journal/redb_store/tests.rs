@@ -318,3 +318,46 @@ fn verify_reads_an_unmigrated_older_store_in_its_own_format() {
         other => panic!("broken chain not found: {other:?}"),
     }
 }
+
+#[test]
+fn verify_after_checks_only_the_tail_and_falls_back_to_the_whole_store() {
+    let dir = tempfile::tempdir().unwrap();
+    RedbJournal::open(dir.path())
+        .unwrap()
+        .append(entries(10))
+        .unwrap();
+    tamper(dir.path(), 3, |b| {
+        let n = b.len() - 1;
+        b[n] ^= 0x01;
+    });
+    let j = RedbJournal::open(dir.path()).unwrap();
+    assert!(matches!(
+        j.verify(|_| {}),
+        Err(JournalError::Corrupt { seq: 3, .. })
+    ));
+    // Through the checkpoint the store is trusted: only 6..=10 are read.
+    let mut seen = Vec::new();
+    let r = j.verify_after(5, |s| seen.push(s)).unwrap();
+    assert_eq!((r.first, r.last, r.records), (6, 10, 5));
+    assert_eq!(seen, vec![6, 7, 8, 9, 10]);
+    // A checkpoint that is not stored: the whole store, which finds the flipped byte.
+    assert!(matches!(
+        j.verify_after(99, |_| {}),
+        Err(JournalError::Corrupt { seq: 3, .. })
+    ));
+    drop(j);
+    // A consistent edit in the tail is caught by the chain, anchored on the checkpoint.
+    tamper(dir.path(), 8, |b| {
+        let s = Record::decode(b).unwrap();
+        let mut r = s.record;
+        r.time = Timestamp::from_unix_millis(77);
+        *b = r.encode(&s.prev).0;
+    });
+    let j = RedbJournal::open(dir.path()).unwrap();
+    match j.verify_after(5, |_| {}) {
+        Err(JournalError::Corrupt { seq: 8, reason }) => {
+            assert!(reason.contains("chain"), "{reason}")
+        }
+        other => panic!("a tail edit was not found: {other:?}"),
+    }
+}
