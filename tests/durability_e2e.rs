@@ -101,7 +101,7 @@ async fn health_metrics_and_compressed_samples() {
     assert_eq!(code, 200);
     let exported: u64 = metrics
         .lines()
-        .find_map(|l| l.strip_prefix("pdtf_source_samples_total "))
+        .find_map(|l| l.strip_prefix("pdtf_source_samples_total{line=\"l1\",source=\"plc\"} "))
         .and_then(|v| v.parse().ok())
         .expect("samples metric exported");
     assert_eq!(exported, Stats::get(&agent.stats.samples_in), "{metrics}");

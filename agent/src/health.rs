@@ -52,7 +52,7 @@ pub async fn serve(listener: TcpListener, stats: Arc<Stats>, shutdown: Cancellat
     }
 }
 
-async fn handle(mut stream: TcpStream, stats: &Stats) {
+async fn handle(mut stream: TcpStream, stats: &Arc<Stats>) {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {

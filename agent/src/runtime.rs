@@ -124,6 +124,10 @@ impl Agent {
             }
         })?;
         let stats = Arc::new(Stats::default());
+        stats.set_line(&c.agent.line);
+        for s in &c.sources {
+            stats.source(&s.id); // every configured source is shown, data or not
+        }
         // Durable identities: names resolve through the journal's registry, never by their
         // position in today's files.
         let mut registry = journal.tag_registry()?;

@@ -1,11 +1,20 @@
 //! Counters shared by all tasks of an agent, and their Prometheus rendering. Every metric
 //! name is defined here and nowhere else.
 //!
-//! Plain relaxed atomics: each counter is independent and only ever read for display.
+//! Plain relaxed atomics: each counter is independent and only ever read for display. The
+//! exposition is `prometheus-client`'s (a collector reads the atomics at each scrape), in
+//! the Prometheus text format 0.0.4, with the `line` label on every metric and `source` on
+//! the per-source ones.
 
-use std::fmt::Write as _;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the commit latency histogram buckets.
@@ -62,6 +71,8 @@ pub struct Stats {
     commit_sum_ns: AtomicU64,
     /// Last problem per component, for `/readyz` and the logs (e.g. a TLS failure).
     pub problems: Mutex<std::collections::BTreeMap<String, String>>,
+    sources: Mutex<std::collections::BTreeMap<String, Arc<SourceCounters>>>,
+    line: OnceLock<String>,
 }
 
 impl Stats {
@@ -116,181 +127,318 @@ impl Stats {
         p.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
-    /// Prometheus text exposition format, version 0.0.4.
-    pub fn render_prometheus(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+    /// The counters of source `id` (made on first use): its samples, malformed inputs,
+    /// reconnects and gaps, shown with a `source` label. `count` adds to them and to the
+    /// agent-wide totals at once.
+    pub fn source(&self, id: &str) -> Arc<SourceCounters> {
+        let mut m = self.sources.lock().expect("stats lock poisoned");
+        m.entry(id.to_owned()).or_default().clone()
+    }
+
+    pub fn count(&self, source: &SourceCounters, event: SourceEvent, n: u64) {
+        let (all, own) = match event {
+            SourceEvent::Samples => (&self.samples_in, &source.samples),
+            SourceEvent::Malformed => (&self.malformed_in, &source.malformed),
+            SourceEvent::Reconnect => (&self.source_reconnects, &source.reconnects),
+            SourceEvent::Gap => (&self.gaps, &source.gaps),
         };
-        let g = Self::get;
-        metric(
-            "pdtf_source_samples_total",
-            "counter",
-            "Samples received from all sources.",
-            g(&self.samples_in),
-        );
-        metric(
-            "pdtf_source_malformed_total",
-            "counter",
-            "Inputs that could not be mapped (recorded and skipped).",
-            g(&self.malformed_in),
-        );
-        metric(
-            "pdtf_source_reconnects_total",
-            "counter",
-            "Source link losses.",
-            g(&self.source_reconnects),
-        );
-        metric(
-            "pdtf_source_gaps_total",
-            "counter",
-            "Gap records written for source outages.",
-            g(&self.gaps),
-        );
-        metric(
-            "pdtf_source_samples_refused_total",
-            "counter",
-            "Samples refused because the journal is over quota (policy stop_samples).",
-            g(&self.samples_refused),
-        );
-        metric(
-            "pdtf_journal_records_committed_total",
-            "counter",
-            "Records committed to the journal.",
-            g(&self.records_committed),
-        );
-        metric(
-            "pdtf_journal_last_seq",
-            "gauge",
-            "Highest committed sequence number.",
-            g(&self.last_seq),
-        );
-        metric(
-            "pdtf_journal_commit_errors_total",
-            "counter",
-            "Failed journal commits (retried).",
-            g(&self.commit_errors),
-        );
-        metric(
-            "pdtf_journal_records_purged_total",
-            "counter",
-            "Records purged after upstream acknowledgement and retention.",
-            g(&self.records_purged),
-        );
-        metric(
-            "pdtf_journal_size_bytes",
-            "gauge",
-            "Size of the journal file.",
-            g(&self.journal_bytes),
-        );
-        metric(
-            "pdtf_journal_full",
-            "gauge",
-            "1 while the journal is over its quota or its filesystem is full.",
-            u64::from(Self::flag(&self.store_full) || Self::flag(&self.store_disk_full)),
-        );
-        metric(
-            "pdtf_journal_write_failed",
-            "gauge",
-            "1 while journal commits fail (intake waits until they succeed).",
-            u64::from(Self::flag(&self.store_failed)),
-        );
-        metric(
-            "pdtf_journal_reopens_total",
-            "counter",
-            "Times the journal was closed and reopened to recover from a failed write.",
-            g(&self.store_reopens),
-        );
-        if Self::flag(&self.clock_sync_known) {
-            metric(
-                "pdtf_clock_synchronized",
-                "gauge",
-                "1 while the kernel reports the host clock synchronised (adjtimex).",
-                g(&self.clock_synchronized),
-            );
-        }
-        metric(
-            "pdtf_clock_steps_total",
-            "counter",
-            "Wall-clock steps beyond clock.step_threshold_ms (each an audit record).",
-            g(&self.clock_steps),
-        );
-        metric(
-            "pdtf_config_reloads_total",
-            "counter",
-            "Tag-map reloads applied without a restart (each a config_reload audit record).",
-            g(&self.config_reloads),
-        );
-        metric(
-            "pdtf_config_reloads_refused_total",
-            "counter",
-            "Reloads refused (invalid, or a change only a restart applies); the running configuration stayed.",
-            g(&self.config_reloads_refused),
-        );
-        metric(
-            "pdtf_upstream_acked_seq",
-            "gauge",
-            "Last sequence number acknowledged by the upstream broker.",
-            g(&self.upstream_acked_seq),
-        );
-        metric(
-            "pdtf_upstream_backlog_records",
-            "gauge",
-            "Committed records not yet acknowledged upstream.",
-            self.upstream_backlog(),
-        );
-        metric(
-            "pdtf_upstream_messages_acked_total",
-            "counter",
-            "Upstream messages acknowledged (PUBACK).",
-            g(&self.upstream_messages_acked),
-        );
-        metric(
-            "pdtf_upstream_reconnects_total",
-            "counter",
-            "Upstream link losses.",
-            g(&self.upstream_reconnects),
-        );
-        metric(
-            "pdtf_upstream_connected",
-            "gauge",
-            "1 while the upstream link is up.",
-            u64::from(Self::flag(&self.upstream_connected)),
-        );
-        metric(
-            "pdtf_alarms_active",
-            "gauge",
-            "Limit alarms currently active.",
-            g(&self.alarms_active),
-        );
-        metric(
-            "pdtf_alarms_raised_total",
-            "counter",
-            "Limit alarms raised.",
-            g(&self.alarms_raised),
-        );
-        metric(
-            "pdtf_alerts_published_total",
-            "counter",
-            "Alarm state messages published to SCADA.",
-            g(&self.alerts_published),
-        );
-        let name = "pdtf_journal_commit_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Journal commit latency.\n# TYPE {name} histogram"
-        );
-        for (bound, bucket) in COMMIT_BUCKETS.iter().zip(&self.commit_buckets) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", g(bucket));
-        }
-        let count = g(&self.commit_count);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", g(&self.commit_sum_ns) as f64 / 1e9);
-        let _ = writeln!(out, "{name}_count {count}");
+        Self::add(all, n);
+        Self::add(own, n);
+    }
+
+    /// The `line` label every metric carries (the agent's `agent.line`); set once at start.
+    pub fn set_line(&self, line: &str) {
+        let _first = self.line.set(line.to_owned());
+    }
+
+    /// Prometheus text exposition format, version 0.0.4 (`prometheus-client`'s encoder):
+    /// every metric with the `line` label, the per-source ones with `source` too.
+    pub fn render_prometheus(self: &Arc<Self>) -> String {
+        let line = self.line.get().cloned().unwrap_or_default();
+        let mut registry =
+            Registry::with_labels(std::iter::once((Cow::Borrowed("line"), Cow::Owned(line))));
+        registry.register_collector(Box::new(Exposition(self.clone())));
+        let mut out = String::with_capacity(8192);
+        prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// What one source contributed, for the `source`-labelled metrics.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    pub samples: AtomicU64,
+    pub malformed: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub gaps: AtomicU64,
+}
+
+/// A source's view of the counters: the agent-wide ones and its own. Derefs to `Stats`.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceStats<'a> {
+    pub all: &'a Stats,
+    pub own: &'a SourceCounters,
+}
+
+impl SourceStats<'_> {
+    pub fn count(&self, event: SourceEvent, n: u64) {
+        self.all.count(self.own, event, n);
+    }
+}
+
+impl std::ops::Deref for SourceStats<'_> {
+    type Target = Stats;
+    fn deref(&self) -> &Stats {
+        self.all
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum SourceEvent {
+    Samples,
+    Malformed,
+    Reconnect,
+    Gap,
+}
+
+/// The agent's counters, read at each scrape.
+#[derive(Debug)]
+struct Exposition(Arc<Stats>);
+
+fn one(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    value: u64,
+) -> std::fmt::Result {
+    let m = e.encode_descriptor(name, help, None, kind)?;
+    match kind {
+        MetricType::Counter => ConstCounter::new(value).encode(m),
+        _ => ConstGauge::new(value).encode(m),
+    }
+}
+
+fn per_source(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    sources: &[(String, Arc<SourceCounters>)],
+    value: impl Fn(&SourceCounters) -> u64,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (id, c) in sources {
+        let labels = [("source", id.as_str())];
+        ConstCounter::new(value(c)).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
+        let sources: Vec<(String, Arc<SourceCounters>)> = s
+            .sources
+            .lock()
+            .expect("stats lock poisoned")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        per_source(
+            &mut e,
+            "pdtf_source_samples",
+            "Samples received from all sources.",
+            &sources,
+            |c| Stats::get(&c.samples),
+        )?;
+        per_source(
+            &mut e,
+            "pdtf_source_malformed",
+            "Inputs that could not be mapped (recorded and skipped).",
+            &sources,
+            |c| Stats::get(&c.malformed),
+        )?;
+        per_source(
+            &mut e,
+            "pdtf_source_reconnects",
+            "Source link losses.",
+            &sources,
+            |c| Stats::get(&c.reconnects),
+        )?;
+        per_source(
+            &mut e,
+            "pdtf_source_gaps",
+            "Gap records written for source outages.",
+            &sources,
+            |c| Stats::get(&c.gaps),
+        )?;
+        one(
+            &mut e,
+            "pdtf_source_samples_refused",
+            "Samples refused because the journal is over quota (policy stop_samples).",
+            MetricType::Counter,
+            Stats::get(&s.samples_refused),
+        )?;
+        one(
+            &mut e,
+            "pdtf_journal_records_committed",
+            "Records committed to the journal.",
+            MetricType::Counter,
+            Stats::get(&s.records_committed),
+        )?;
+        one(
+            &mut e,
+            "pdtf_journal_last_seq",
+            "Highest committed sequence number.",
+            MetricType::Gauge,
+            Stats::get(&s.last_seq),
+        )?;
+        one(
+            &mut e,
+            "pdtf_journal_commit_errors",
+            "Failed journal commits (retried).",
+            MetricType::Counter,
+            Stats::get(&s.commit_errors),
+        )?;
+        one(
+            &mut e,
+            "pdtf_journal_records_purged",
+            "Records purged after upstream acknowledgement and retention.",
+            MetricType::Counter,
+            Stats::get(&s.records_purged),
+        )?;
+        one(
+            &mut e,
+            "pdtf_journal_size_bytes",
+            "Size of the journal file.",
+            MetricType::Gauge,
+            Stats::get(&s.journal_bytes),
+        )?;
+        one(
+            &mut e,
+            "pdtf_journal_full",
+            "1 while the journal is over its quota or its filesystem is full.",
+            MetricType::Gauge,
+            u64::from(Stats::flag(&s.store_full) || Stats::flag(&s.store_disk_full)),
+        )?;
+        one(
+            &mut e,
+            "pdtf_journal_write_failed",
+            "1 while journal commits fail (intake waits until they succeed).",
+            MetricType::Gauge,
+            u64::from(Stats::flag(&s.store_failed)),
+        )?;
+        one(
+            &mut e,
+            "pdtf_journal_reopens",
+            "Times the journal was closed and reopened to recover from a failed write.",
+            MetricType::Counter,
+            Stats::get(&s.store_reopens),
+        )?;
+        if Stats::flag(&s.clock_sync_known) {
+            one(
+                &mut e,
+                "pdtf_clock_synchronized",
+                "1 while the kernel reports the host clock synchronised (adjtimex).",
+                MetricType::Gauge,
+                Stats::get(&s.clock_synchronized),
+            )?;
+        }
+        one(
+            &mut e,
+            "pdtf_clock_steps",
+            "Wall-clock steps beyond clock.step_threshold_ms (each an audit record).",
+            MetricType::Counter,
+            Stats::get(&s.clock_steps),
+        )?;
+        one(
+            &mut e,
+            "pdtf_config_reloads",
+            "Tag-map reloads applied without a restart (each a config_reload audit record).",
+            MetricType::Counter,
+            Stats::get(&s.config_reloads),
+        )?;
+        one(&mut e, "pdtf_config_reloads_refused", "Reloads refused (invalid, or a change only a restart applies); the running configuration stayed.", MetricType::Counter, Stats::get(&s.config_reloads_refused))?;
+        one(
+            &mut e,
+            "pdtf_upstream_acked_seq",
+            "Last sequence number acknowledged by the upstream broker.",
+            MetricType::Gauge,
+            Stats::get(&s.upstream_acked_seq),
+        )?;
+        one(
+            &mut e,
+            "pdtf_upstream_backlog_records",
+            "Committed records not yet acknowledged upstream.",
+            MetricType::Gauge,
+            s.upstream_backlog(),
+        )?;
+        one(
+            &mut e,
+            "pdtf_upstream_messages_acked",
+            "Upstream messages acknowledged (PUBACK).",
+            MetricType::Counter,
+            Stats::get(&s.upstream_messages_acked),
+        )?;
+        one(
+            &mut e,
+            "pdtf_upstream_reconnects",
+            "Upstream link losses.",
+            MetricType::Counter,
+            Stats::get(&s.upstream_reconnects),
+        )?;
+        one(
+            &mut e,
+            "pdtf_upstream_connected",
+            "1 while the upstream link is up.",
+            MetricType::Gauge,
+            u64::from(Stats::flag(&s.upstream_connected)),
+        )?;
+        one(
+            &mut e,
+            "pdtf_alarms_active",
+            "Limit alarms currently active.",
+            MetricType::Gauge,
+            Stats::get(&s.alarms_active),
+        )?;
+        one(
+            &mut e,
+            "pdtf_alarms_raised",
+            "Limit alarms raised.",
+            MetricType::Counter,
+            Stats::get(&s.alarms_raised),
+        )?;
+        one(
+            &mut e,
+            "pdtf_alerts_published",
+            "Alarm state messages published to SCADA.",
+            MetricType::Counter,
+            Stats::get(&s.alerts_published),
+        )?;
+        // The buckets are kept cumulative; the encoder wants each bucket's own count.
+        let cumulative: Vec<u64> = s.commit_buckets.iter().map(Stats::get).collect();
+        let buckets: Vec<(f64, u64)> = COMMIT_BUCKETS
+            .iter()
+            .zip(&cumulative)
+            .scan(0, |below, (bound, c)| {
+                let own = c.saturating_sub(*below);
+                *below = *c;
+                Some((*bound, own))
+            })
+            .collect();
+        let m = e.encode_descriptor(
+            "pdtf_journal_commit_duration_seconds",
+            "Journal commit latency.",
+            None,
+            MetricType::Histogram,
+        )?;
+        let mut m = m;
+        m.encode_histogram::<NoLabelSet>(
+            Stats::get(&s.commit_sum_ns) as f64 / 1e9,
+            Stats::get(&s.commit_count),
+            &buckets,
+            None,
+        )
     }
 }
 
@@ -299,20 +447,55 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_is_cumulative_and_text_is_well_formed() {
-        let s = Stats::default();
+    fn exposition_has_labels_a_cumulative_histogram_and_well_formed_lines() {
+        let s = Arc::new(Stats::default());
+        s.set_line("granulation-1");
         s.observe_commit(Duration::from_micros(300));
         s.observe_commit(Duration::from_millis(20));
-        Stats::add(&s.samples_in, 7);
+        let (a, b) = (s.source("plc-a"), s.source("plc-b"));
+        s.count(&a, SourceEvent::Samples, 7);
+        s.count(&b, SourceEvent::Samples, 2);
+        s.count(&b, SourceEvent::Gap, 1);
+        assert_eq!(Stats::get(&s.samples_in), 9, "the agent-wide total follows");
         let text = s.render_prometheus();
-        assert!(text.contains("pdtf_source_samples_total 7\n"));
-        assert!(text.contains("pdtf_journal_commit_duration_seconds_bucket{le=\"0.0005\"} 1\n"));
-        assert!(text.contains("pdtf_journal_commit_duration_seconds_bucket{le=\"0.025\"} 2\n"));
-        assert!(text.contains("pdtf_journal_commit_duration_seconds_count 2\n"));
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
+        for want in [
+            "# TYPE pdtf_source_samples_total counter\n",
+            "pdtf_source_samples_total{line=\"granulation-1\",source=\"plc-a\"} 7\n",
+            "pdtf_source_samples_total{line=\"granulation-1\",source=\"plc-b\"} 2\n",
+            "pdtf_source_gaps_total{line=\"granulation-1\",source=\"plc-b\"} 1\n",
+            "pdtf_journal_last_seq{line=\"granulation-1\"} 0\n",
+            "# TYPE pdtf_journal_commit_duration_seconds histogram\n",
+            "pdtf_journal_commit_duration_seconds_bucket{line=\"granulation-1\",le=\"0.0005\"} 1\n",
+            "pdtf_journal_commit_duration_seconds_bucket{line=\"granulation-1\",le=\"0.025\"} 2\n",
+            "pdtf_journal_commit_duration_seconds_bucket{line=\"granulation-1\",le=\"+Inf\"} 2\n",
+            "pdtf_journal_commit_duration_seconds_count{line=\"granulation-1\"} 2\n",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("pdtf_clock_synchronized"),
+            "absent while unknown"
+        );
+        // Every sample line: a pdtf_ name, labels, a number; every name has one HELP and TYPE.
+        let mut typed = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                assert!(
+                    typed.insert(rest.split(' ').next().unwrap().to_owned()),
+                    "{line}"
+                );
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
             let (name, value) = line.rsplit_once(' ').unwrap();
-            assert!(name.starts_with("pdtf_"), "{line}");
+            assert!(
+                name.starts_with("pdtf_") && name.contains("{line="),
+                "{line}"
+            );
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
+        assert!(typed.len() >= 25, "{typed:?}");
     }
 }

@@ -13,6 +13,7 @@
 
 use super::{BrokerConfig, Link, LinkError, TopicMap};
 use crate::malformed::MalformedGate;
+use crate::stats::{SourceEvent, SourceStats};
 use crate::{Outage, SourceMsg, Stats};
 use pdtf_models::{Malformed, Sample, TagId, Timestamp};
 use rumqttc::{ConnectReturnCode, Event, Packet, QoS, SubscribeFilter, SubscribeReasonCode};
@@ -76,7 +77,7 @@ fn now() -> Timestamp {
 struct Session<'a> {
     src: &'a MqttSource,
     out: &'a mpsc::Sender<SourceMsg>,
-    stats: &'a Stats,
+    stats: SourceStats<'a>,
     batch: Vec<Sample>,
     /// Outlives the session: a flood's window goes on across reconnects.
     malformed: &'a mut MalformedGate,
@@ -113,9 +114,10 @@ impl Session<'_> {
                 .map
                 .decode(topic, payload, now(), &mut self.batch)
         };
-        Stats::add(&self.stats.samples_in, (self.batch.len() - before) as u64);
+        self.stats
+            .count(SourceEvent::Samples, (self.batch.len() - before) as u64);
         for reason in errors {
-            Stats::add(&self.stats.malformed_in, 1);
+            self.stats.count(SourceEvent::Malformed, 1);
             let m = Malformed::new(&self.src.id, topic, reason, payload);
             let Some(m) = self.malformed.offer(m, now()) else {
                 continue; // counted into the window's summary
@@ -173,6 +175,11 @@ impl MqttSource {
         let mut outage = Outage::default();
         let mut malformed = MalformedGate::default();
         let role = format!("src-{}", self.id);
+        let own = stats.source(&self.id);
+        let counts = SourceStats {
+            all: &stats,
+            own: &own,
+        };
         loop {
             mapped.take_reload(true);
             let exit = match self.broker.options(&self.agent_id, &role) {
@@ -188,7 +195,7 @@ impl MqttSource {
                     self.session(
                         link,
                         &out,
-                        &stats,
+                        counts,
                         &shutdown,
                         &mut mapped,
                         (&mut outage, &mut malformed),
@@ -208,7 +215,7 @@ impl MqttSource {
                 Exit::Shutdown => return,
                 Exit::LinkLost(reason) => reason,
             };
-            Stats::add(&stats.source_reconnects, 1);
+            counts.count(SourceEvent::Reconnect, 1);
             if !outage.is_down() {
                 warn!(source = %self.id, broker = %self.broker.endpoint(), %reason, "Source link lost; its tags are Bad until it is back.");
             } else {
@@ -233,7 +240,7 @@ impl MqttSource {
         &self,
         mut link: Link,
         out: &mpsc::Sender<SourceMsg>,
-        stats: &Stats,
+        stats: SourceStats<'_>,
         shutdown: &CancellationToken,
         mapped: &mut Mapped,
         (outage, malformed): (&mut Outage, &mut MalformedGate),
@@ -300,7 +307,7 @@ impl MqttSource {
                         Some(Err(e)) => {
                             s.flush().await;
                             let component = format!("source {}", self.id);
-                            return Exit::LinkLost(super::link_down(stats, &component, &self.broker.endpoint(), LinkError::Connection(&e), backoff));
+                            return Exit::LinkLost(super::link_down(stats.all, &component, &self.broker.endpoint(), LinkError::Connection(&e), backoff));
                         }
                         Some(Ok(ev)) => ev,
                     };
@@ -309,7 +316,7 @@ impl MqttSource {
                             if ack.code != ConnectReturnCode::Success {
                                 return Exit::LinkLost(format!("broker refused connection: {:?}", ack.code));
                             }
-                            super::link_up(stats, &format!("source {}", self.id));
+                            super::link_up(stats.all, &format!("source {}", self.id));
                             connected = true;
                             let subs = filters.iter().map(|f| SubscribeFilter::new(f.clone(), self.qos));
                             if let Err(e) = link.client.subscribe_many(subs).await {
@@ -327,7 +334,7 @@ impl MqttSource {
                             backoff.reset();
                             info!(source = %self.id, broker = %self.broker.endpoint(), filters = asked.len(), "Source subscribed.");
                             if let Some(gap) = outage.end(&self.id, &s.mapped.tags, now()) {
-                                Stats::add(&stats.gaps, 1);
+                                stats.count(SourceEvent::Gap, 1);
                                 if !s.send(SourceMsg::Gap(gap)).await {
                                     return Exit::Shutdown;
                                 }

@@ -19,6 +19,7 @@
 
 use super::client::{self, explain};
 use super::{NodeAddr, OpcuaServerConfig, ValueType};
+use crate::stats::{SourceEvent, SourceStats};
 use crate::{Backoff, Outage, SourceMsg, Stats};
 use futures_util::StreamExt;
 use opcua::client::{
@@ -98,7 +99,7 @@ type Buffer = Arc<Mutex<Vec<Sample>>>;
 /// What outlives one session: the pipeline, the outage and the backoff.
 struct Link<'a> {
     out: &'a mpsc::Sender<SourceMsg>,
-    stats: &'a Stats,
+    stats: SourceStats<'a>,
     tags: &'a mut Vec<TagId>,
     outage: &'a mut Outage,
     backoff: &'a mut Backoff,
@@ -145,6 +146,11 @@ impl OpcuaSource {
         );
         let mut outage = Outage::default();
         let mut tags = self.tags();
+        let own = stats.source(&self.id);
+        let counts = SourceStats {
+            all: &stats,
+            own: &own,
+        };
         let mut reload = self.reload.take();
         loop {
             self.take_reload(&mut reload, &mut tags, true);
@@ -164,7 +170,7 @@ impl OpcuaSource {
                 Ok(connection) => {
                     let mut link = Link {
                         out: &out,
-                        stats: &stats,
+                        stats: counts,
                         tags: &mut tags,
                         outage: &mut outage,
                         backoff: &mut backoff,
@@ -181,7 +187,7 @@ impl OpcuaSource {
                 &self.component(),
                 Some(format!("{}: {reason}", self.server.endpoint)),
             );
-            Stats::add(&stats.source_reconnects, 1);
+            counts.count(SourceEvent::Reconnect, 1);
             if backoff.attempts() < 2 {
                 warn!(source = %self.id, endpoint = %self.server.endpoint, %reason, "OPC UA server not reachable; retrying.");
             }
@@ -195,9 +201,14 @@ impl OpcuaSource {
         }
     }
 
-    async fn flush(&self, buffer: &Buffer, out: &mpsc::Sender<SourceMsg>, stats: &Stats) -> bool {
+    async fn flush(
+        &self,
+        buffer: &Buffer,
+        out: &mpsc::Sender<SourceMsg>,
+        stats: SourceStats<'_>,
+    ) -> bool {
         let batch = std::mem::take(&mut *buffer.lock().expect("buffer lock"));
-        Stats::add(&stats.samples_in, batch.len() as u64);
+        stats.count(SourceEvent::Samples, batch.len() as u64);
         batch.is_empty() || out.send(SourceMsg::Samples(batch)).await.is_ok()
     }
 
@@ -313,7 +324,7 @@ impl OpcuaSource {
                             let reason = format!("connection lost: {code}");
                             warn!(source = %self.id, endpoint = %self.server.endpoint, %reason, "OPC UA link lost; its tags are Bad until it is back.");
                             stats.problem(&self.component(), Some(format!("{}: {reason}", self.server.endpoint)));
-                            Stats::add(&stats.source_reconnects, 1);
+                            stats.count(SourceEvent::Reconnect, 1);
                             if !link.outage.begin(out, &self.id, link.tags, &reason, now()).await {
                                 return None;
                             }
@@ -360,18 +371,23 @@ impl OpcuaSource {
         let Some(gap) = link.outage.end(&self.id, link.tags, now()) else {
             return true;
         };
-        Stats::add(&link.stats.gaps, 1);
+        link.stats.count(SourceEvent::Gap, 1);
         self.flush(buffer, link.out, link.stats).await
             && link.out.send(SourceMsg::Gap(gap)).await.is_ok()
     }
 
     /// Items the server refused are recorded (malformed, with the server's reason) so the
     /// missing tag is explained; the others work.
-    async fn report(&self, r: Subscribed, out: &mpsc::Sender<SourceMsg>, stats: &Stats) -> bool {
+    async fn report(
+        &self,
+        r: Subscribed,
+        out: &mpsc::Sender<SourceMsg>,
+        stats: SourceStats<'_>,
+    ) -> bool {
         info!(source = %self.id, endpoint = %self.server.endpoint, items = r.items - r.failed.len(), refused = r.failed.len(), "OPC UA source subscribed.");
         for (node, reason) in r.failed {
             error!(source = %self.id, %node, %reason, "The server refused this monitored item; its tag gets no data.");
-            Stats::add(&stats.malformed_in, 1);
+            stats.count(SourceEvent::Malformed, 1);
             let m = Malformed::new(&self.id, &node, reason, b"");
             if out.send(SourceMsg::Malformed(m)).await.is_err() {
                 return false;
