@@ -32,12 +32,16 @@ pub fn tag_table(c: &Config, ids: &[TagId], id_space: usize) -> TagTable {
     TagTable::new(specs)
 }
 
-/// How far back the start-up scan for the last alarm state of each tag looks.
+/// How far back the start-up scan for the last alarm state of each tag looks, where the
+/// journal's alarm index does not reach (records from before it existed, or an engine
+/// without one).
 const ALARM_RESTORE_SCAN_RECORDS: usize = 500_000;
 
-/// The last alarm transition of each detector condition, newest first from the journal end,
-/// within `ALARM_RESTORE_SCAN_RECORDS`: it seeds the detectors and the retained alarm board so
-/// a restart neither forgets an active alarm nor leaves a stale one standing.
+/// The last alarm transition of each detector condition: it seeds the detectors and the
+/// retained alarm board so a restart neither forgets an active alarm nor leaves a stale one
+/// standing. Read from the journal's alarm index (one record per condition, whatever the
+/// journal's size); older than the index, by scanning back from where it starts, newest
+/// first, within `ALARM_RESTORE_SCAN_RECORDS`.
 pub fn restore_alarms(
     journal: &dyn Journal,
     last: u64,
@@ -46,27 +50,36 @@ pub fn restore_alarms(
 ) -> Result<usize, pdtf_models::JournalError> {
     let mut wanted: std::collections::BTreeSet<Condition> =
         detectors.iter().flat_map(|d| d.conditions()).collect();
-    let mut before = last + 1;
-    let mut scanned = 0;
     let mut active = 0;
+    let mut take = |r: &pdtf_models::Record, wanted: &mut std::collections::BTreeSet<Condition>| {
+        let RecordBody::Alarm(a) = &r.body else {
+            return;
+        };
+        if !wanted.remove(&a.condition) {
+            return;
+        }
+        if detectors.iter_mut().any(|d| d.restore(a)) && a.is_raise() {
+            active += 1;
+        }
+        if let Some(b) = board {
+            b.accept(r);
+        }
+    };
+    let mut before = last + 1;
+    if let Some((since, records)) = journal.last_alarm_transitions()? {
+        for r in &records {
+            take(r, &mut wanted);
+        }
+        before = since.0.min(before);
+    }
+    let mut scanned = 0;
     while !wanted.is_empty() && scanned < ALARM_RESTORE_SCAN_RECORDS && before > 1 {
         let chunk = journal.read_back(Seq(before), 10_000)?;
         let Some(oldest) = chunk.last() else { break };
         before = oldest.seq.0;
         scanned += chunk.len();
         for r in &chunk {
-            let RecordBody::Alarm(a) = &r.body else {
-                continue;
-            };
-            if !wanted.remove(&a.condition) {
-                continue;
-            }
-            if detectors.iter_mut().any(|d| d.restore(a)) && a.is_raise() {
-                active += 1;
-            }
-            if let Some(b) = board {
-                b.accept(r);
-            }
+            take(r, &mut wanted);
         }
     }
     Ok(active)

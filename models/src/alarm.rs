@@ -122,6 +122,13 @@ impl Condition {
             ConditionSource::Model(_) => None,
         }
     }
+
+    /// A stable byte key: the record format's own encoding of the condition (bincode 2,
+    /// standard), so it changes only with a format version. The journal's alarm index uses it.
+    pub fn key(&self) -> Vec<u8> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("a condition always encodes")
+    }
 }
 
 /// One alarm transition: `previous` → `state`, with the value and limit that caused it.

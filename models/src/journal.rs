@@ -62,6 +62,15 @@ pub trait Journal: Send + Sync {
         entries: Vec<Entry>,
     ) -> Result<Vec<Record>, JournalError>;
 
+    /// The last alarm transition of every condition, from an index the engine keeps in the
+    /// same transaction as the records (so a start need not scan the journal for them), and
+    /// the seq the index starts at: transitions before it (a store written by an earlier
+    /// release) are not in it. `None`: the engine keeps no index. A transition whose record
+    /// was purged is left out.
+    fn last_alarm_transitions(&self) -> Result<Option<(Seq, Vec<Record>)>, JournalError> {
+        Ok(None)
+    }
+
     /// After a failed write: closes and reopens the store and checks that it still ends
     /// where the writer's head says (nothing committed lost, nothing half-written kept).
     /// Returns what was checked, or `None` when nothing was reopened. An engine that refuses

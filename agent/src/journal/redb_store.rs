@@ -6,8 +6,15 @@
 //! - table `cursors`: name → `u64` seq (e.g. `upstream` = last seq the upstream broker acked);
 //! - table `meta`: `format` (u8: the record format of every stored record), `head` (the chain
 //!   link of the last record), `anchor` (the link before the first stored record: zeros until a
-//!   purge moves it), `purged_through` (u64 LE) and `tags` (the tag registry, in the format of
-//!   `pdtf_models::registry`).
+//!   purge moves it), `purged_through` (u64 LE), `tags` (the tag registry, in the format of
+//!   `pdtf_models::registry`), `record_bytes` (u64 LE: keys and values of `records`, kept in
+//!   each commit and purge; what the quota measures) and `alarm_index_since` (u64 LE, below);
+//! - table `alarm_index`: alarm condition (bincode 2, standard, of `Condition`) → `u64` seq of
+//!   its last transition, written in the same transaction as the alarm record; it holds every
+//!   transition from `alarm_index_since`. A store written before the index existed is
+//!   backfilled at its first open from its last 500,000 records (as far as the start-up scan
+//!   looked before), and `alarm_index_since` is then 1. Derived data: a start reads the last
+//!   state of each condition from it instead of scanning the journal.
 //!
 //! Invariants: one `append` is one write transaction committed with `Durability::Immediate`,
 //! so when it returns the records are on disk (redb's commit is atomic and checksummed). The
@@ -33,9 +40,14 @@ use tracing::{info, warn};
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Alarm condition (bincode 2 of `Condition`, standard config) → seq of its last transition.
+const ALARMS: TableDefinition<&[u8], u64> = TableDefinition::new("alarm_index");
 
 /// The upstream sync's cursor; purges never pass it.
 use pdtf_connectors::upstream::CURSOR as UPSTREAM_CURSOR;
+
+/// The key of a stored record (its `u64` seq), counted into `record_bytes`.
+const RECORD_KEY_BYTES: u64 = 8;
 
 pub(super) fn storage(e: impl std::fmt::Display) -> JournalError {
     JournalError::Storage(e.to_string())
@@ -155,6 +167,7 @@ impl RedbJournal {
             }
         }
         let tx = db.begin_write().map_err(storage)?;
+        tx.open_table(ALARMS).map_err(storage)?;
         let head = {
             let t = tx.open_table(RECORDS).map_err(storage)?;
             let last = t
@@ -176,6 +189,22 @@ impl RedbJournal {
                 },
             }
         };
+        if meta_get(&tx, "record_bytes")?.is_none() {
+            let mut bytes = 0u64;
+            for item in tx
+                .open_table(RECORDS)
+                .map_err(storage)?
+                .iter()
+                .map_err(storage)?
+            {
+                bytes += RECORD_KEY_BYTES + item.map_err(storage)?.1.value().len() as u64;
+            }
+            meta_set(&tx, "record_bytes", &bytes.to_le_bytes())?;
+        }
+        if meta_get(&tx, "alarm_index_since")?.is_none() {
+            alarms::backfill(&tx)?;
+            meta_set(&tx, "alarm_index_since", &1u64.to_le_bytes())?;
+        }
         tx.commit().map_err(storage)?;
         Ok(Self {
             db: RwLock::new(Some(db)),
@@ -306,6 +335,25 @@ impl RedbJournal {
                 t.insert(*seq, bytes.as_slice()).map_err(storage)?;
             }
         }
+        let added: u64 = e
+            .rows
+            .iter()
+            .map(|(_, b)| RECORD_KEY_BYTES + b.len() as u64)
+            .sum();
+        let bytes = u64_from(meta_get(tx, "record_bytes")?) + added;
+        meta_set(tx, "record_bytes", &bytes.to_le_bytes())?;
+        let mut alarms = None;
+        for r in &e.records {
+            if let pdtf_models::RecordBody::Alarm(a) = &r.body {
+                let t = match &mut alarms {
+                    Some(t) => t,
+                    None => alarms.insert(tx.open_table(ALARMS).map_err(storage)?),
+                };
+                t.insert(a.condition.key().as_slice(), r.seq.0)
+                    .map_err(storage)?;
+            }
+        }
+        drop(alarms);
         meta_set(tx, "head", &e.link)?;
         Ok(e)
     }
@@ -346,7 +394,14 @@ impl Journal for RedbJournal {
                 .map_err(storage)?
                 .map(|v| v.value().to_vec());
             let anchor = purge_anchor(through, last.as_deref())?;
-            t.retain_in(..=through.0, |_, _| false).map_err(storage)?;
+            let mut removed = 0u64;
+            t.retain_in(..=through.0, |_, v| {
+                removed += RECORD_KEY_BYTES + v.len() as u64;
+                false
+            })
+            .map_err(storage)?;
+            let left = u64_from(meta_get(&tx, "record_bytes")?).saturating_sub(removed);
+            meta_set(&tx, "record_bytes", &left.to_le_bytes())?;
             anchor
         };
         meta_set(&tx, "anchor", &anchor)?;
@@ -392,12 +447,14 @@ impl Journal for RedbJournal {
         Ok(e.records)
     }
 
+    /// The `record_bytes` counter (keys and values of the records table), kept in each
+    /// commit: constant time, where redb's own statistics walk the whole tree.
     fn stored_bytes(&self) -> Result<u64, JournalError> {
         let db = self.db()?;
-        let tx = db.begin_write().map_err(storage)?;
-        let stats = tx.stats().map_err(storage)?;
-        tx.abort().map_err(storage)?;
-        Ok(stats.stored_bytes())
+        let rtx = db.begin_read().map_err(storage)?;
+        let meta = rtx.open_table(META).map_err(storage)?;
+        let v = meta.get("record_bytes").map_err(storage)?;
+        Ok(u64_from(v.map(|v| v.value().to_vec())))
     }
 
     fn read_from(&self, from: Seq, max: usize) -> Result<Vec<Record>, JournalError> {
@@ -435,6 +492,10 @@ impl Journal for RedbJournal {
             );
         }
         Ok(out)
+    }
+
+    fn last_alarm_transitions(&self) -> Result<Option<(Seq, Vec<Record>)>, JournalError> {
+        alarms::last_transitions(&*self.db()?)
     }
 
     fn last_seq(&self) -> Result<Seq, JournalError> {
@@ -501,6 +562,7 @@ impl Journal for RedbJournal {
     }
 }
 
+mod alarms;
 mod older;
 mod verify;
 pub use older::write_older_store;

@@ -361,3 +361,106 @@ fn verify_after_checks_only_the_tail_and_falls_back_to_the_whole_store() {
         other => panic!("a tail edit was not found: {other:?}"),
     }
 }
+
+#[test]
+fn the_alarm_index_keeps_each_conditions_last_transition_and_is_backfilled_once() {
+    use pdtf_models::{AlarmEvent, AlarmState, Condition, Level, TagId};
+    let alarm = |tag: u32, state: AlarmState| Entry {
+        time: Timestamp::from_unix_millis(5),
+        body: RecordBody::Alarm(AlarmEvent {
+            condition: Condition::tag_limit(TagId(tag)),
+            state,
+            previous: None,
+            value: 81.0,
+            limit: 80.0,
+            severity: 500,
+            time: Timestamp::from_unix_millis(5),
+            batch_id: None,
+        }),
+    };
+    let last = |j: &RedbJournal| -> Vec<(u64, AlarmState)> {
+        let (since, records) = j.last_alarm_transitions().unwrap().expect("redb keeps one");
+        assert_eq!(since, Seq(1));
+        let mut v: Vec<_> = records
+            .iter()
+            .map(|r| match &r.body {
+                RecordBody::Alarm(a) => (r.seq.0, a.state),
+                other => panic!("not an alarm: {other:?}"),
+            })
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let j = RedbJournal::open(dir.path()).unwrap();
+    j.append(entries(3)).unwrap();
+    j.append(vec![
+        alarm(1, AlarmState::Active(Level::Hi)), // seq 4
+        alarm(2, AlarmState::Active(Level::Hi)), // seq 5
+    ])
+    .unwrap();
+    j.append(entries(2)).unwrap();
+    j.append(vec![alarm(1, AlarmState::Inactive)]).unwrap(); // seq 8
+    let want = vec![
+        (5, AlarmState::Active(Level::Hi)),
+        (8, AlarmState::Inactive),
+    ];
+    assert_eq!(last(&j), want);
+    drop(j);
+    assert_eq!(
+        last(&RedbJournal::open(dir.path()).unwrap()),
+        want,
+        "kept across a reopen"
+    );
+
+    // A store from before the index: no table, no marker. Its first open fills it in.
+    {
+        let db = Database::open(dir.path().join("journal.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.delete_table(ALARMS).unwrap();
+        tx.open_table(META)
+            .unwrap()
+            .remove("alarm_index_since")
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    assert_eq!(
+        last(&RedbJournal::open(dir.path()).unwrap()),
+        want,
+        "backfilled"
+    );
+}
+
+#[test]
+fn stored_bytes_is_a_counter_kept_through_commits_purges_and_a_first_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = RedbJournal::open(dir.path()).unwrap();
+    assert_eq!(j.stored_bytes().unwrap(), 0);
+    j.append(entries(10)).unwrap();
+    let sum = |j: &RedbJournal| -> u64 {
+        let db = j.db().unwrap();
+        let rtx = db.begin_read().unwrap();
+        let t = rtx.open_table(RECORDS).unwrap();
+        t.iter()
+            .unwrap()
+            .map(|i| 8 + i.unwrap().1.value().len() as u64)
+            .sum()
+    };
+    assert_eq!(j.stored_bytes().unwrap(), sum(&j));
+    let before = j.stored_bytes().unwrap();
+    j.set_cursor("upstream", Seq(6)).unwrap();
+    j.purge_through(Seq(6), entries(1).remove(0)).unwrap();
+    let after = j.stored_bytes().unwrap();
+    assert!(after < before, "{after} < {before}");
+    assert_eq!(after, sum(&j));
+    drop(j);
+    // A store from before the counter: its first open counts the records once.
+    {
+        let db = Database::open(dir.path().join("journal.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META).unwrap().remove("record_bytes").unwrap();
+        tx.commit().unwrap();
+    }
+    let j = RedbJournal::open(dir.path()).unwrap();
+    assert_eq!(j.stored_bytes().unwrap(), after);
+}
