@@ -84,7 +84,10 @@ async fn a_full_disk_stops_intake_alarms_at_once_and_recovers_by_itself_when_spa
     assert_eq!(code, 503, "not ready while the journal cannot be written");
     assert!(why.contains("filesystem is full"), "{why}");
     let metrics = http_get(addr, "/metrics").await.1;
-    assert!(metrics.contains("\npdtf_journal_full{line=\"l1\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("\npdtf_journal_full{line=\"l1\"} 1\n"),
+        "{metrics}"
+    );
     assert!(metrics.contains("\npdtf_journal_write_failed{line=\"l1\"} 1\n"));
     scada
         .wait_last_state("active", "journal_full raised for SCADA")

@@ -24,14 +24,28 @@ pub const CURSOR: &str = "verified_through";
 
 /// Verifies what was committed after the checkpoint (everything, when there is none).
 /// Returns the report and the checkpoint it started from.
-fn verify_tail(j: &dyn Store) -> Result<(VerifyReport, u64), JournalError> {
+fn verify_tail(
+    j: &dyn Store,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(VerifyReport, u64), JournalError> {
     let after = j.cursor(CURSOR)?.0;
     let r = if after == 0 {
-        j.verify(&mut |_| {})?
+        j.verify(progress)?
     } else {
-        j.verify_after(Seq(after), &mut |_| {})?
+        j.verify_after(Seq(after), progress)?
     };
     Ok((r, after))
+}
+
+/// Logs a long verification's progress every `PROGRESS_EVERY` records.
+const PROGRESS_EVERY: u64 = 1_000_000;
+
+fn progress(what: &'static str, last: u64) -> impl FnMut(u64) {
+    move |seq| {
+        if seq.is_multiple_of(PROGRESS_EVERY) {
+            info!(seq, last, "{what}: seq {seq} of {last} verified.");
+        }
+    }
 }
 
 /// Moves the checkpoint to the end of what `r` verified.
@@ -44,7 +58,7 @@ fn mark(j: &dyn Store, r: &VerifyReport, after: u64) -> Result<(), JournalError>
 
 /// Verifies what was committed after the checkpoint and moves the checkpoint to the end.
 pub fn advance(j: &dyn Store) -> Result<VerifyReport, JournalError> {
-    let (r, after) = verify_tail(j)?;
+    let (r, after) = verify_tail(j, &mut |_| {})?;
     mark(j, &r, after)?;
     Ok(r)
 }
@@ -59,7 +73,11 @@ fn failed(st: &Stats, e: &JournalError) {
 pub fn at_start(j: Arc<dyn Store>, st: Arc<Stats>) {
     let started = Instant::now();
     let mut tail = false;
-    match verify_tail(j.as_ref()) {
+    let last = j.last_seq().map_or(0, |s| s.0);
+    match verify_tail(
+        j.as_ref(),
+        &mut progress("Verifying the journal before ready", last),
+    ) {
         Ok((r, after)) => {
             tail = after > 0;
             info!(
@@ -91,7 +109,10 @@ pub fn at_start(j: Arc<dyn Store>, st: Arc<Stats>) {
         return;
     }
     let started = Instant::now();
-    match j.verify(&mut |_| {}) {
+    match j.verify(&mut progress(
+        "Verifying the whole journal in the background",
+        last,
+    )) {
         Ok(r) => info!(
             records = r.records,
             first = r.first,
