@@ -528,9 +528,18 @@ impl Journal for RedbJournal {
         // refuses every write anyway.
         *slot = None;
         let db = open_db(&self.path)?;
-        let r = verify_db(&db, None, |_| {})?;
+        // What a failed write could have damaged: the records after the verified checkpoint
+        // (the whole store when there is none), so a recovery on a large journal is quick.
+        let checkpoint = {
+            let rtx = db.begin_read().map_err(storage)?;
+            let t = rtx.open_table(CURSORS).map_err(storage)?;
+            let c = t.get(crate::verified::CURSOR).map_err(storage)?;
+            c.map(|v| v.value()).filter(|c| *c > 0)
+        };
+        let r = verify_db(&db, checkpoint, |_| {})?;
         let expected = head.next - 1;
-        if r.records > 0 && (r.last != expected || r.head != pdtf_models::record::hex(&head.hash)) {
+        let ends_right = r.last == expected && r.head == pdtf_models::record::hex(&head.hash);
+        if (r.records > 0 || checkpoint.is_some()) && !ends_right {
             return Err(corrupt(
                 r.last,
                 format!(
@@ -543,11 +552,12 @@ impl Journal for RedbJournal {
         }
         *slot = Some(db);
         Ok(Some(format!(
-            "{} closed, reopened and verified: {} records (seq {}..={}), chain head matches the last commit",
+            "{} closed, reopened and verified: {} records (seq {}..={}), chain head matches the last commit{}",
             self.path.display(),
             r.records,
             r.first,
-            r.last
+            r.last,
+            if checkpoint.is_some() { " (after the verified checkpoint)" } else { "" }
         )))
     }
 

@@ -464,3 +464,24 @@ fn stored_bytes_is_a_counter_kept_through_commits_purges_and_a_first_open() {
     let j = RedbJournal::open(dir.path()).unwrap();
     assert_eq!(j.stored_bytes().unwrap(), after);
 }
+
+#[test]
+fn a_reopen_verifies_after_the_checkpoint_and_still_refuses_a_short_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = RedbJournal::open(dir.path()).unwrap();
+    j.append(entries(5)).unwrap();
+    j.set_cursor(crate::verified::CURSOR, Seq(4)).unwrap();
+    let what = j.reopen().unwrap().expect("redb reopens");
+    assert!(
+        what.contains("1 records (seq 5..=5)") && what.contains("after the verified checkpoint"),
+        "{what}"
+    );
+    // Checkpoint at the end, nothing after it: a store that ends before the writer's last
+    // commit is still refused.
+    j.set_cursor(crate::verified::CURSOR, Seq(5)).unwrap();
+    j.head.lock().unwrap().next = 9;
+    match j.reopen() {
+        Err(JournalError::Corrupt { reason, .. }) => assert!(reason.contains("seq 8"), "{reason}"),
+        other => panic!("a short store was reopened: {other:?}"),
+    }
+}
