@@ -12,7 +12,8 @@
 //!   (default 10,000) samples/s spread over them, QoS 0, for `PDTF_BENCH_SECS` (default 600),
 //!   with the full job on (journal, limit alarms on every tag, upstream sync to the same
 //!   broker). RSS is sampled every second; the figures are the slope over the second half
-//!   (steady state) and the agent's CPU time per sample.
+//!   (steady state) and the agent's CPU time per sample. With `PDTF_BENCH_MAX_RSS_MIB` set
+//!   (`.ci/run`), it fails when RSS went over it or the agent got less than half the samples.
 
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use std::io::{Read, Write};
@@ -51,9 +52,15 @@ fn metric(addr: &str, name: &str) -> Option<u64> {
         .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
+    // The sum over the metric's series (`name{line=…,source=…} value`).
+    let series: Vec<u64> = body
+        .lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse().ok())
+        .collect();
+    (!series.is_empty()).then(|| series.iter().sum())
 }
 
 struct Harness {
@@ -257,6 +264,18 @@ async fn soak() {
         k,
         cpu * 1e6 / got.max(1) as f64
     );
+    // A regression gate for `.ci/run` (a wide margin, not the target): the highest RSS.
+    let max = rss.iter().copied().fold(0.0, f64::max);
+    if let Some(limit) = std::env::var("PDTF_BENCH_MAX_RSS_MIB")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        assert!(
+            max <= limit,
+            "RSS reached {max:.1} MiB, over PDTF_BENCH_MAX_RSS_MIB={limit}"
+        );
+        assert!(got * 2 >= k, "the agent received {got} of {k} samples");
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

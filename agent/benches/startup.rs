@@ -10,7 +10,8 @@
 //!    housekeeping round leaves): the tail before ready, then the whole chain in the
 //!    background (about case 1's time again, after ready).
 //!
-//! Each case runs `PDTF_BENCH_ROUNDS` times (default 3); the median is printed.
+//! Each case runs `PDTF_BENCH_ROUNDS` times (default 3); the median is printed. With
+//! `PDTF_BENCH_MAX_READY_MS` set (`.ci/run`), it fails when case 2 took longer.
 
 mod common;
 
@@ -104,13 +105,24 @@ fn main() {
     println!("| start-up ({records} records) | time to ready (median of {rounds}) | of which `Agent::start` |");
     println!("|---|---|---|");
     for (what, runs) in [
-        ("no checkpoint: whole chain before ready", full),
-        ("checkpoint 10,000 records behind: tail before ready", tail),
+        ("no checkpoint: whole chain before ready", &full),
+        ("checkpoint 10,000 records behind: tail before ready", &tail),
     ] {
         println!(
             "| {what} | {:.3} s | {:.3} s |",
             median(runs.iter().map(|r| r.0).collect()).as_secs_f64(),
             median(runs.iter().map(|r| r.1).collect()).as_secs_f64()
+        );
+    }
+    // A regression gate for `.ci/run`: ready after the checkpoint within this many ms.
+    if let Some(limit) = std::env::var("PDTF_BENCH_MAX_READY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u128>().ok())
+    {
+        let ready = median(tail.iter().map(|r| r.0).collect()).as_millis();
+        assert!(
+            ready <= limit,
+            "ready after {ready} ms, over PDTF_BENCH_MAX_READY_MS={limit}"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
