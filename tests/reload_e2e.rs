@@ -271,3 +271,72 @@ async fn the_watcher_sees_tag_map_edits() {
     std::fs::rename(&tmp, tags_dir.join("m.toml")).unwrap();
     wait_until("write-and-rename seen", WAIT, || next(&mut rx)).await;
 }
+
+/// A reload that changes more subscriptions than the client's request queue holds (64): the
+/// changes go out as the queue drains, the source keeps reading its link meanwhile, and every
+/// new topic delivers while no removed one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_moving_hundreds_of_topics_subscribes_them_all() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let agent_file = dir.path().join("agent.toml");
+    let tags_dir = dir.path().join("tags");
+    std::fs::create_dir_all(&tags_dir).unwrap();
+    let text = agent_toml(dir.path(), port, port, "");
+    std::fs::write(&agent_file, format!("include = [\"tags/*.toml\"]\n{text}")).unwrap();
+    let bulk = |prefix: &str| -> String {
+        (0..150)
+            .map(|i| format!("[[tags]]\nname = \"{prefix}{i}\"\nsource = \"plc\"\ntopic = \"line/{prefix}{i}\"\n"))
+            .collect()
+    };
+    std::fs::write(tags_dir.join("m.toml"), TEST_TAGS).unwrap();
+    std::fs::write(tags_dir.join("bulk.toml"), bulk("old")).unwrap();
+    let mut agent = Agent::start(&pdtf_agent::config::load(&agent_file).unwrap()).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    wait_until_sample(&agent, &publisher).await;
+
+    std::fs::write(tags_dir.join("bulk.toml"), bulk("new")).unwrap();
+    let outcome = agent.reload(&agent_file).await;
+    assert!(matches!(outcome, Outcome::Applied { .. }), "{outcome:?}");
+    // Each new topic, until all 150 delivered (a topic's first messages may precede its SUBACK).
+    let seen = |agent: &Agent| -> std::collections::BTreeSet<u32> {
+        journal_bodies(agent)
+            .into_iter()
+            .filter_map(|b| match b {
+                RecordBody::Sample(s) => agent
+                    .registry
+                    .name(s.tag)
+                    .and_then(|n| n.strip_prefix("new"))
+                    .and_then(|i| i.parse().ok()),
+                _ => None,
+            })
+            .collect()
+    };
+    for _ in 0..100 {
+        for i in 0..150 {
+            publisher.send(&format!("line/new{i}"), "1").await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if seen(&agent).len() == 150 {
+            break;
+        }
+    }
+    assert_eq!(seen(&agent).len(), 150, "every new topic delivers");
+    // Removed topics deliver nothing any more.
+    let before = Stats::get(&agent.stats.samples_in);
+    for i in 0..150 {
+        publisher.send(&format!("line/old{i}"), "1").await;
+    }
+    publisher.send("line/flow", "2").await;
+    wait_until("the marker arrived", WAIT, || {
+        Stats::get(&agent.stats.samples_in) > before
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        Stats::get(&agent.stats.samples_in),
+        before + 1,
+        "only the marker: the removed topics are unsubscribed"
+    );
+    agent.shutdown(Duration::from_secs(1)).await;
+}

@@ -147,7 +147,42 @@ impl Session<'_> {
     }
 }
 
+/// A subscription change a reload asks of the live connection.
+enum Change {
+    Subscribe(Vec<String>),
+    Unsubscribe(String),
+}
+
 impl MqttSource {
+    /// Hands queued subscription changes to the client without waiting: awaiting a full
+    /// request queue here would stop this loop from draining the link's events, which the
+    /// link's pump waits on before it takes requests again. What does not fit now goes after
+    /// the next event.
+    fn send_changes(
+        &self,
+        link: &Link,
+        requests: &mut VecDeque<Change>,
+        subscribing: &mut VecDeque<Vec<String>>,
+    ) {
+        while let Some(change) = requests.front() {
+            let sent = match change {
+                Change::Unsubscribe(f) => link.client.try_unsubscribe(f.clone()).is_ok(),
+                Change::Subscribe(added) => {
+                    let subs = added
+                        .iter()
+                        .map(|f| SubscribeFilter::new(f.clone(), self.qos));
+                    link.client.try_subscribe_many(subs).is_ok()
+                }
+            };
+            if !sent {
+                return;
+            }
+            if let Some(Change::Subscribe(added)) = requests.pop_front() {
+                subscribing.push_back(added);
+            }
+        }
+    }
+
     fn filters(&self, map: &TopicMap) -> Vec<String> {
         if self.filters.is_empty() {
             let mut t: Vec<String> = map.topics().map(str::to_owned).collect();
@@ -258,6 +293,8 @@ impl MqttSource {
         // The filters of each SUBSCRIBE sent, in order: a SUBACK answers the oldest.
         let mut subscribing: VecDeque<Vec<String>> = VecDeque::new();
         let mut connected = false;
+        // Subscription changes of a reload not yet taken by the client's request queue.
+        let mut requests: VecDeque<Change> = VecDeque::new();
         let mut tick = tokio::time::interval(self.flush_interval.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -286,18 +323,11 @@ impl MqttSource {
                     let removed: Vec<&String> = filters.iter().filter(|f| !now_filters.contains(f)).collect();
                     info!(source = %self.id, tags = s.mapped.tags.len(), subscribed = added.len(), unsubscribed = removed.len(), "Tag map reloaded.");
                     if connected {
-                        for f in removed {
-                            if let Err(e) = link.client.unsubscribe(f.clone()).await {
-                                return Exit::LinkLost(format!("unsubscribe failed: {e}"));
-                            }
-                        }
+                        requests.extend(removed.into_iter().cloned().map(Change::Unsubscribe));
                         if !added.is_empty() {
-                            let subs = added.iter().map(|f| SubscribeFilter::new(f.clone(), self.qos));
-                            if let Err(e) = link.client.subscribe_many(subs).await {
-                                return Exit::LinkLost(format!("subscribe failed: {e}"));
-                            }
-                            subscribing.push_back(added);
+                            requests.push_back(Change::Subscribe(added));
                         }
+                        self.send_changes(&link, &mut requests, &mut subscribing);
                     }
                     filters = now_filters;
                 }
@@ -351,6 +381,9 @@ impl MqttSource {
                             }
                         }
                         _ => {}
+                    }
+                    if !requests.is_empty() {
+                        self.send_changes(&link, &mut requests, &mut subscribing);
                     }
                 }
             }
