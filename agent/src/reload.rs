@@ -290,22 +290,6 @@ impl Agent {
         if let Some(n) = &self.names {
             n.set(registry.names().into());
         }
-        if let Some(b) = &self.board {
-            let units = registry
-                .names()
-                .iter()
-                .enumerate()
-                .map(|(i, name)| {
-                    let id = pdtf_models::TagId(i as u32);
-                    let unit = tags.get(id).or_else(|| self.tags.get(id));
-                    (
-                        name.clone(),
-                        unit.map(|s| s.unit.clone()).unwrap_or_default(),
-                    )
-                })
-                .collect();
-            b.set_tags(units);
-        }
         let plan = TagPlan {
             registry: registry.clone(),
             tags: tags.clone(),
@@ -324,6 +308,24 @@ impl Agent {
         let seq = reply
             .await
             .map_err(|_| "the line pipeline stopped during the reload".to_owned())??;
+        // Names and units for SCADA once the change is durable (the alarms of new tags come
+        // only after the sources switch, below; a removed tag keeps its name and unit).
+        if let Some(b) = &self.board {
+            let units = registry
+                .names()
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let id = pdtf_models::TagId(i as u32);
+                    let spec = tags.get(id).or_else(|| self.tags.get(id));
+                    (
+                        name.clone(),
+                        spec.map(|s| s.unit.clone()).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            b.set_tags(units);
+        }
         // The ids are durable now: the sources may deliver under them.
         for (id, feed) in &self.feeds.mqtt {
             let map = topic_map(&new, &ids, id);
