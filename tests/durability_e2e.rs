@@ -35,17 +35,6 @@ async fn feed_while(publisher: &Publisher, what: &str, mut more: impl FnMut() ->
     }
 }
 
-fn bodies(agent: &Agent) -> Vec<RecordBody> {
-    let first = agent.journal.first_seq().unwrap();
-    agent
-        .journal
-        .read_from(first, usize::MAX)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.body)
-        .collect()
-}
-
 fn audits(bodies: &[RecordBody], event: &str) -> usize {
     bodies
         .iter()
@@ -92,7 +81,7 @@ async fn health_metrics_and_compressed_samples() {
         .send("line/temp", r#"{"v":50.0,"ts":1763800000000}"#)
         .await;
     wait_until("the marker after the ramp committed", WAIT, || {
-        bodies(&agent)
+        journal_bodies(&agent)
             .iter()
             .any(|b| matches!(b, RecordBody::Sample(s) if s.tag.0 == 0))
     })
@@ -107,7 +96,7 @@ async fn health_metrics_and_compressed_samples() {
     assert_eq!(exported, Stats::get(&agent.stats.samples_in), "{metrics}");
     assert!(exported >= 400);
     assert!(metrics.contains("# TYPE pdtf_journal_commit_duration_seconds histogram"));
-    let recorded = bodies(&agent)
+    let recorded = journal_bodies(&agent)
         .iter()
         .filter(|b| matches!(b, RecordBody::Sample(s) if s.tag.0 == 1))
         .count();
@@ -144,7 +133,7 @@ async fn acknowledged_records_past_retention_are_purged_and_audited() {
         first > 1 && first <= acked + 1,
         "purged up to {first}, acked {acked}: only acknowledged records go"
     );
-    let b = bodies(&agent);
+    let b = journal_bodies(&agent);
     assert!(audits(&b, "purge") >= 1, "each purge is audited");
     let report = agent.journal.verify(&mut |_| {}).unwrap();
     assert_eq!(
@@ -205,7 +194,7 @@ async fn a_full_journal_refuses_samples_keeps_alarms_and_recovers_with_a_gap() {
         Stats::get(&agent.stats.alarms_raised) >= 1
     })
     .await;
-    let b = bodies(&agent);
+    let b = journal_bodies(&agent);
     assert_eq!(audits(&b, "storage_full"), 1);
     assert!(
         b.iter().any(|x| matches!(x, RecordBody::Alarm(_))),
