@@ -31,15 +31,22 @@ fn last_on(scada: &Consumer, tag: &str) -> Option<serde_json::Value> {
         .map(Message::json)
 }
 
+/// An agent file in `dir` that includes `tags/*.toml`, with its brokers on `port`:
+/// (agent file, tags directory, the agent file's text after the include line).
+fn layout(dir: &std::path::Path, port: u16) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let agent_file = dir.join("agent.toml");
+    let tags_dir = dir.join("tags");
+    std::fs::create_dir_all(&tags_dir).unwrap();
+    let text = agent_toml(dir, port, port, "");
+    std::fs::write(&agent_file, format!("include = [\"tags/*.toml\"]\n{text}")).unwrap();
+    (agent_file, tags_dir, text)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_added_changed_and_removed_live_under_load() {
     let port = broker();
     let dir = tempfile::tempdir().unwrap();
-    let agent_file = dir.path().join("agent.toml");
-    let tags_dir = dir.path().join("tags");
-    std::fs::create_dir_all(&tags_dir).unwrap();
-    let text = agent_toml(dir.path(), port, port, "");
-    std::fs::write(&agent_file, format!("include = [\"tags/*.toml\"]\n{text}")).unwrap();
+    let (agent_file, tags_dir, text) = layout(dir.path(), port);
     std::fs::write(tags_dir.join("m.toml"), format!("{TEST_TAGS}{LEVEL}")).unwrap();
 
     let scada = Consumer::start(port, "scada", "pdtf/s1/a1/l1/alarms/#").await;
@@ -244,11 +251,7 @@ async fn tags_added_changed_and_removed_live_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watcher_sees_tag_map_edits() {
     let dir = tempfile::tempdir().unwrap();
-    let agent_file = dir.path().join("agent.toml");
-    let tags_dir = dir.path().join("tags");
-    std::fs::create_dir_all(&tags_dir).unwrap();
-    let text = agent_toml(dir.path(), 1, 1, "");
-    std::fs::write(&agent_file, format!("include = [\"tags/*.toml\"]\n{text}")).unwrap();
+    let (agent_file, tags_dir, _) = layout(dir.path(), 1);
     std::fs::write(tags_dir.join("m.toml"), TEST_TAGS).unwrap();
     let c = pdtf_agent::config::load(&agent_file).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
@@ -279,11 +282,7 @@ async fn the_watcher_sees_tag_map_edits() {
 async fn a_reload_moving_hundreds_of_topics_subscribes_them_all() {
     let port = broker();
     let dir = tempfile::tempdir().unwrap();
-    let agent_file = dir.path().join("agent.toml");
-    let tags_dir = dir.path().join("tags");
-    std::fs::create_dir_all(&tags_dir).unwrap();
-    let text = agent_toml(dir.path(), port, port, "");
-    std::fs::write(&agent_file, format!("include = [\"tags/*.toml\"]\n{text}")).unwrap();
+    let (agent_file, tags_dir, _) = layout(dir.path(), port);
     let bulk = |prefix: &str| -> String {
         (0..150)
             .map(|i| format!("[[tags]]\nname = \"{prefix}{i}\"\nsource = \"plc\"\ntopic = \"line/{prefix}{i}\"\n"))
