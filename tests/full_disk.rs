@@ -9,21 +9,6 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Mounts the small filesystem at `dir/state`, or re-runs test `name` where it can be.
-/// `None`: the re-run happened (and was asserted); the caller returns.
-fn small_fs(dir: &std::path::Path, name: &str) -> Option<SmallFs> {
-    match SmallFs::mount(&dir.join("state"), 24 << 20) {
-        Ok(fs) => Some(fs),
-        Err(e) => match in_own_mount_namespace(name) {
-            Some(ok) => {
-                assert!(ok, "the re-run of {name} in a mount namespace failed");
-                None
-            }
-            None => panic!("cannot mount a tmpfs, even in a namespace of our own: {e}"),
-        },
-    }
-}
-
 /// Publishes distinct `flow` values from `*next` until `done` holds (or 200,000 were sent).
 async fn load_until(publisher: &Publisher, next: &mut u64, what: &str, done: impl Fn() -> bool) {
     let limit = *next + 200_000;
@@ -35,13 +20,6 @@ async fn load_until(publisher: &Publisher, next: &mut u64, what: &str, done: imp
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(*next < limit, "never happened: {what}");
     }
-}
-
-/// Fills the filesystem except `spare` bytes (a spare file made first, removed after).
-fn fill_leaving(fs: &SmallFs, filler: &str, spare: u64) {
-    fs.fill("spare", spare);
-    fs.fill(filler, u64::MAX);
-    fs.free("spare");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -493,6 +493,28 @@ impl Drop for SmallFs {
     }
 }
 
+/// Mounts the small filesystem at `dir/state`, or re-runs test `name` where it can be.
+/// `None`: the re-run happened (and was asserted); the caller returns.
+pub fn small_fs(dir: &std::path::Path, name: &str) -> Option<SmallFs> {
+    match SmallFs::mount(&dir.join("state"), 24 << 20) {
+        Ok(fs) => Some(fs),
+        Err(e) => match in_own_mount_namespace(name) {
+            Some(ok) => {
+                assert!(ok, "the re-run of {name} in a mount namespace failed");
+                None
+            }
+            None => panic!("cannot mount a tmpfs, even in a namespace of our own: {e}"),
+        },
+    }
+}
+
+/// Fills the filesystem except `spare` bytes (a spare file made first, removed after).
+pub fn fill_leaving(fs: &SmallFs, filler: &str, spare: u64) {
+    fs.fill("spare", spare);
+    fs.fill(filler, u64::MAX);
+    fs.free("spare");
+}
+
 /// When this process may not mount (not root), runs test `name` of this test binary again
 /// inside `unshare --user --map-root-user --mount`, where it may, and returns its success.
 /// Returns `None` when this process already is that re-run (mounting must then work).

@@ -231,7 +231,7 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let (changed_tx, mut changed) = tokio::sync::mpsc::channel(1);
     let mut watcher = watch_config(&c, &changed_tx);
     let code = loop {
-        tokio::select! {
+        let trigger = tokio::select! {
             signal = signals.wait() => {
                 tracing::info!(signal = signal?, "Shutting down: draining sources and committing.");
                 break ExitCode::SUCCESS;
@@ -240,17 +240,23 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
                 agent.record_failure(&why).await;
                 break ExitCode::from(EXIT_TASK_FAILED);
             }
-            _ = hangup.next() => {
-                tracing::info!("SIGHUP: reloading the configuration.");
-                reload(&mut agent, &path, &mut watcher, &changed_tx).await;
-            }
+            _ = hangup.next() => "SIGHUP: reloading the configuration.",
             Some(()) = changed.recv() => {
                 // Let a multi-file write settle, then take every change at once.
                 tokio::time::sleep(pdtf_agent::reload::SETTLE).await;
                 while changed.try_recv().is_ok() {}
-                tracing::info!("Configuration files changed: reloading.");
-                reload(&mut agent, &path, &mut watcher, &changed_tx).await;
+                "Configuration files changed: reloading."
             }
+        };
+        tracing::info!("{trigger}");
+        if let Some(signal) =
+            reload(&mut agent, &path, &mut watcher, &changed_tx, &mut signals).await
+        {
+            tracing::info!(
+                signal = signal?,
+                "Shutting down during a reload: draining sources and committing."
+            );
+            break ExitCode::SUCCESS;
         }
     };
     pdtf_agent::systemd::stopping();
@@ -279,18 +285,28 @@ fn watch_config(
     }
 }
 
+/// Reloads the configuration, or returns the stop signal that came first. A reload waits
+/// for the pipeline to commit the change; while storage is failing that wait has no end, and
+/// a `systemctl stop` must still be heard (before, it was read only once the disk came back,
+/// and systemd killed the agent after `TimeoutStopSec`).
 async fn reload(
     agent: &mut Agent,
     path: &std::path::Path,
     watcher: &mut Option<notify::RecommendedWatcher>,
     changed: &tokio::sync::mpsc::Sender<()>,
-) {
+    signals: &mut StopSignals,
+) -> Option<anyhow::Result<&'static str>> {
     pdtf_agent::systemd::reloading();
-    if let pdtf_agent::reload::Outcome::Applied { .. } = agent.reload(path).await {
+    let outcome = tokio::select! {
+        outcome = agent.reload(path) => outcome,
+        signal = signals.wait() => return Some(signal),
+    };
+    if let pdtf_agent::reload::Outcome::Applied { .. } = outcome {
         // The tag maps may come from other directories now.
         *watcher = watch_config(agent.config(), changed);
     }
     pdtf_agent::systemd::reloaded();
+    None
 }
 
 /// Exit code after a supervised task failed (systemd's `Restart=` restarts the agent).

@@ -8,7 +8,8 @@
 mod harness;
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn messages_until(sock: &UnixDatagram, want: &str, limit: Duration) -> Vec<String> {
@@ -26,6 +27,26 @@ fn messages_until(sock: &UnixDatagram, want: &str, limit: Duration) -> Vec<Strin
         }
     }
     panic!("no {want} within {limit:?}; got {got:?}");
+}
+
+/// `pdtf-agent run --config config` logging at info to `dir/agent.log`, with the socket it
+/// notifies as systemd's.
+fn run_logged(dir: &Path, config: &Path) -> (Child, UnixDatagram) {
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_pdtf-agent"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (child, sock)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,20 +112,7 @@ async fn sighup_and_an_edited_file_reload_the_tag_map() {
         tags = harness::TEST_TAGS
     );
     std::fs::write(&config, &text).unwrap();
-    let sock_path = dir.path().join("notify.sock");
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pdtf-agent"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let (mut child, sock) = run_logged(dir.path(), &config);
     let pid = child.id().to_string();
     messages_until(&sock, "READY=1", Duration::from_secs(20));
 
@@ -155,4 +163,83 @@ async fn sighup_and_an_edited_file_reload_the_tag_map() {
         reloads[0].contains("added: [extra]; removed: []; changed: []"),
         "{reloads:?}"
     );
+}
+
+/// A reload waits for the pipeline to commit the new tag map. With the journal's disk full
+/// that wait has no end, and a `systemctl stop` (SIGTERM) sent meanwhile must still stop the
+/// agent well inside systemd's `TimeoutStopSec` (30 s) instead of ending in SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_reload_that_waits_on_a_full_disk_is_heard() {
+    const NAME: &str = "a_stop_during_a_reload_that_waits_on_a_full_disk_is_heard";
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = harness::small_fs(dir.path(), NAME) else {
+        return;
+    };
+    let port = harness::broker();
+    let config = dir.path().join("agent.toml");
+    let text = format!(
+        "{}{}",
+        harness::agent_toml(dir.path(), port, port, ""),
+        harness::TEST_TAGS
+    );
+    std::fs::write(&config, &text).unwrap();
+    let scada =
+        harness::Consumer::start(port, "scada", "pdtf/s1/a1/l1/alarms/_agent/journal_full").await;
+    let (mut child, sock) = run_logged(dir.path(), &config);
+    messages_until(&sock, "READY=1", Duration::from_secs(20));
+
+    // The disk fills under load, and stays full.
+    harness::fill_leaving(&fs, "filler", 1 << 20);
+    let publisher = harness::Publisher::start(port, "plc-sim");
+    let flood = tokio::spawn(async move {
+        for i in 0u64.. {
+            publisher.send("line/flow", format!("{i}")).await;
+            if i % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    });
+    scada
+        .wait_last_state("active", "journal_full raised for SCADA")
+        .await;
+    // Not a byte left: no commit gets through between the retries.
+    fs.fill("rest", u64::MAX);
+
+    // A tag-map change that must be committed, then a stop while it waits.
+    std::fs::write(
+        &config,
+        format!("{text}\n[[tags]]\nname = \"extra\"\nsource = \"plc\"\ntopic = \"line/extra\"\n"),
+    )
+    .unwrap();
+    messages_until(&sock, "RELOADING=1", Duration::from_secs(10));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let asked = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if asked.elapsed() > Duration::from_secs(25) {
+            child.kill().unwrap();
+            panic!("SIGTERM during a reload on a full disk was not heard within 25 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    flood.abort();
+    let logged = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert!(
+        logged.contains("Shutting down during a reload"),
+        "the reload was still waiting when the stop came: {logged}"
+    );
+    eprintln!(
+        "stop during a reload on a full disk: {status:?} after {:?}",
+        asked.elapsed()
+    );
+    // What was committed is intact once space is back.
+    fs.free("filler");
+    pdtf_agent::journal::verify_offline(&dir.path().join("state"), |_| {})
+        .expect("the journal verifies after the stop");
 }
