@@ -10,6 +10,8 @@ pub mod demo;
 pub mod health;
 pub mod housekeeping;
 pub mod journal;
+mod modbus;
+pub mod modbus_sim;
 pub mod opcua_cli;
 pub mod opcua_sim;
 pub mod pipeline;

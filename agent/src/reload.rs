@@ -33,6 +33,7 @@ use tracing::{error, info, warn};
 pub struct Feeds {
     pub mqtt: BTreeMap<String, watch::Sender<TopicMap>>,
     pub opcua: BTreeMap<String, watch::Sender<Vec<OpcuaItem>>>,
+    pub modbus: crate::modbus::Feeds,
 }
 
 /// What a reload did.
@@ -148,6 +149,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         agent,
         brokers,
         opcua_servers,
+        modbus_devices,
         sources,
         sinks,
         journal,
@@ -330,6 +332,10 @@ impl Agent {
         for (id, feed) in &self.feeds.mqtt {
             let map = topic_map(&new, &ids, id);
             feed.send_if_modified(|m| std::mem::replace(m, map.clone()) != map);
+        }
+        for (id, feed) in &self.feeds.modbus {
+            let tags = crate::modbus::poll_tags(&new, &ids, id);
+            feed.send_if_modified(|m| std::mem::replace(m, tags.clone()) != tags);
         }
         for (id, feed) in &self.feeds.opcua {
             let items = opcua_items(&new, &ids, id);

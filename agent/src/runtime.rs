@@ -255,7 +255,7 @@ impl Agent {
         let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_BATCHES);
         let mut sources = Vec::new();
         let mut feeds = crate::reload::Feeds::default();
-        for s in &c.sources {
+        for s in c.sources.iter().filter(|s| s.kind != SourceKind::Modbus) {
             let task = match s.kind {
                 SourceKind::Mqtt => {
                     let mut src = mqtt_source(c, &tag_ids, s);
@@ -275,8 +275,20 @@ impl Agent {
                         .instrument(tracing::info_span!("source", id = %s.id, kind = "opcua"))
                         .boxed()
                 }
+                SourceKind::Modbus => unreachable!("filtered: Modbus sources run per bus"),
             };
             sources.push(sup.spawn(format!("source {}", s.id), &sources_stop, task));
+        }
+        let (buses, modbus_feeds) = crate::modbus::buses(c, &tag_ids);
+        feeds.modbus = modbus_feeds;
+        for (key, bus) in buses {
+            let ids: Vec<&str> = bus.units.iter().map(|u| u.id.as_str()).collect();
+            let span = tracing::info_span!("source", id = %ids.join(","), kind = "modbus");
+            let task = bus
+                .run(tx.clone(), stats.clone(), sources_stop.clone())
+                .instrument(span)
+                .boxed();
+            sources.push(sup.spawn(format!("modbus bus {key}"), &sources_stop, task));
         }
 
         let mut compressors: Vec<TagCompressor> = (0..registry.len())

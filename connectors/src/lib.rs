@@ -7,6 +7,7 @@
 pub mod alert;
 pub mod backoff;
 pub mod malformed;
+pub mod modbus;
 pub mod mqtt;
 pub mod opcua;
 pub mod repeat;

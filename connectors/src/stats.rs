@@ -171,6 +171,23 @@ pub struct SourceCounters {
     pub malformed: AtomicU64,
     pub reconnects: AtomicU64,
     pub gaps: AtomicU64,
+    /// Modbus sources only (shown only for sources that polled).
+    pub modbus: ModbusCounters,
+}
+
+/// What a Modbus device answered, per source.
+#[derive(Debug, Default)]
+pub struct ModbusCounters {
+    /// Read requests sent.
+    pub requests: AtomicU64,
+    /// Replies that were a Modbus exception (the device said no; the link stays).
+    pub exceptions: AtomicU64,
+    /// Requests that got no reply within `timeout_ms` (a link problem).
+    pub timeouts: AtomicU64,
+    /// Replies that belonged to another request (transaction or unit id mismatch): discarded.
+    pub mismatched: AtomicU64,
+    /// Poll cycles that took longer than their interval (the missed polls are skipped).
+    pub overruns: AtomicU64,
 }
 
 /// A source's view of the counters: the agent-wide ones and its own. Derefs to `Stats`.
@@ -272,6 +289,40 @@ impl Collector for Exposition {
             &sources,
             |c| Stats::get(&c.gaps),
         )?;
+        let modbus: Vec<_> = sources
+            .iter()
+            .filter(|(_, c)| Stats::get(&c.modbus.requests) > 0)
+            .cloned()
+            .collect();
+        for (name, help, value) in [
+            (
+                "pdtf_modbus_requests",
+                "Modbus read requests sent.",
+                (|c: &SourceCounters| Stats::get(&c.modbus.requests)) as fn(&SourceCounters) -> u64,
+            ),
+            (
+                "pdtf_modbus_exceptions",
+                "Modbus exception replies (tags Bad with the code; link kept).",
+                |c| Stats::get(&c.modbus.exceptions),
+            ),
+            (
+                "pdtf_modbus_timeouts",
+                "Modbus requests without a reply in time (a link problem).",
+                |c| Stats::get(&c.modbus.timeouts),
+            ),
+            (
+                "pdtf_modbus_mismatched_replies",
+                "Modbus replies to another request, discarded.",
+                |c| Stats::get(&c.modbus.mismatched),
+            ),
+            (
+                "pdtf_modbus_overruns",
+                "Modbus poll cycles longer than their interval (missed polls skipped).",
+                |c| Stats::get(&c.modbus.overruns),
+            ),
+        ] {
+            per_source(&mut e, name, help, &modbus, value)?;
+        }
         one(
             &mut e,
             "pdtf_source_samples_refused",

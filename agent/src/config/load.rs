@@ -12,6 +12,7 @@ const AGENT_KEYS: &[&str] = &[
     "include",
     "brokers",
     "opcua_servers",
+    "modbus_devices",
     "sources",
     "sinks",
     "journal",
@@ -67,12 +68,15 @@ pub fn load_str(
     let raw = [
         ("brokers", raw_names("brokers")),
         ("opcua_servers", raw_names("opcua_servers")),
+        ("modbus_devices", raw_names("modbus_devices")),
         ("sources", raw_names("sources")),
     ];
     let brokers: BTreeMap<String, super::BrokerConfig> =
         named_sections(&mut table, "brokers", &file, &mut errs);
     let opcua_servers: BTreeMap<String, super::OpcuaServerConfig> =
         named_sections(&mut table, "opcua_servers", &file, &mut errs);
+    let modbus_devices: BTreeMap<String, super::ModbusDeviceConfig> =
+        named_sections(&mut table, "modbus_devices", &file, &mut errs);
     let source_keys = table_keys(table.get("sources"));
     let sources = table
         .remove("sources")
@@ -133,6 +137,7 @@ pub fn load_str(
             let parsed = match section {
                 "brokers" => brokers.contains_key(&n),
                 "opcua_servers" => opcua_servers.contains_key(&n),
+                "modbus_devices" => modbus_devices.contains_key(&n),
                 _ => sources.iter().any(|s: &super::SourceConfig| s.id == n),
             };
             if !parsed {
@@ -144,6 +149,7 @@ pub fn load_str(
         agent,
         brokers,
         opcua_servers,
+        modbus_devices,
         sources,
         sinks,
         journal,

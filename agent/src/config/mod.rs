@@ -10,11 +10,13 @@
 //! `pdtf-agent validate` must report.
 
 mod load;
+mod modbus;
 mod validate;
 
 pub use load::{load, load_str};
 pub use validate::{matches_filter, validate};
 
+use pdtf_connectors::modbus::{ModbusDeviceConfig, ModbusTagConfig};
 use pdtf_connectors::mqtt::BrokerConfig;
 use pdtf_connectors::opcua::{OpcuaServerConfig, ValueType};
 use serde::Deserialize;
@@ -184,6 +186,7 @@ pub struct AgentSection {
 pub enum SourceKind {
     Mqtt,
     Opcua,
+    Modbus,
 }
 
 const fn default_publishing_interval_ms() -> u64 {
@@ -205,6 +208,8 @@ pub struct SourceConfig {
     pub broker: Option<String>,
     /// opcua: name of an `[opcua_servers.NAME]` section.
     pub server: Option<String>,
+    /// modbus: name of a `[modbus_devices.NAME]` section.
+    pub device: Option<String>,
     /// opcua: the subscription's publishing interval.
     #[serde(default = "default_publishing_interval_ms")]
     pub publishing_interval_ms: u64,
@@ -314,6 +319,8 @@ pub struct TagConfig {
     pub value_pointer: Option<String>,
     pub time_pointer: Option<String>,
     pub quality_pointer: Option<String>,
+    /// modbus: the register(s) and how to decode them.
+    pub modbus: Option<ModbusTagConfig>,
     pub limits: Option<LimitsConfig>,
     /// Thins the *recorded* samples (detectors still see all of them).
     pub compression: Option<CompressionConfig>,
@@ -355,6 +362,7 @@ pub struct Config {
     pub agent: AgentSection,
     pub brokers: BTreeMap<String, BrokerConfig>,
     pub opcua_servers: BTreeMap<String, OpcuaServerConfig>,
+    pub modbus_devices: BTreeMap<String, ModbusDeviceConfig>,
     pub sources: Vec<SourceConfig>,
     pub sinks: SinksConfig,
     pub journal: JournalConfig,
@@ -364,7 +372,8 @@ pub struct Config {
     pub tag_origins: Vec<Origin>,
     /// The keys each `[[sources]]` table sets, for the per-kind key check.
     pub source_keys: Vec<Vec<String>>,
-    /// Sections that did not parse (`brokers.NAME`, `opcua_servers.NAME`, `sources.ID`):
+    /// Sections that did not parse (`brokers.NAME`, `opcua_servers.NAME`,
+    /// `modbus_devices.NAME`, `sources.ID`):
     /// their errors are reported, so references to them are not reported again.
     pub unparsed: std::collections::BTreeSet<String>,
     /// The agent file itself.

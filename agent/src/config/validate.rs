@@ -27,7 +27,7 @@ fn is_name(s: &str) -> bool {
 }
 
 /// Keys only one source kind understands. serde's unknown-field check cannot catch them on
-/// the wrong kind (both kinds share one table type, and defaults hide whether a key was
+/// the wrong kind (the kinds share one table type, and defaults hide whether a key was
 /// set), so the keys a table sets are checked against its kind here, in one place.
 const MQTT_SOURCE_KEYS: &[&str] = &["broker", "qos", "topics", "max_payload_bytes"];
 const OPCUA_SOURCE_KEYS: &[&str] = &[
@@ -36,6 +36,7 @@ const OPCUA_SOURCE_KEYS: &[&str] = &[
     "create_chunk_size",
     "max_notifications_per_publish",
 ];
+const MODBUS_SOURCE_KEYS: &[&str] = &["device"];
 /// Tag keys by the kind of the tag's source.
 const MQTT_TAG_KEYS: &[&str] = &["topic", "value_pointer", "time_pointer", "quality_pointer"];
 const OPCUA_TAG_KEYS: &[&str] = &[
@@ -46,24 +47,42 @@ const OPCUA_TAG_KEYS: &[&str] = &[
     "discard_oldest",
     "opcua_deadband",
 ];
+const MODBUS_TAG_KEYS: &[&str] = &["modbus"];
 
-/// Errors for keys of the other kind, at `prefix.KEY`.
+const KINDS: [SourceKind; 3] = [SourceKind::Mqtt, SourceKind::Opcua, SourceKind::Modbus];
+
+/// The kind's name in the configuration, what to call it, its source and its tag keys.
+fn kind_info(
+    kind: SourceKind,
+) -> (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+) {
+    match kind {
+        SourceKind::Mqtt => ("mqtt", "MQTT", MQTT_SOURCE_KEYS, MQTT_TAG_KEYS),
+        SourceKind::Opcua => ("opcua", "OPC UA", OPCUA_SOURCE_KEYS, OPCUA_TAG_KEYS),
+        SourceKind::Modbus => ("modbus", "Modbus", MODBUS_SOURCE_KEYS, MODBUS_TAG_KEYS),
+    }
+}
+
+/// Errors for keys of another kind, at `prefix.KEY`.
 fn foreign_keys(k: &mut Check<'_>, prefix: &str, keys: &[String], kind: SourceKind, what: &str) {
-    let (foreign, other) = match (kind, what) {
-        (SourceKind::Mqtt, "source") => (OPCUA_SOURCE_KEYS, "an OPC UA source"),
-        (SourceKind::Opcua, "source") => (MQTT_SOURCE_KEYS, "an MQTT source"),
-        (SourceKind::Mqtt, _) => (OPCUA_TAG_KEYS, "a tag of an OPC UA source"),
-        (SourceKind::Opcua, _) => (MQTT_TAG_KEYS, "a tag of an MQTT source"),
-    };
-    let kind = match kind {
-        SourceKind::Mqtt => "mqtt",
-        SourceKind::Opcua => "opcua",
-    };
-    for key in keys.iter().filter(|key| foreign.contains(&key.as_str())) {
-        k.err(
-            format!("{prefix}.{key}"),
-            format!("is a key of {other}; this {what}'s kind is \"{kind}\""),
-        );
+    let (name, _, _, _) = kind_info(kind);
+    for other in KINDS.into_iter().filter(|o| *o != kind) {
+        let (_, label, source_keys, tag_keys) = kind_info(other);
+        let (foreign, whose) = if what == "source" {
+            (source_keys, format!("an {label} source"))
+        } else {
+            (tag_keys, format!("a tag of an {label} source"))
+        };
+        for key in keys.iter().filter(|key| foreign.contains(&key.as_str())) {
+            k.err(
+                format!("{prefix}.{key}"),
+                format!("is a key of {whose}; this {what}'s kind is \"{name}\""),
+            );
+        }
     }
 }
 
@@ -174,6 +193,7 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
             k.err(format!("opcua_servers.{name}"), "is not used by any source");
         }
     }
+    k.errs.extend(super::modbus::devices(c));
     for name in brokers.difference(&used) {
         k.err(
             format!("brokers.{name}"),
@@ -221,6 +241,7 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
             (SourceKind::Opcua, _, None) => {
                 k.err(format!("{p}.server"), "is required for kind = \"opcua\"")
             }
+            (SourceKind::Modbus, _, _) => k.errs.extend(super::modbus::source(c, s, &p)),
         }
         k.qos(format!("{p}.qos"), s.qos);
         if s.max_batch_samples == 0 {
@@ -378,6 +399,9 @@ fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
                     }
                 }
             },
+            Some(s) if s.kind == SourceKind::Modbus => {
+                k.errs.extend(super::modbus::tag(c, s, t, &o.file, &p));
+            }
             Some(s) => {
                 match &t.node {
                     None => k.err(

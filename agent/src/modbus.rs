@@ -1,0 +1,54 @@
+//! Modbus sources from the configuration: the tags to poll per device, and one polling task
+//! per bus (a TCP device alone, or every device on one RTU serial line).
+
+use crate::config::{Config, SourceKind};
+use pdtf_connectors::modbus::{ModbusBus, ModbusUnit, PollTag};
+use pdtf_models::TagId;
+use std::collections::BTreeMap;
+use tokio::sync::watch;
+
+/// The tags of Modbus source `source`, under their durable ids.
+pub(crate) fn poll_tags(c: &Config, ids: &[TagId], source: &str) -> Vec<PollTag> {
+    c.tags
+        .iter()
+        .zip(ids)
+        .filter(|(t, _)| t.source == source)
+        .filter_map(|(t, id)| {
+            Some(PollTag {
+                tag: *id,
+                spec: t.modbus.clone()?,
+            })
+        })
+        .collect()
+}
+
+/// Each Modbus source's reload feed: its new tag list.
+pub(crate) type Feeds = BTreeMap<String, watch::Sender<Vec<PollTag>>>;
+
+/// The buses to run, by bus key, and each source's reload feed.
+pub(crate) fn buses(c: &Config, ids: &[TagId]) -> (BTreeMap<String, ModbusBus>, Feeds) {
+    let mut buses: BTreeMap<String, ModbusBus> = BTreeMap::new();
+    let mut feeds = BTreeMap::new();
+    for s in c.sources.iter().filter(|s| s.kind == SourceKind::Modbus) {
+        let name = s
+            .device
+            .clone()
+            .expect("validated: modbus sources name a device");
+        let device = c.modbus_devices[&name].clone();
+        let tags = poll_tags(c, ids, &s.id);
+        let (feed, reload) = watch::channel(tags.clone());
+        feeds.insert(s.id.clone(), feed);
+        buses
+            .entry(device.bus_key(&name))
+            .or_insert_with(|| ModbusBus { units: Vec::new() })
+            .units
+            .push(ModbusUnit {
+                id: s.id.clone(),
+                device_name: name,
+                device,
+                tags,
+                reload: Some(reload),
+            });
+    }
+    (buses, feeds)
+}
