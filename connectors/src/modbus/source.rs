@@ -97,22 +97,30 @@ impl Unit {
         format!("source {}", self.cfg.id)
     }
 
-    /// The next due time after a cycle that started at `due`: fixed cadence; polls missed
-    /// by an overrun are skipped, never queued.
     fn reschedule(&mut self, g: usize, finished: Instant) {
         let interval = self.groups[g].interval;
-        let mut next = self.due[g] + interval;
-        if next <= finished {
+        let (next, skipped) = next_due(self.due[g], interval, finished);
+        self.due[g] = next;
+        if skipped > 0 {
             Stats::add(&self.own.modbus.overruns, 1);
             if !self.overrun_told {
                 self.overrun_told = true;
-                warn!(source = %self.cfg.id, interval_ms = interval.as_millis() as u64, took_ms = (finished - self.due[g]).as_millis() as u64, "Modbus poll cycle longer than its interval: the missed polls are skipped (counted in pdtf_modbus_overruns; logged once).");
+                warn!(source = %self.cfg.id, interval_ms = interval.as_millis() as u64, skipped, "Modbus poll cycle longer than its interval: the missed polls are skipped (counted in pdtf_modbus_overruns; logged once).");
             }
-            let behind = (finished - next).as_nanos() / interval.as_nanos().max(1) + 1;
-            next += interval * behind as u32;
         }
-        self.due[g] = next;
     }
+}
+
+/// The next due time of a poll that was due at `due` and finished at `finished`: fixed
+/// cadence (`due + interval`, never `finished + interval`, so no drift), and polls an
+/// overrun missed are skipped, never queued. Returns how many were skipped.
+pub(crate) fn next_due(due: Instant, interval: Duration, finished: Instant) -> (Instant, u32) {
+    let next = due + interval;
+    if next > finished {
+        return (next, 0);
+    }
+    let behind = ((finished - next).as_nanos() / interval.as_nanos().max(1)) as u32 + 1;
+    (next + interval * behind, behind)
 }
 
 /// How one read ended.
@@ -441,4 +449,29 @@ async fn answered(
         samples.len() as u64,
     );
     out.send(SourceMsg::Samples(samples)).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cadence_does_not_drift_and_an_overrun_skips_instead_of_piling_up() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // A 30 ms poll of a 100 ms interval: due again at +100, not at +130.
+        assert_eq!(next_due(t0, ms(100), t0 + ms(30)), (t0 + ms(100), 0));
+        // 1,000 cycles of varying length stay on the grid.
+        let mut due = t0;
+        for i in 0..1_000u64 {
+            let (next, skipped) = next_due(due, ms(100), due + ms(i % 90));
+            assert_eq!(skipped, 0);
+            due = next;
+        }
+        assert_eq!(due, t0 + ms(100_000));
+        // A 350 ms cycle: the polls due at +100, +200 and +300 are skipped; the next is +400.
+        assert_eq!(next_due(t0, ms(100), t0 + ms(350)), (t0 + ms(400), 3));
+        // Exactly on the boundary counts as missed (it would start late).
+        assert_eq!(next_due(t0, ms(100), t0 + ms(100)), (t0 + ms(200), 1));
+    }
 }
