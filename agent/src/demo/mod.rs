@@ -35,7 +35,12 @@ fn demo_config_path(arg: Option<PathBuf>) -> PathBuf {
     })
 }
 
-fn prepare(args: &DemoArgs, port: u16, opcua_endpoint: &str) -> anyhow::Result<Config> {
+fn prepare(
+    args: &DemoArgs,
+    port: u16,
+    opcua_endpoint: &str,
+    modbus_port: u16,
+) -> anyhow::Result<Config> {
     let path = demo_config_path(args.config.clone());
     let mut c = match config::load(&path) {
         Ok(c) => c,
@@ -52,6 +57,10 @@ fn prepare(args: &DemoArgs, port: u16, opcua_endpoint: &str) -> anyhow::Result<C
     }
     for s in c.opcua_servers.values_mut() {
         s.endpoint = opcua_endpoint.to_owned();
+    }
+    for d in c.modbus_devices.values_mut() {
+        d.host = Some("127.0.0.1".into());
+        d.port = modbus_port;
     }
     c.agent.state_dir = match &args.state_dir {
         Some(d) => d.clone(),
@@ -74,7 +83,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let plc = crate::opcua_sim::SimServer::start(plc_options)
         .await
         .context("starting the simulated OPC UA server")?;
-    let c = prepare(&args, port, &plc.endpoint)?;
+    let scale = crate::modbus_sim::ModbusSim::start(0, Default::default())
+        .await
+        .context("starting the simulated Modbus device")?;
+    let c = prepare(&args, port, &plc.endpoint, scale.port)?;
     eprintln!(
         "PDTF Edge demo: broker mqtt://127.0.0.1:{port}, line {}, journal {}",
         c.topic_prefix(),
@@ -91,6 +103,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let agent = Agent::start(&c).context("starting the agent")?;
     let sim = tokio::spawn(sim::run(port, stop_sim.clone()));
     let plc_sim = tokio::spawn(sim::run_plc(plc, stop_sim.clone()));
+    let scale_sim = tokio::spawn(sim::run_scale(scale.state.clone(), stop_sim.clone()));
 
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
@@ -124,6 +137,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     stop_sim.cancel();
     let _sim_done = sim.await;
     let plc = plc_sim.await.ok();
+    let _scale_done = scale_sim.await;
+    drop(scale);
     let stats = agent.stats.clone();
     let journal = agent.journal.location();
     let store = agent.journal.clone();

@@ -183,3 +183,34 @@ pub async fn run_plc(
     }
     plc
 }
+
+/// The bowl's load cell and the dehumidifier on the simulated Modbus device: the bowl fills
+/// as binder is sprayed (over its 130 kg limit at the end of each 60 s cycle), the dew point
+/// wanders around -20 °C.
+pub async fn run_scale(
+    state: std::sync::Arc<crate::modbus_sim::SimState>,
+    stop: CancellationToken,
+) {
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut n: u64 = 0;
+    state.coils.lock().expect("sim lock")[0] = true;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        n += 1;
+        let weight = 100.0 + (n % 240) as f32 * 0.14 + rng.f32() * 0.2;
+        let b = weight.to_be_bytes();
+        state.set_holding(
+            0,
+            &[
+                u16::from_be_bytes([b[0], b[1]]),
+                u16::from_be_bytes([b[2], b[3]]),
+            ],
+        );
+        let dew = -200 + rng.i16(-15..=15);
+        state.set_input(0, &[dew as u16]);
+    }
+}
