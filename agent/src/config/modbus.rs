@@ -20,11 +20,16 @@ pub(super) fn devices(c: &Config) -> Vec<ConfigError> {
             .iter()
             .filter(|s| s.device.as_deref() == Some(name))
             .count();
-        if users != 1 {
-            err(
+        match users {
+            0 => err(
                 format!("modbus_devices.{name}"),
-                format!("is used by {users} sources; each device is polled by exactly one"),
-            );
+                "is not used by any source".into(),
+            ),
+            1 => {}
+            n => err(
+                format!("modbus_devices.{name}"),
+                format!("is used by {n} sources; each device is polled by exactly one"),
+            ),
         }
         if d.transport == Transport::Rtu {
             lines.entry(d.bus_key(name)).or_default().push(name);
