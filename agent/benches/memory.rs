@@ -18,8 +18,8 @@
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 mod child;
 
-use child::{cpu_secs, env_or, metric, rss_kib};
-use std::process::{Child, Command, Stdio};
+use child::{cpu_secs, env_or, metric, rss_kib, run_agent};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 struct Harness {
@@ -44,14 +44,7 @@ async fn start(sections: &str, probe_topic: &str) -> Harness {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_pdtf-agent"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the agent starts");
+    let child = run_agent(&config);
     let health = format!("127.0.0.1:{health}");
     let started = Instant::now();
     while metric(&health, "pdtf_source_samples_total").is_none() {

@@ -11,10 +11,9 @@
 
 mod child;
 
-use child::{cpu_secs, env_or, metric, rss_kib};
+use child::{cpu_secs, env_or, metric, rss_kib, run_agent};
 use pdtf_agent::modbus_sim::{ModbusSim, SimState};
 use std::fmt::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,14 +55,7 @@ async fn main() {
     }
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, text).unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_pdtf-agent"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the agent starts");
+    let mut agent = run_agent(&config);
     let health = format!("127.0.0.1:{health}");
     let up = Instant::now();
     while metric(&health, "pdtf_modbus_requests_total").unwrap_or(0) < devices as u64 {

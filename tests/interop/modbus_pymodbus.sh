@@ -95,22 +95,11 @@ run_case() { # transport, where
   sleep 4
   kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || fail "$t: agent exited non-zero on SIGTERM"
   sleep 1
-  python3 - "$WORK/$t/records.jsonl" "$t" <<'PY' || fail "$t: upstream record check failed"
-import json, sys
+  PYTHONPATH="$HERE" python3 - "$WORK/$t/records.jsonl" "$t" <<'PY' || fail "$t: upstream record check failed"
+import sys
+import upstream_records
 want = {0: 54321.0, 1: 21.5, 2: -70000.0, 3: True, 4: -65.5, 5: True, 6: True}
-samples, gaps, seen = [], [], set()
-for line in open(sys.argv[1]):
-    if not line.strip():
-        continue
-    for r in json.loads(line)["records"]:
-        if r["seq"] in seen:
-            continue
-        seen.add(r["seq"])
-        body = r["body"]
-        if "sample" in body:
-            samples.append((r["seq"], body["sample"]))
-        if "gap" in body:
-            gaps.append((r["seq"], body["gap"]))
+samples, gaps = upstream_records.load(sys.argv[1])
 good = {t: [s["value"] for _, s in samples if s["tag"] == t and s["quality"] == "good"] for t in range(9)}
 print(sys.argv[2], "upstream:", {k: len(v) for k, v in good.items()}, "good samples;", [g["source"] for _, g in gaps], "gap(s)")
 for tag, value in want.items():

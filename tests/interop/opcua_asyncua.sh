@@ -148,22 +148,11 @@ sleep 4
 kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || fail "agent exited non-zero on SIGTERM"
 sleep 1
 
-python3 - "$WORK/records.jsonl" <<'PY' || fail "upstream record check failed"
-import json, sys
+PYTHONPATH="$HERE" python3 - "$WORK/records.jsonl" <<'PY' || fail "upstream record check failed"
+import sys
+import upstream_records
 TEMP, RUNNING, BATCH, SPECTRUM = range(4)
-samples, gaps, seen = [], [], set()
-for line in open(sys.argv[1]):
-    if not line.strip():
-        continue
-    for r in json.loads(line)["records"]:
-        if r["seq"] in seen:
-            continue
-        seen.add(r["seq"])
-        body = r["body"]
-        if "sample" in body:
-            samples.append((r["seq"], body["sample"]))
-        if "gap" in body:
-            gaps.append((r["seq"], body["gap"]))
+samples, gaps = upstream_records.load(sys.argv[1])
 by_tag = {t: [s for _, s in samples if s["tag"] == t] for t in range(4)}
 print("upstream:", {k: len(v) for k, v in by_tag.items()}, "samples;", len(gaps), "gap(s)")
 temps = by_tag[TEMP]

@@ -2,7 +2,8 @@
 //! its metrics from `/metrics`.
 
 use std::io::{Read, Write};
-use std::process::Child;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -45,4 +46,16 @@ pub fn metric(addr: &str, name: &str) -> Option<u64> {
         .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse().ok())
         .collect();
     (!series.is_empty()).then(|| series.iter().sum())
+}
+
+/// `pdtf-agent run --config config`, logging errors only, output discarded.
+pub fn run_agent(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_pdtf-agent"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the agent starts")
 }

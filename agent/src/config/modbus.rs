@@ -1,5 +1,6 @@
-//! Rules for `[modbus_devices.NAME]`, `kind = "modbus"` sources and their tags' `modbus`
-//! tables. Pure: every problem with its TOML path.
+//! Rules for `[modbus_devices.NAME]` and the `modbus` tables of Modbus sources' tags (the
+//! source's `device` reference is checked with the other references, in `validate.rs`).
+//! Pure: every problem with its TOML path.
 
 use super::{Config, ConfigError, SourceConfig, TagConfig};
 use pdtf_connectors::modbus::Transport;
@@ -62,38 +63,6 @@ pub(super) fn devices(c: &Config) -> Vec<ConfigError> {
                 );
             }
         }
-    }
-    errs
-}
-
-/// A `kind = "modbus"` source at `p` (`sources[i]`).
-pub(super) fn source(c: &Config, s: &SourceConfig, p: &str) -> Vec<ConfigError> {
-    let mut errs = Vec::new();
-    match &s.device {
-        None => errs.push(ConfigError::new(
-            &c.file,
-            format!("{p}.device"),
-            "is required for kind = \"modbus\"",
-        )),
-        Some(d)
-            if !c.modbus_devices.contains_key(d)
-                && !c.unparsed.contains(&format!("modbus_devices.{d}")) =>
-        {
-            let known: Vec<&str> = c.modbus_devices.keys().map(String::as_str).collect();
-            errs.push(ConfigError::new(
-                &c.file,
-                format!("{p}.device"),
-                format!(
-                    "no Modbus device named {d:?} (defined: {})",
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            ));
-        }
-        Some(_) => {}
     }
     errs
 }

@@ -241,7 +241,14 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
             (SourceKind::Opcua, _, None) => {
                 k.err(format!("{p}.server"), "is required for kind = \"opcua\"")
             }
-            (SourceKind::Modbus, _, _) => k.errs.extend(super::modbus::source(c, s, &p)),
+            (SourceKind::Modbus, _, _) => match &s.device {
+                Some(d) if reportable(c, "modbus_devices", d) => {
+                    let devices = c.modbus_devices.keys().map(String::as_str).collect();
+                    k.named_ref(format!("{p}.device"), "Modbus device", d, &devices);
+                }
+                Some(_) => {}
+                None => k.err(format!("{p}.device"), "is required for kind = \"modbus\""),
+            },
         }
         k.qos(format!("{p}.qos"), s.qos);
         if s.max_batch_samples == 0 {
