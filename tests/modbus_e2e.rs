@@ -324,3 +324,39 @@ async fn a_reply_to_another_request_is_discarded_never_recorded() {
     assert!(Stats::get(&agent.stats.source_reconnects) >= 1);
     agent.shutdown(Duration::from_secs(2)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_device_overruns_its_interval_and_requests_never_pile_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = ModbusSim::start(0, Arc::default()).await.unwrap();
+    sim.state.set_holding(0, &[7]);
+    // Every reply takes 150 ms; the tag asks for one every 100 ms (timeout 200 ms: no link
+    // problem, just a device slower than its poll interval).
+    sim.state.delay_ms.store(150, Relaxed);
+    let body = format!(
+        "{}{}",
+        device("slow", sim.port),
+        tag(
+            "slow_value",
+            "slow",
+            "table = \"holding\", address = 0, type = \"u16\""
+        )
+    );
+    let agent = Agent::start(&load(dir.path(), &body)).unwrap();
+    wait_until("the slow device polled", WAIT, || {
+        last(&agent, "slow_value").is_some()
+    })
+    .await;
+    let requests0 = sim.state.requests.load(Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests = sim.state.requests.load(Relaxed) - requests0;
+    let own = agent.stats.source("slow");
+    // One request at a time, one per 150 ms at most: about 20 in 3 s, never the 30 the
+    // interval asks for, and no backlog of queued polls.
+    assert!((10..=22).contains(&requests), "{requests} requests in 3 s");
+    assert!(Stats::get(&own.modbus.overruns) >= 10, "overruns counted");
+    assert_eq!(Stats::get(&own.modbus.timeouts), 0);
+    let s = last(&agent, "slow_value").unwrap();
+    assert_eq!((s.quality, s.value), (Quality::Good, Value::Num(7.0)));
+    agent.shutdown(Duration::from_secs(2)).await;
+}
