@@ -59,6 +59,8 @@ fn now() -> Timestamp {
 struct Unit {
     cfg: ModbusUnit,
     groups: Vec<Group>,
+    /// The tags' ids (for outages and gaps), kept with the plan.
+    ids: Vec<TagId>,
     due: Vec<Instant>,
     outage: Outage,
     own: Arc<SourceCounters>,
@@ -73,6 +75,7 @@ impl Unit {
         let mut u = Unit {
             cfg,
             groups: Vec::new(),
+            ids: Vec::new(),
             due: Vec::new(),
             outage: Outage::default(),
             own,
@@ -85,12 +88,9 @@ impl Unit {
 
     fn replan(&mut self) {
         self.groups = plan(&self.cfg.tags, &self.cfg.device);
+        self.ids = self.cfg.tags.iter().map(|t| t.tag).collect();
         let at = Instant::now();
         self.due = vec![at; self.groups.len()];
-    }
-
-    fn ids(&self) -> Vec<TagId> {
-        self.cfg.tags.iter().map(|t| t.tag).collect()
     }
 
     fn component(&self) -> String {
@@ -123,11 +123,16 @@ pub(crate) fn next_due(due: Instant, interval: Duration, finished: Instant) -> (
     (next + interval * behind, behind)
 }
 
-/// How one read ended.
+/// How one poll cycle ended.
 enum Outcome {
     Data(Vec<Sample>),
-    /// The link failed; the reason.
-    Link(String),
+    /// The link failed: why, whether the connection itself failed (an I/O error: on an RTU
+    /// line, the port) rather than this unit's reply, and what the cycle read before.
+    Link {
+        why: String,
+        line: bool,
+        read: Vec<Sample>,
+    },
 }
 
 enum Data {
@@ -182,20 +187,35 @@ impl Unit {
             match res {
                 Err(_) => {
                     Stats::add(&self.own.modbus.timeouts, 1);
-                    return Outcome::Link(format!(
+                    let why = format!(
                         "no reply within {} ms to a read of {} {}+{}",
                         dev.timeout_ms,
                         r.table.name(),
                         r.start,
                         r.count
-                    ));
+                    );
+                    return Outcome::Link {
+                        why,
+                        line: false,
+                        read: out,
+                    };
                 }
                 Ok(Err(tokio_modbus::Error::Protocol(e))) => {
                     Stats::add(&self.own.modbus.mismatched, 1);
-                    return Outcome::Link(format!("a reply to another request, discarded: {e}"));
+                    let why = format!("a reply to another request, discarded: {e}");
+                    return Outcome::Link {
+                        why,
+                        line: false,
+                        read: out,
+                    };
                 }
                 Ok(Err(tokio_modbus::Error::Transport(e))) => {
-                    return Outcome::Link(format!("link error: {e}"))
+                    let why = format!("link error: {e}");
+                    return Outcome::Link {
+                        why,
+                        line: true,
+                        read: out,
+                    };
                 }
                 Ok(Ok(Err(code))) => {
                     Stats::add(&self.own.modbus.exceptions, 1);
@@ -217,12 +237,17 @@ impl Unit {
                         Data::Words(w) => w.len() < usize::from(r.count),
                     };
                     if short {
-                        return Outcome::Link(format!(
+                        let why = format!(
                             "a short reply to a read of {} {}+{}",
                             r.table.name(),
                             r.start,
                             r.count
-                        ));
+                        );
+                        return Outcome::Link {
+                            why,
+                            line: false,
+                            read: out,
+                        };
                     }
                     for t in tags {
                         let off = usize::from(t.spec.address - r.start);
@@ -376,10 +401,14 @@ impl ModbusBus {
                         }
                         backoff.reset();
                     }
-                    Outcome::Link(why) => {
+                    Outcome::Link { why, line, read } => {
+                        // What the cycle read before the failure is kept.
+                        if !read.is_empty() && !answered(u, &out, &stats, read).await {
+                            return;
+                        }
                         // On an RTU line a unit that does not answer is its own problem; any
                         // other failure is the connection's.
-                        let one_unit = rtu && !why.starts_with("link error");
+                        let one_unit = rtu && !line;
                         if one_unit {
                             if !link_lost(u, &out, &stats, &why).await {
                                 return;
@@ -416,8 +445,7 @@ async fn link_lost(u: &mut Unit, out: &mpsc::Sender<SourceMsg>, stats: &Stats, w
             Some(format!("Modbus device {}: {why}", u.cfg.device_name)),
         );
     }
-    let ids = u.ids();
-    u.outage.begin(out, &u.cfg.id, &ids, why, now()).await
+    u.outage.begin(out, &u.cfg.id, &u.ids, why, now()).await
 }
 
 /// The device answered (data or exceptions): an open outage closes with its gap, then the
@@ -428,8 +456,7 @@ async fn answered(
     stats: &Stats,
     samples: Vec<Sample>,
 ) -> bool {
-    let ids = u.ids();
-    if let Some(gap) = u.outage.end(&u.cfg.id, &ids, now()) {
+    if let Some(gap) = u.outage.end(&u.cfg.id, &u.ids, now()) {
         info!(source = %u.cfg.id, device = %u.cfg.device_name, "Modbus device answering again; the outage is recorded as a gap.");
         stats.problem(&u.component(), None);
         stats.count(&u.own, crate::stats::SourceEvent::Gap, 1);
