@@ -23,6 +23,13 @@ pub struct Read {
     pub tags: Vec<usize>,
 }
 
+impl std::fmt::Display for Read {
+    /// `holding 0+25`: the table, the first address and the count.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}+{}", self.table.name(), self.start, self.count)
+    }
+}
+
 /// The reads due together, every `interval`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {

@@ -184,52 +184,34 @@ impl Unit {
             let at = now();
             let res = tokio::time::timeout(dev.timeout(), read(ctx, r)).await;
             let tags = r.tags.iter().map(|&i| &self.cfg.tags[i]);
-            match res {
+            // A link problem: why, and whether the connection itself failed.
+            let failed = match res {
                 Err(_) => {
                     Stats::add(&self.own.modbus.timeouts, 1);
-                    let why = format!(
-                        "no reply within {} ms to a read of {} {}+{}",
-                        dev.timeout_ms,
-                        r.table.name(),
-                        r.start,
-                        r.count
-                    );
-                    return Outcome::Link {
-                        why,
-                        line: false,
-                        read: out,
-                    };
+                    Some((
+                        format!("no reply within {} ms to a read of {r}", dev.timeout_ms),
+                        false,
+                    ))
                 }
                 Ok(Err(tokio_modbus::Error::Protocol(e))) => {
                     Stats::add(&self.own.modbus.mismatched, 1);
-                    let why = format!("a reply to another request, discarded: {e}");
-                    return Outcome::Link {
-                        why,
-                        line: false,
-                        read: out,
-                    };
+                    Some((format!("a reply to another request, discarded: {e}"), false))
                 }
                 Ok(Err(tokio_modbus::Error::Transport(e))) => {
-                    let why = format!("link error: {e}");
-                    return Outcome::Link {
-                        why,
-                        line: true,
-                        read: out,
-                    };
+                    Some((format!("link error: {e}"), true))
                 }
                 Ok(Ok(Err(code))) => {
                     Stats::add(&self.own.modbus.exceptions, 1);
                     let code = u8::from(code);
                     if self.refused != Some(code) {
                         self.refused = Some(code);
-                        warn!(source = %self.cfg.id, table = r.table.name(), start = r.start, count = r.count, code, "The Modbus device refused a read (exception); its tags are Bad with this code. Logged once per code.");
+                        warn!(source = %self.cfg.id, read = %r, code, "The Modbus device refused a read (exception); its tags are Bad with this code. Logged once per code.");
                     }
                     out.extend(tags.map(|t| Sample {
-                        value: Value::Empty,
-                        quality: Quality::Bad,
                         status: exception_status(code),
-                        ..sample(t.tag, Ok(Value::Empty), at)
+                        ..sample(t.tag, Err("exception"), at)
                     }));
+                    None
                 }
                 Ok(Ok(Ok(data))) => {
                     let short = match &data {
@@ -237,30 +219,29 @@ impl Unit {
                         Data::Words(w) => w.len() < usize::from(r.count),
                     };
                     if short {
-                        let why = format!(
-                            "a short reply to a read of {} {}+{}",
-                            r.table.name(),
-                            r.start,
-                            r.count
-                        );
-                        return Outcome::Link {
-                            why,
-                            line: false,
-                            read: out,
-                        };
-                    }
-                    for t in tags {
-                        let off = usize::from(t.spec.address - r.start);
-                        let d = match &data {
-                            Data::Bits(b) => decode::bit(b[off]),
-                            Data::Words(w) => decode::registers(
-                                &t.spec,
-                                &w[off..off + usize::from(t.spec.width())],
-                            ),
-                        };
-                        out.push(sample(t.tag, d, at));
+                        Some((format!("a short reply to a read of {r}"), false))
+                    } else {
+                        for t in tags {
+                            let off = usize::from(t.spec.address - r.start);
+                            let d = match &data {
+                                Data::Bits(b) => decode::bit(b[off]),
+                                Data::Words(w) => decode::registers(
+                                    &t.spec,
+                                    &w[off..off + usize::from(t.spec.width())],
+                                ),
+                            };
+                            out.push(sample(t.tag, d, at));
+                        }
+                        None
                     }
                 }
+            };
+            if let Some((why, line)) = failed {
+                return Outcome::Link {
+                    why,
+                    line,
+                    read: out,
+                };
             }
         }
         Outcome::Data(out)
