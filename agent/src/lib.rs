@@ -10,6 +10,7 @@ pub mod demo;
 pub mod health;
 pub mod housekeeping;
 pub mod journal;
+pub mod logging;
 mod modbus;
 pub mod modbus_sim;
 pub mod opcua_cli;

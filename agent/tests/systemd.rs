@@ -256,3 +256,76 @@ async fn a_stop_during_a_reload_that_waits_on_a_full_disk_is_heard() {
     pdtf_agent::journal::verify_offline(&dir.path().join("state"), |_| {})
         .expect("the journal verifies after the stop");
 }
+
+/// Under systemd (stderr is the stream `JOURNAL_STREAM` names) every log line starts with its
+/// syslog priority and carries no timestamp of its own; `PDTF_LOG_FORMAT=json` gives JSON.
+#[test]
+fn logs_under_the_journal_carry_priorities_and_no_timestamps() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    // A broker port nobody listens on: the source's connection failures are warnings.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{agent}\n[brokers.plant]\nhost = \"127.0.0.1\"\nport = {closed}\nbackoff_initial_ms = 50\nbackoff_max_ms = 100\n\n[[sources]]\nid = \"plc\"\nkind = \"mqtt\"\nbroker = \"plant\"\n{tags}",
+            agent = harness::agent_section(dir.path()),
+            tags = harness::TEST_TAGS
+        ),
+    )
+    .unwrap();
+    let run = |format: Option<&str>, log: &Path| -> String {
+        let file = std::fs::File::create(log).unwrap();
+        let m = file.metadata().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pdtf-agent"));
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))
+            .env("RUST_LOG", "info")
+            .env_remove("PDTF_LOG_FORMAT")
+            .stdout(Stdio::null())
+            .stderr(file);
+        if let Some(f) = format {
+            cmd.env("PDTF_LOG_FORMAT", f);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let text = loop {
+            let text = std::fs::read_to_string(log).unwrap();
+            let warned = text.contains("<4>") || text.contains("\"level\":\"WARN\"");
+            if warned || Instant::now() > deadline {
+                break text;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        text
+    };
+
+    let text = run(None, &dir.path().join("journal.log"));
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    assert!(lines.iter().any(|l| l.starts_with("<6>")), "{text}");
+    assert!(lines.iter().any(|l| l.starts_with("<4>")), "{text}");
+    for l in &lines {
+        let rest = l.get(3..).unwrap_or_default();
+        assert!(
+            l.starts_with('<') && !rest.starts_with(|c: char| c.is_ascii_digit()),
+            "a line without its priority, or with a timestamp: {l}"
+        );
+    }
+
+    let text = run(Some("json"), &dir.path().join("json.log"));
+    for l in text.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+    }
+}
