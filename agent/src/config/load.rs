@@ -185,6 +185,44 @@ pub fn load_str(
             ));
         }
     }
+    // MQTT passwords from files (systemd credentials): read now, so `validate` proves them.
+    for (name, b) in config.brokers.iter_mut() {
+        let Some(f) = b.password_file.as_mut() else {
+            continue;
+        };
+        if f.is_relative() {
+            *f = base.join(&*f);
+        }
+        let key = format!("brokers.{name}.password_file");
+        if b.password.is_some() {
+            errs.push(ConfigError::new(
+                &config.file,
+                key,
+                "set either password or password_file, not both",
+            ));
+            continue;
+        }
+        match std::fs::read_to_string(&*f) {
+            Ok(text) => match text
+                .lines()
+                .next()
+                .map(str::trim_end)
+                .filter(|l| !l.is_empty())
+            {
+                Some(pw) => b.password = Some(pw.to_owned()),
+                None => errs.push(ConfigError::new(
+                    &config.file,
+                    key,
+                    format!("{}: the first line (the password) is empty", f.display()),
+                )),
+            },
+            Err(e) => errs.push(ConfigError::new(
+                &config.file,
+                key,
+                format!("cannot read {}: {e}", f.display()),
+            )),
+        }
+    }
     // OPC UA files: relative to the agent file.
     for s in config.opcua_servers.values_mut() {
         let mut paths = vec![s.pki_dir.as_mut()];
@@ -498,5 +536,49 @@ mod tests {
         assert!(substitute("${1X}", &env)
             .unwrap_err()
             .contains("not a valid"));
+    }
+
+    #[test]
+    fn an_mqtt_password_comes_from_a_credential_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        std::fs::write(creds.join("plant-mqtt"), "s3cr3t\n").unwrap();
+        std::fs::write(creds.join("empty"), "\n").unwrap();
+        let env = |n: &str| (n == "CREDENTIALS_DIRECTORY").then(|| creds.display().to_string());
+        let toml = |file: &str, extra: &str| {
+            format!(
+                "[agent]\nid = \"a\"\nsite = \"s\"\narea = \"a\"\nline = \"l\"\nstate_dir = \"{}\"\n[brokers.plant]\nhost = \"h\"\nusername = \"u\"\npassword_file = \"${{CREDENTIALS_DIRECTORY}}/{file}\"\n{extra}[sinks.alerts]\nbroker = \"plant\"\n",
+                dir.path().join("state").display()
+            )
+        };
+        let path = dir.path().join("agent.toml");
+        let c = load_str(&toml("plant-mqtt", ""), &path, &env).unwrap();
+        assert_eq!(c.brokers["plant"].password.as_deref(), Some("s3cr3t"));
+
+        let errs = |text: String| -> Vec<String> {
+            load_str(&text, &path, &env)
+                .unwrap_err()
+                .iter()
+                .map(|e| e.to_string())
+                .collect()
+        };
+        let e = errs(toml("missing", ""));
+        assert!(
+            e.iter()
+                .any(|e| e.contains("brokers.plant.password_file: cannot read")),
+            "{e:?}"
+        );
+        let e = errs(toml("empty", ""));
+        assert!(
+            e.iter()
+                .any(|e| e.contains("brokers.plant.password_file") && e.contains("empty")),
+            "{e:?}"
+        );
+        let e = errs(toml(
+            "plant-mqtt",
+            "password = \"${CREDENTIALS_DIRECTORY}\"\n",
+        ));
+        assert!(e.iter().any(|e| e.contains("not both")), "{e:?}");
     }
 }

@@ -31,6 +31,9 @@ pub struct BrokerConfig {
     pub username: Option<String>,
     /// Use `${ENV_VAR}`: secrets never belong in the file itself.
     pub password: Option<String>,
+    /// Or a file whose first line is the password (systemd `LoadCredential=`:
+    /// `"${CREDENTIALS_DIRECTORY}/plant-mqtt-password"`); read when the config is loaded.
+    pub password_file: Option<std::path::PathBuf>,
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
     /// First reconnect delay; doubles per failed attempt up to `backoff_max_ms`, with jitter.
