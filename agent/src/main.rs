@@ -7,9 +7,23 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `--version`: the release, and what this binary was built from.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: ",
+    env!("PDTF_GIT_COMMIT"),
+    "\ntarget: ",
+    env!("PDTF_TARGET"),
+    "\nfeatures: ",
+    env!("PDTF_FEATURES")
+);
+
+/// Where a packaged agent keeps its configuration; every command that reads one defaults to it.
+const DEFAULT_CONFIG: &str = "/etc/pdtf/agent.toml";
+
 /// PDTF Edge agent: plant-floor tags in, batch-aware alarms and records out, nothing lost.
 #[derive(Parser)]
-#[command(version, long_about = None)]
+#[command(version, long_version = LONG_VERSION, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,30 +36,29 @@ enum Command {
     /// edit, or a change outside the tags, is refused and the running configuration stays.
     Run {
         /// Agent TOML file (its `include` patterns are relative to it).
-        #[arg(long, short, value_name = "FILE")]
+        #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Check a configuration: prints every error with its file and TOML path.
     /// Exits 0 when valid, 2 when not.
     Validate {
-        #[arg(long, short, value_name = "FILE")]
+        /// Agent TOML file.
+        #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Check the journal offline: sequence continuity, checksums and the audit hash chain.
     /// Names the first bad record. Exits 0 when intact, 1 when not. Stop the agent first.
     Verify {
-        /// The agent's state directory (`agent.state_dir`), holding journal.redb.
-        #[arg(long, value_name = "DIR")]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Migrate the journal to this agent's record format ahead of a start (the agent does it
     /// at start otherwise), with progress in the log. Streaming and resumable: an interrupted
     /// migration continues where it stopped. Prints the records and the peak memory.
     /// Stop the agent first. Exits 0 when done, 2 on an error.
     Migrate {
-        /// The agent's state directory (`agent.state_dir`).
-        #[arg(long, value_name = "DIR")]
-        state_dir: PathBuf,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Run the whole job on this machine: embedded MQTT broker, a simulated fluid-bed
     /// granulator with injected faults, and the agent, with a live status line.
@@ -65,6 +78,28 @@ enum Command {
         #[command(subcommand)]
         command: OpcuaCommand,
     },
+}
+
+/// The journal's directory: `--state-dir`, or `agent.state_dir` of `--config`.
+#[derive(clap::Args)]
+struct StateArgs {
+    /// The agent's state directory, holding journal.redb (default: `agent.state_dir` of
+    /// --config).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Agent TOML file whose `agent.state_dir` to use when --state-dir is not given.
+    #[arg(long, short, value_name = "FILE", default_value = DEFAULT_CONFIG, conflicts_with = "state_dir")]
+    config: PathBuf,
+}
+
+impl StateArgs {
+    /// The directory, or the exit code after the configuration's errors were printed.
+    fn dir(self) -> Result<PathBuf, ExitCode> {
+        match self.state_dir {
+            Some(d) => Ok(d),
+            None => load_or_report(&self.config).map(|c| c.agent.state_dir),
+        }
+    }
 }
 
 /// Which server: `--config FILE --server NAME` uses that server's security, identity and
@@ -115,17 +150,6 @@ enum OpcuaCommand {
         #[arg(long)]
         yes: bool,
     },
-}
-
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn load_or_report(path: &std::path::Path) -> Result<config::Config, ExitCode> {
@@ -424,15 +448,17 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Validate { config } => return validate(config),
-        Command::Verify { state_dir } => return verify(&state_dir),
-        Command::Migrate { state_dir } => {
-            init_logging("info");
-            return migrate(&state_dir);
+        Command::Verify { state } => {
+            return state.dir().map_or_else(|code| code, |d| verify(&d));
+        }
+        Command::Migrate { state } => {
+            pdtf_agent::logging::init("info");
+            return state.dir().map_or_else(|code| code, |d| migrate(&d));
         }
         Command::Opcua { command } => {
             // Our errors say what happened and what to do; the library's own log lines
             // (every failed attempt, at ERROR) would only bury them. RUST_LOG shows them.
-            init_logging("warn,opcua_client=off,opcua_core=off,opcua_crypto=off");
+            pdtf_agent::logging::init("warn,opcua_client=off,opcua_core=off,opcua_crypto=off");
             let target = |a: ServerArgs| opcua_cli::Target {
                 config: a.config,
                 server: a.server,
@@ -457,7 +483,7 @@ fn main() -> ExitCode {
                 })
         }
         Command::Run { config } => {
-            init_logging("info,rumqttd=warn,opcua_client=off,opcua_core=off");
+            pdtf_agent::logging::init("info,rumqttd=warn,opcua_client=off,opcua_core=off");
             rt().context("starting runtime").and_then(|rt| {
                 let r = rt.block_on(run(config));
                 // A journal call stuck in a blocking thread (a dead disk) must not keep the
@@ -472,7 +498,9 @@ fn main() -> ExitCode {
             state_dir,
         } => {
             // The embedded broker logs every closed connection as an error; not the operator's concern here.
-            init_logging("warn,rumqttd=off,opcua_client=off,opcua_core=off,opcua_server=off");
+            pdtf_agent::logging::init(
+                "warn,rumqttd=off,opcua_client=off,opcua_core=off,opcua_server=off",
+            );
             let args = demo::DemoArgs {
                 duration: duration.map(Duration::from_secs),
                 config,
