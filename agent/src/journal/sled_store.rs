@@ -121,10 +121,23 @@ fn migrate(
 impl SledJournal {
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
         let path = state_dir.join("journal.sled");
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| storage(format!("cannot open {}: {e}", path.display())))?;
+        // sled releases its file lock from a background thread after the last handle is
+        // dropped; a reopen right after a close (a restart in the same process) can find the
+        // lock still held for a moment. Another process holding it keeps it: that still fails.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match sled::Config::new().path(&path).open() {
+                Ok(db) => break db,
+                // sled reports it as ErrorKind::Other with this message (config.rs).
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(storage(format!("cannot open {}: {e}", path.display()))),
+            }
+        };
         let records = db.open_tree("records").map_err(storage)?;
         let cursors = db.open_tree("cursors").map_err(storage)?;
         let meta = db.open_tree("meta").map_err(storage)?;
