@@ -96,6 +96,34 @@ async fn health_metrics_and_compressed_samples() {
     assert_eq!(exported, Stats::get(&agent.stats.samples_in), "{metrics}");
     assert!(exported >= 400);
     assert!(metrics.contains("# TYPE pdtf_journal_commit_duration_seconds histogram"));
+    // The source's link and freshness, the upstream mode, the build.
+    assert!(
+        metrics.contains("\npdtf_source_connected{line=\"l1\",source=\"plc\"} 1\n"),
+        "{metrics}"
+    );
+    let age: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("pdtf_source_last_sample_age_seconds{line=\"l1\",source=\"plc\"} ")
+        })
+        .and_then(|v| v.parse().ok())
+        .expect("last-sample age exported");
+    assert!((0.0..30.0).contains(&age), "{age}");
+    assert!(
+        metrics.contains("\npdtf_upstream_mode{line=\"l1\"} "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\npdtf_upstream_live_events_dropped_total{line=\"l1\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "\npdtf_build_info{{line=\"l1\",version=\"{}\",commit=\"",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{metrics}"
+    );
     let recorded = journal_bodies(&agent)
         .iter()
         .filter(|b| matches!(b, RecordBody::Sample(s) if s.tag.0 == 1))

@@ -125,6 +125,12 @@ impl Agent {
         })?;
         let stats = Arc::new(Stats::default());
         stats.set_line(&c.agent.line);
+        stats.set_build_info(&[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("commit", env!("PDTF_GIT_COMMIT")),
+            ("target", env!("PDTF_TARGET")),
+            ("features", env!("PDTF_FEATURES")),
+        ]);
         for s in &c.sources {
             stats.source(&s.id); // every configured source is shown, data or not
         }

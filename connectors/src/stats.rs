@@ -73,6 +73,15 @@ pub struct Stats {
     pub problems: Mutex<std::collections::BTreeMap<String, String>>,
     sources: Mutex<std::collections::BTreeMap<String, Arc<SourceCounters>>>,
     line: OnceLock<String>,
+    /// `pdtf_build_info` labels (version, commit, target, features); set once at start.
+    build: OnceLock<Vec<(String, String)>>,
+}
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Stats {
@@ -136,6 +145,14 @@ impl Stats {
     }
 
     pub fn count(&self, source: &SourceCounters, event: SourceEvent, n: u64) {
+        match event {
+            SourceEvent::Samples if n > 0 => {
+                Self::set(&source.last_sample_unix_ms, unix_ms());
+                Self::set_flag(&source.connected, true);
+            }
+            SourceEvent::Reconnect => Self::set_flag(&source.connected, false),
+            _ => {}
+        }
         let (all, own) = match event {
             SourceEvent::Samples => (&self.samples_in, &source.samples),
             SourceEvent::Malformed => (&self.malformed_in, &source.malformed),
@@ -144,6 +161,15 @@ impl Stats {
         };
         Self::add(all, n);
         Self::add(own, n);
+    }
+
+    /// `pdtf_build_info{version, commit, target, features} 1`; set once at start.
+    pub fn set_build_info(&self, labels: &[(&str, &str)]) {
+        let owned = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let _first = self.build.set(owned);
     }
 
     /// The `line` label every metric carries (the agent's `agent.line`); set once at start.
@@ -171,6 +197,12 @@ pub struct SourceCounters {
     pub malformed: AtomicU64,
     pub reconnects: AtomicU64,
     pub gaps: AtomicU64,
+    /// Set while the source's link is up (MQTT: connected and subscribed; OPC UA: the
+    /// subscription in place; Modbus: the last exchange with a device was answered), cleared
+    /// when it is lost. False until the first connection.
+    pub connected: AtomicBool,
+    /// When the last samples arrived (wall clock, ms since the Unix epoch; 0 before any).
+    pub last_sample_unix_ms: AtomicU64,
     /// Modbus sources only (shown only for sources that polled).
     pub modbus: ModbusCounters,
 }
@@ -200,6 +232,11 @@ pub struct SourceStats<'a> {
 impl SourceStats<'_> {
     pub fn count(&self, event: SourceEvent, n: u64) {
         self.all.count(self.own, event, n);
+    }
+
+    /// The link is up (`pdtf_source_connected` 1); a lost link clears it (`Reconnect`).
+    pub fn link_up(&self) {
+        Stats::set_flag(&self.own.connected, true);
     }
 }
 
@@ -234,6 +271,24 @@ fn one(
         MetricType::Counter => ConstCounter::new(value).encode(m),
         _ => ConstGauge::new(value).encode(m),
     }
+}
+
+/// A per-source gauge; sources for which `value` is `None` are left out.
+fn per_source_gauge<N: prometheus_client::encoding::EncodeGaugeValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    sources: &[(String, Arc<SourceCounters>)],
+    value: impl Fn(&SourceCounters) -> Option<N>,
+) -> std::fmt::Result {
+    let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (id, c) in sources {
+        if let Some(v) = value(c) {
+            let labels = [("source", id.as_str())];
+            ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 fn per_source(
@@ -289,6 +344,38 @@ impl Collector for Exposition {
             &sources,
             |c| Stats::get(&c.gaps),
         )?;
+        per_source_gauge(
+            &mut e,
+            "pdtf_source_connected",
+            "1 while the source's link is up (Modbus: the last device exchange was answered).",
+            &sources,
+            |c| Some(i64::from(Stats::flag(&c.connected))),
+        )?;
+        let now_ms = unix_ms();
+        per_source_gauge(
+            &mut e,
+            "pdtf_source_last_sample_age_seconds",
+            "Seconds since the source's last samples arrived (absent before the first).",
+            &sources,
+            |c| match Stats::get(&c.last_sample_unix_ms) {
+                0 => None,
+                t => Some(now_ms.saturating_sub(t) as f64 / 1000.0),
+            },
+        )?;
+        if let Some(build) = s.build.get() {
+            let m = e.encode_descriptor(
+                "pdtf_build_info",
+                "The running build: version, git commit, target and cargo features (value 1).",
+                None,
+                MetricType::Gauge,
+            )?;
+            let mut m = m;
+            let labels: Vec<(&str, &str)> = build
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            ConstGauge::new(1).encode(m.encode_family(&labels)?)?;
+        }
         let modbus: Vec<_> = sources
             .iter()
             .filter(|(_, c)| Stats::get(&c.modbus.requests) > 0)
@@ -361,7 +448,7 @@ impl Collector for Exposition {
         one(
             &mut e,
             "pdtf_journal_size_bytes",
-            "Size of the journal file.",
+            "Bytes of records the journal holds, the measure journal.max_size_bytes is checked against (redb: encoded records, less than the file, which never shrinks; sled: its size on disk).",
             MetricType::Gauge,
             Stats::get(&s.journal_bytes),
         )?;
@@ -447,6 +534,20 @@ impl Collector for Exposition {
         )?;
         one(
             &mut e,
+            "pdtf_upstream_mode",
+            "Upstream sync mode: 0 offline, 1 live (caught up), 2 backlogged (replaying).",
+            MetricType::Gauge,
+            Stats::get(&s.upstream_mode),
+        )?;
+        one(
+            &mut e,
+            "pdtf_upstream_live_events_dropped",
+            "Live alarm copies on .../events not delivered (the records stream still has them).",
+            MetricType::Counter,
+            Stats::get(&s.live_events_dropped),
+        )?;
+        one(
+            &mut e,
             "pdtf_alarms_active",
             "Limit alarms currently active.",
             MetricType::Gauge,
@@ -507,6 +608,12 @@ mod tests {
         s.count(&a, SourceEvent::Samples, 7);
         s.count(&b, SourceEvent::Samples, 2);
         s.count(&b, SourceEvent::Gap, 1);
+        s.count(&b, SourceEvent::Reconnect, 1);
+        let c = s.source("plc-c");
+        SourceStats { all: &s, own: &c }.link_up();
+        Stats::set(&s.upstream_mode, 2);
+        Stats::add(&s.live_events_dropped, 3);
+        s.set_build_info(&[("version", "0.1.0"), ("commit", "abc123")]);
         assert_eq!(Stats::get(&s.samples_in), 9, "the agent-wide total follows");
         let text = s.render_prometheus();
         for want in [
@@ -515,6 +622,12 @@ mod tests {
             "pdtf_source_samples_total{line=\"granulation-1\",source=\"plc-b\"} 2\n",
             "pdtf_source_gaps_total{line=\"granulation-1\",source=\"plc-b\"} 1\n",
             "pdtf_journal_last_seq{line=\"granulation-1\"} 0\n",
+            "pdtf_source_connected{line=\"granulation-1\",source=\"plc-a\"} 1\n",
+            "pdtf_source_connected{line=\"granulation-1\",source=\"plc-b\"} 0\n",
+            "pdtf_source_connected{line=\"granulation-1\",source=\"plc-c\"} 1\n",
+            "pdtf_upstream_mode{line=\"granulation-1\"} 2\n",
+            "pdtf_upstream_live_events_dropped_total{line=\"granulation-1\"} 3\n",
+            "pdtf_build_info{line=\"granulation-1\",version=\"0.1.0\",commit=\"abc123\"} 1\n",
             "# TYPE pdtf_journal_commit_duration_seconds histogram\n",
             "pdtf_journal_commit_duration_seconds_bucket{line=\"granulation-1\",le=\"0.0005\"} 1\n",
             "pdtf_journal_commit_duration_seconds_bucket{line=\"granulation-1\",le=\"0.025\"} 2\n",
@@ -527,6 +640,17 @@ mod tests {
             !text.contains("pdtf_clock_synchronized"),
             "absent while unknown"
         );
+        let age = |source: &str| -> Option<f64> {
+            let key = format!("pdtf_source_last_sample_age_seconds{{line=\"granulation-1\",source=\"{source}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(key.as_str()))
+                .map(|v| v.parse().unwrap())
+        };
+        assert!(
+            age("plc-a").is_some_and(|a| (0.0..60.0).contains(&a)),
+            "{text}"
+        );
+        assert_eq!(age("plc-c"), None, "no age before the first sample");
         // Every sample line: a pdtf_ name, labels, a number; every name has one HELP and TYPE.
         let mut typed = std::collections::BTreeSet::new();
         for line in text.lines() {
@@ -548,5 +672,86 @@ mod tests {
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
         assert!(typed.len() >= 25, "{typed:?}");
+    }
+
+    /// Every metric name (`pdtf_` and lowercase, digits, `_`) in a text.
+    fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+        text.match_indices("pdtf_")
+            .map(|(i, _)| {
+                text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The names exported, rendered with every conditional family present.
+    fn exported() -> (std::collections::BTreeSet<String>, String) {
+        let s = Arc::new(Stats::default());
+        s.set_line("l1");
+        s.set_build_info(&[("version", "0")]);
+        Stats::set_flag(&s.clock_sync_known, true);
+        let src = s.source("plc");
+        s.count(&src, SourceEvent::Samples, 1);
+        Stats::add(&src.modbus.requests, 1);
+        let text = s.render_prometheus();
+        let names = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(|n| n.strip_suffix("_bucket").unwrap_or(n))
+            .map(|n| n.strip_suffix("_count").unwrap_or(n))
+            .map(|n| n.strip_suffix("_sum").unwrap_or(n))
+            .map(str::to_owned)
+            .collect();
+        (names, text)
+    }
+
+    /// Every metric the shipped Grafana dashboard (config/grafana/pdtf-edge.json) queries is
+    /// one the agent exports, under that exact name: a renamed metric breaks this test, not
+    /// a plant's dashboard.
+    #[test]
+    fn the_grafana_dashboard_queries_only_exported_metrics() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../config/grafana/pdtf-edge.json"))
+                .expect("the dashboard is JSON");
+        let (exported, text) = exported();
+        let mut queried = std::collections::BTreeSet::new();
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            let targets = panel["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{}", panel["title"]);
+            for t in targets {
+                let name = metric_names(t["expr"].as_str().expect("expr"));
+                queried.extend(
+                    name.into_iter()
+                        .map(|n| n.strip_suffix("_bucket").map_or(n.clone(), str::to_owned)),
+                );
+            }
+        }
+        assert!(queried.len() >= 20, "{queried:?}");
+        let missing: Vec<_> = queried.difference(&exported).collect();
+        assert!(
+            missing.is_empty(),
+            "queried, not exported: {missing:?}\n{text}"
+        );
+    }
+
+    /// Every metric the README names is exported, and every exported one is in the README.
+    #[test]
+    fn the_readme_lists_exactly_the_exported_metrics() {
+        let (exported, text) = exported();
+        let mut listed = metric_names(include_str!("../../README.md"));
+        listed.remove("pdtf_models"); // the crate, not a metric
+        let missing: Vec<_> = listed.difference(&exported).collect();
+        assert!(
+            missing.is_empty(),
+            "in the README, not exported: {missing:?}\n{text}"
+        );
+        let unlisted: Vec<_> = exported.difference(&listed).collect();
+        assert!(
+            unlisted.is_empty(),
+            "exported, not in the README: {unlisted:?}"
+        );
     }
 }

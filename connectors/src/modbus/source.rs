@@ -437,6 +437,11 @@ async fn answered(
     stats: &Stats,
     samples: Vec<Sample>,
 ) -> bool {
+    crate::stats::SourceStats {
+        all: stats,
+        own: &u.own,
+    }
+    .link_up();
     if let Some(gap) = u.outage.end(&u.cfg.id, &u.ids, now()) {
         info!(source = %u.cfg.id, device = %u.cfg.device_name, "Modbus device answering again; the outage is recorded as a gap.");
         stats.problem(&u.component(), None);

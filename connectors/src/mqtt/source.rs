@@ -347,6 +347,7 @@ impl MqttSource {
                                 return Exit::LinkLost(format!("broker refused connection: {:?}", ack.code));
                             }
                             super::link_up(stats.all, &format!("source {}", self.id));
+                            stats.link_up();
                             connected = true;
                             let subs = filters.iter().map(|f| SubscribeFilter::new(f.clone(), self.qos));
                             if let Err(e) = link.client.subscribe_many(subs).await {

@@ -367,6 +367,7 @@ impl OpcuaSource {
     /// The subscription is (back) in place: clear the problem and close the gap.
     async fn connected(&self, buffer: &Buffer, link: &mut Link<'_>) -> bool {
         link.stats.problem(&self.component(), None);
+        link.stats.link_up();
         link.backoff.reset();
         let Some(gap) = link.outage.end(&self.id, link.tags, now()) else {
             return true;
