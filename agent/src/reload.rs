@@ -140,6 +140,19 @@ pub fn diff_tags(old: &[TagConfig], new: &[TagConfig]) -> TagDiff {
 /// The sections other than the tags that differ: a reload cannot apply those.
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     let mut sections = Vec::new();
+    // A password from a file is read at load: a rotated credential file is not a change to
+    // refuse the tag maps for (the running link keeps the password it connected with; the
+    // next start uses the new one).
+    let file_passwords_hidden = |c: &Config| {
+        let mut b = c.brokers.clone();
+        for broker in b.values_mut().filter(|b| b.password_file.is_some()) {
+            broker.password = None;
+        }
+        b
+    };
+    if file_passwords_hidden(old) != file_passwords_hidden(new) {
+        sections.push("brokers");
+    }
     macro_rules! compare {
         ($($section:ident),*) => {
             $( if old.$section != new.$section { sections.push(stringify!($section)); } )*
@@ -147,7 +160,6 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     }
     compare!(
         agent,
-        brokers,
         opcua_servers,
         modbus_devices,
         sources,
@@ -415,6 +427,27 @@ name = "flow"
 source = "plc"
 topic = "f"
 "#;
+
+    #[test]
+    fn a_rotated_password_file_is_not_a_broker_change_but_a_new_password_or_host_is() {
+        let mut old = cfg(TAGS, "");
+        let file = PathBuf::from("/run/credentials/pdtf-agent.service/b-password");
+        let b = old.brokers.get_mut("b").unwrap();
+        (b.password_file, b.password) = (Some(file), Some("before".into()));
+        let mut rotated = old.clone();
+        rotated.brokers.get_mut("b").unwrap().password = Some("after".into());
+        assert_eq!(restart_only_changes(&old, &rotated), Vec::<String>::new());
+        let mut moved = rotated.clone();
+        moved.brokers.get_mut("b").unwrap().host = "10.0.0.9".into();
+        assert_eq!(restart_only_changes(&old, &moved).len(), 1);
+        assert!(restart_only_changes(&old, &moved)[0].contains("[brokers] changed"));
+        // A password written as ${ENV} is still compared: a new value needs the restart.
+        let mut env_old = cfg(TAGS, "");
+        env_old.brokers.get_mut("b").unwrap().password = Some("before".into());
+        let mut env_new = env_old.clone();
+        env_new.brokers.get_mut("b").unwrap().password = Some("after".into());
+        assert_eq!(restart_only_changes(&env_old, &env_new).len(), 1);
+    }
 
     #[test]
     fn diff_names_added_removed_and_the_keys_that_changed() {

@@ -11,6 +11,7 @@ pub mod modbus;
 pub mod mqtt;
 pub mod opcua;
 pub mod repeat;
+pub mod secret;
 pub mod shared;
 pub mod source;
 pub mod stats;

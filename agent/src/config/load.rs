@@ -35,6 +35,40 @@ pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
     load_str(&text, path, &|name| std::env::var(name).ok())
 }
 
+/// Only `agent.state_dir` of an agent file, for the offline commands (`verify`, `migrate`):
+/// they touch the journal alone, so neither the secrets (`${ENV}` passwords, credential
+/// files) nor the tag maps have to be in reach, and an error elsewhere in the file is not
+/// theirs to report.
+pub fn state_dir(path: &Path) -> Result<PathBuf, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(&file, "", format!("cannot read file: {e}")))?;
+    state_dir_str(&text, &file)
+}
+
+fn state_dir_str(text: &str, file: &str) -> Result<PathBuf, ConfigError> {
+    let table: Table =
+        toml::from_str(text).map_err(|e| ConfigError::new(file, "", e.message().to_owned()))?;
+    match table.get("agent").and_then(|a| a.get("state_dir")) {
+        Some(Value::String(d)) if !d.is_empty() => Ok(PathBuf::from(d)),
+        Some(Value::String(_)) => Err(ConfigError::new(
+            file,
+            "agent.state_dir",
+            "must not be empty",
+        )),
+        Some(_) => Err(ConfigError::new(
+            file,
+            "agent.state_dir",
+            "must be a string (a directory)",
+        )),
+        None => Err(ConfigError::new(
+            file,
+            "agent.state_dir",
+            "missing (or give --state-dir)",
+        )),
+    }
+}
+
 /// Loads from text; `path` locates includes and names the file in errors; `env` looks up
 /// `${NAME}` references (injected so tests need not touch the process environment).
 pub fn load_str(
@@ -202,29 +236,14 @@ pub fn load_str(
             ));
             continue;
         }
-        match std::fs::read_to_string(&*f) {
-            Ok(text) => match text
-                .lines()
-                .next()
-                .map(str::trim_end)
-                .filter(|l| !l.is_empty())
-            {
-                Some(pw) => b.password = Some(pw.to_owned()),
-                None => errs.push(ConfigError::new(
-                    &config.file,
-                    key,
-                    format!("{}: the first line (the password) is empty", f.display()),
-                )),
-            },
-            Err(e) => errs.push(ConfigError::new(
-                &config.file,
-                key,
-                format!("cannot read {}: {e}", f.display()),
-            )),
+        match pdtf_connectors::secret::read_password_file(f) {
+            Ok(pw) => b.password = Some(pw),
+            Err(e) => errs.push(ConfigError::new(&config.file, key, e)),
         }
     }
-    // OPC UA files: relative to the agent file.
-    for s in config.opcua_servers.values_mut() {
+    // OPC UA files: relative to the agent file. A password file is read at each connect
+    // (a rotated credential is used without a restart); read here too, so `validate` proves it.
+    for (name, s) in config.opcua_servers.iter_mut() {
         let mut paths = vec![s.pki_dir.as_mut()];
         match &mut s.identity {
             Identity::UserPassword { password_file, .. } => paths.push(password_file.as_mut()),
@@ -234,6 +253,20 @@ pub fn load_str(
         for p in paths.into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        }
+        if let Identity::UserPassword {
+            password: None,
+            password_file: Some(f),
+            ..
+        } = &s.identity
+        {
+            if let Err(e) = pdtf_connectors::secret::read_password_file(f) {
+                errs.push(ConfigError::new(
+                    &config.file,
+                    format!("opcua_servers.{name}.identity.password_file"),
+                    e,
+                ));
             }
         }
     }
@@ -517,6 +550,28 @@ fn expand(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_state_dir_is_read_without_the_secrets_or_the_rest_of_the_file() {
+        let dir = super::state_dir_str(
+            "[agent]\nstate_dir = \"/var/lib/pdtf\"\n[brokers.plant]\npassword = \"${UNSET_PDTF_SECRET}\"\nbogus = 1\n",
+            "a.toml",
+        );
+        assert_eq!(dir.unwrap(), std::path::PathBuf::from("/var/lib/pdtf"));
+        for (text, key) in [
+            ("[agent]\nid = \"a\"\n", "agent.state_dir"),
+            ("[agent]\nstate_dir = 3\n", "agent.state_dir"),
+            ("[agent]\nstate_dir = \"\"\n", "agent.state_dir"),
+            ("[agent\n", ""),
+        ] {
+            let e = super::state_dir_str(text, "a.toml").unwrap_err();
+            assert_eq!(
+                (e.file.as_str(), e.path.as_str()),
+                ("a.toml", key),
+                "{text}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

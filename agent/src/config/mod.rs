@@ -13,7 +13,7 @@ mod load;
 mod modbus;
 mod validate;
 
-pub use load::{load, load_str};
+pub use load::{load, load_str, state_dir};
 pub use validate::{matches_filter, validate};
 
 use pdtf_connectors::modbus::{ModbusDeviceConfig, ModbusTagConfig};

@@ -91,12 +91,8 @@ pub fn identity_token(cfg: &OpcuaServerConfig) -> Result<IdentityToken, String> 
         } => {
             let pw = match (password, password_file) {
                 (Some(p), _) => p.clone(),
-                (None, Some(f)) => std::fs::read_to_string(f)
-                    .map_err(|e| format!("identity.password_file {}: {e}", f.display()))?
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
+                (None, Some(f)) => crate::secret::read_password_file(f)
+                    .map_err(|e| format!("identity.password_file: {e}"))?,
                 (None, None) => return Err("identity: no password given".into()),
             };
             IdentityToken::UserName(user.clone(), Password::new(pw))
