@@ -107,6 +107,8 @@ pub struct SyncState {
 /// privilege). `None` when the call fails. The project's one `unsafe`: libc has no safe
 /// wrapper and neither rustix nor nix wraps `adjtimex`.
 #[allow(unsafe_code)]
+// `maxerror` is a C long: i64 on 64-bit targets (a no-op conversion), i32 on armv7.
+#[allow(clippy::useless_conversion)]
 pub fn kernel_sync_state() -> Option<SyncState> {
     // SAFETY: `timex` is plain data; zeroed (modes = 0) asks adjtimex to read, not set.
     let mut tx: libc::timex = unsafe { std::mem::zeroed() };
@@ -117,7 +119,7 @@ pub fn kernel_sync_state() -> Option<SyncState> {
     }
     Some(SyncState {
         synchronized: state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0,
-        max_error_us: tx.maxerror,
+        max_error_us: i64::from(tx.maxerror),
     })
 }
 

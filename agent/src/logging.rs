@@ -83,8 +83,23 @@ pub fn priority(level: Level) -> u8 {
     }
 }
 
-/// Prefixes every event with its `<N>` priority; the wrapped format writes the rest.
+/// Prefixes every line of every event with its `<N>` priority (journald takes each line as
+/// an entry of its own: a multi-line message keeps its priority on all of them); the wrapped
+/// format writes the rest.
 struct Journald<F>(F);
+
+/// `text` with `<priority>` before each of its lines, each ending in a newline.
+fn with_priority(priority: u8, text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 4);
+    for line in text.lines() {
+        out.push('<');
+        out.push_str(&priority.to_string());
+        out.push('>');
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
 
 impl<S, N, F> FormatEvent<S, N> for Journald<F>
 where
@@ -98,8 +113,9 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        write!(writer, "<{}>", priority(*event.metadata().level()))?;
-        self.0.format_event(ctx, writer, event)
+        let mut text = String::new();
+        self.0.format_event(ctx, Writer::new(&mut text), event)?;
+        writer.write_str(&with_priority(priority(*event.metadata().level()), &text))
     }
 }
 
@@ -133,6 +149,16 @@ pub fn init(default: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_line_of_a_multi_line_event_carries_the_priority() {
+        assert_eq!(
+            with_priority(4, " WARN agent: 2 errors:\nfirst\nsecond\n"),
+            "<4> WARN agent: 2 errors:\n<4>first\n<4>second\n"
+        );
+        assert_eq!(with_priority(3, "one line"), "<3>one line\n");
+        assert_eq!(with_priority(6, ""), "");
+    }
 
     #[test]
     fn levels_map_to_syslog_priorities() {
