@@ -3,17 +3,21 @@
 //! Only this crate knows about everything; `pdtf-connectors` does protocol I/O and
 //! `pdtf-models` the pure domain logic.
 
+#[cfg(feature = "demo")]
 pub mod broker;
 pub mod clock;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod health;
 pub mod housekeeping;
 pub mod journal;
 pub mod logging;
 mod modbus;
+#[cfg(feature = "demo")]
 pub mod modbus_sim;
 pub mod opcua_cli;
+#[cfg(feature = "demo")]
 pub mod opcua_sim;
 pub mod pipeline;
 pub mod reload;

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pdtf_agent::{config, demo, opcua_cli, Agent};
+use pdtf_agent::{config, opcua_cli, Agent};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -62,6 +62,8 @@ enum Command {
     },
     /// Run the whole job on this machine: embedded MQTT broker, a simulated fluid-bed
     /// granulator with injected faults, and the agent, with a live status line.
+    /// (Not in the production build: built with the `demo` feature, the default.)
+    #[cfg(feature = "demo")]
     Demo {
         /// Stop after this many seconds and print the summary (default: until Ctrl-C).
         #[arg(long, value_name = "SECS")]
@@ -78,6 +80,45 @@ enum Command {
         #[command(subcommand)]
         command: OpcuaCommand,
     },
+    /// Print a shell completion script, e.g. `pdtf-agent completions bash >
+    /// /usr/share/bash-completion/completions/pdtf-agent` (the Debian package installs them).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write a man page per command (pdtf-agent.1, pdtf-agent-run.1, ...) into DIR; the
+    /// packaging does this.
+    #[command(hide = true)]
+    Manpages {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// Every command's man page: `pdtf-agent.1`, then `pdtf-agent-CMD.1` and
+/// `pdtf-agent-CMD-SUB.1` for the subcommands (hidden ones left out).
+fn write_manpages(out: &std::path::Path) -> anyhow::Result<usize> {
+    fn walk(cmd: &clap::Command, name: String, out: &std::path::Path) -> anyhow::Result<usize> {
+        let cmd = cmd.clone().display_name(name.clone());
+        let path = out.join(format!("{name}.1"));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        let mut n = 1;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            n += walk(sub, format!("{name}-{}", sub.get_name()), out)?;
+        }
+        Ok(n)
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    walk(&cmd, "pdtf-agent".into(), out)
 }
 
 /// The journal's directory: `--state-dir`, or `agent.state_dir` of `--config`.
@@ -93,11 +134,15 @@ struct StateArgs {
 }
 
 impl StateArgs {
-    /// The directory, or the exit code after the configuration's errors were printed.
+    /// The directory, or exit code 2 after the error was printed. Reads only
+    /// `agent.state_dir`: no secrets needed to check or migrate the journal.
     fn dir(self) -> Result<PathBuf, ExitCode> {
         match self.state_dir {
             Some(d) => Ok(d),
-            None => load_or_report(&self.config).map(|c| c.agent.state_dir),
+            None => config::state_dir(&self.config).map_err(|e| {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }),
         }
     }
 }
@@ -448,6 +493,24 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Validate { config } => return validate(config),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "pdtf-agent", &mut script);
+            // Into a buffer first: a closed pipe (`| head`) is not a panic.
+            return match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing the completion script: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Manpages { out } => write_manpages(&out).map(|n| {
+            println!("wrote {n} man pages to {}", out.display());
+            ExitCode::SUCCESS
+        }),
         Command::Verify { state } => {
             return state.dir().map_or_else(|code| code, |d| verify(&d));
         }
@@ -492,6 +555,7 @@ fn main() -> ExitCode {
                 r
             })
         }
+        #[cfg(feature = "demo")]
         Command::Demo {
             duration,
             config,
@@ -501,13 +565,13 @@ fn main() -> ExitCode {
             pdtf_agent::logging::init(
                 "warn,rumqttd=off,opcua_client=off,opcua_core=off,opcua_server=off",
             );
-            let args = demo::DemoArgs {
+            let args = pdtf_agent::demo::DemoArgs {
                 duration: duration.map(Duration::from_secs),
                 config,
                 state_dir,
             };
             rt().context("starting runtime")
-                .and_then(|rt| rt.block_on(demo::run(args)))
+                .and_then(|rt| rt.block_on(pdtf_agent::demo::run(args)))
         }
     };
     match result {

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run `demo --duration SECS` and check its summary: samples ingested, alarms raised, records
+# acked upstream, and samples committed from each of MQTT, OPC UA and Modbus. Used by .ci/run
+# for the native build and, with a runner, for the aarch64 build under qemu-user-static.
+# Usage: tests/demo_summary.sh SECS path/to/pdtf-agent [runner args...]
+set -euo pipefail
+secs=${1:?usage: demo_summary.sh SECS path/to/pdtf-agent [runner...]}
+bin=${2:?usage: demo_summary.sh SECS path/to/pdtf-agent [runner...]}
+shift 2
+out=$("$@" "$bin" demo --duration "$secs" 2>/dev/null)
+echo "$out"
+for field in "samples ingested" "alarms raised" "records acked upstream"; do
+  n=$(echo "$out" | sed -n "s/^ *$field *\([0-9]*\).*/\1/p")
+  [ "${n:-0}" -gt 0 ] || { echo "demo summary: '$field' is not > 0"; exit 1; }
+done
+for kind in mqtt opcua modbus; do
+  echo "$out" | grep -Eq "^ *samples by source .*\($kind\) [1-9]" \
+    || { echo "demo summary: no $kind samples committed"; exit 1; }
+done
