@@ -427,9 +427,9 @@ async fn block_policy_holds_intake_until_a_purge_frees_space_and_loses_nothing()
         .expect("a clean stop");
 }
 
-/// A long upstream outage while alarms keep firing, a large backlog, and alarms firing all
-/// through the drain: every record reaches upstream in order, live copies go out on their own
-/// connection, and the agent still stops when told to.
+/// A long upstream outage while alarms keep firing on two lines, a large backlog, and alarms
+/// firing all through the drain: every record of both lines reaches upstream in order, live
+/// copies go out on their own connection, and the agent still stops when told to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_outage_with_alarms_firing_drains_completely_and_stops_cleanly() {
     let port = broker();
@@ -437,11 +437,12 @@ async fn a_long_outage_with_alarms_firing_drains_completely_and_stops_cleanly() 
     let dir = tempfile::tempdir().unwrap();
     let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
     let events = Consumer::start(port, "ops-events", "pdtf/s1/a1/l1/events").await;
-    let mut c = agent_config(dir.path(), port, proxy.port);
+    let mut c = two_line_config(dir.path(), port, proxy.port);
     c.sinks.alerts.as_mut().unwrap().broker = "plant".into(); // SCADA stays reachable
     let agent = Agent::start(&c).unwrap();
     let publisher = Publisher::start(port, "plc-sim");
     wait_until_sample(&agent, &publisher).await;
+    wait_until_second_line_sample(&agent, &publisher).await;
 
     let mut i = 0u64;
     let mut feed = |n: u64| {
@@ -451,7 +452,7 @@ async fn a_long_outage_with_alarms_firing_drains_completely_and_stops_cleanly() 
     };
     proxy.cut();
     for k in feed(30_000) {
-        let (topic, payload) = alarm_flood_message(k);
+        let (topic, payload) = two_line_flood_message(k);
         publisher.send(topic, payload).await;
     }
     wait_until("backlog committed", WAIT, || {
@@ -462,7 +463,7 @@ async fn a_long_outage_with_alarms_firing_drains_completely_and_stops_cleanly() 
     proxy.restore();
     // Alarms keep firing while the backlog drains.
     for k in feed(10_000) {
-        let (topic, payload) = alarm_flood_message(k);
+        let (topic, payload) = two_line_flood_message(k);
         publisher.send(topic, payload).await;
     }
     wait_until("the run went on during the drain", WAIT, || {

@@ -5,7 +5,8 @@
 //!   whose `cut()` drops every connection and refuses new ones until `restore()`: a network
 //!   partition or broker outage as the agent sees it, in-flight data lost.
 //! - `Consumer`: an MQTT subscriber that keeps every message it gets.
-//! - `agent_config()`: a config for one line whose brokers point where the test says.
+//! - `agent_config()`: a config for one line whose brokers point where the test says;
+//!   `two_line_config()` the same with a second line.
 
 use pdtf_agent::config::{self, Config};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -315,22 +316,80 @@ pub fn agent_config_with(
         "{}{TEST_TAGS}{flow_extra}",
         agent_toml(state_dir, source_port, sink_port, sections)
     );
-    config::load_str(&text, &state_dir.join("agent.toml"), &|_| None)
+    load_test_config(&text, state_dir)
+}
+
+/// Loads a test configuration as if from `state_dir/agent.toml`; invalid is a test bug.
+fn load_test_config(text: &str, state_dir: &Path) -> Config {
+    config::load_str(text, &state_dir.join("agent.toml"), &|_| None)
         .unwrap_or_else(|e| panic!("test config invalid: {e:?}"))
+}
+
+/// The value of the `k`-th alarm flip of a flood: above every limit, then back in range.
+fn flip_value(k: u64) -> f64 {
+    if (k / 10).is_multiple_of(2) {
+        95.0
+    } else {
+        20.0
+    }
 }
 
 /// The `k`-th message of a flood that keeps alarms firing: every 10th moves `temp` across
 /// its limits (a raise, then a clear), the others are `flow` samples. (topic, payload).
 pub fn alarm_flood_message(k: u64) -> (&'static str, String) {
     if k.is_multiple_of(10) {
-        let v = if (k / 10).is_multiple_of(2) {
-            95.0
-        } else {
-            20.0
-        };
+        let v = flip_value(k);
         ("line/temp", format!(r#"{{"v":{v},"ts":1763800000000}}"#))
     } else {
         ("line/flow", format!("{}", k % 1000))
+    }
+}
+
+/// What `two_line_config` adds to the test agent: a second MQTT source `plc2` on its own
+/// line `coat` (the first line, `l1`, keeps `plc`, so agent-level topics stay under `l1`).
+pub const SECOND_LINE: &str = r#"
+[[sources]]
+id = "plc2"
+kind = "mqtt"
+broker = "plant"
+flush_interval_ms = 5
+
+[[lines]]
+id = "l1"
+sources = ["plc"]
+
+[[lines]]
+id = "coat"
+sources = ["plc2"]
+"#;
+
+/// The second line's tag, after the test tags so their ids (temp 0, flow 1) stay.
+pub const SECOND_LINE_TAGS: &str = r#"
+[[tags]]
+name = "exhaust"
+unit = "degC"
+source = "plc2"
+topic = "coat/exhaust"
+limits = { hi = 80.0, deadband = 1.0 }
+"#;
+
+/// As `agent_config`, with two lines: `l1` (source `plc`: `temp`, `flow`) and `coat`
+/// (source `plc2`: `exhaust`, alarms on `pdtf/s1/a1/coat/alarms/exhaust`).
+pub fn two_line_config(state_dir: &Path, source_port: u16, sink_port: u16) -> Config {
+    let text = format!(
+        "{}{TEST_TAGS}{SECOND_LINE_TAGS}",
+        agent_toml(state_dir, source_port, sink_port, SECOND_LINE)
+    );
+    load_test_config(&text, state_dir)
+}
+
+/// `alarm_flood_message` for two lines: every 10th message (offset 5) moves the second
+/// line's `exhaust` across its limit instead, so both lines raise and clear throughout.
+pub fn two_line_flood_message(k: u64) -> (&'static str, String) {
+    if k % 10 == 5 {
+        ("coat/exhaust", format!("{}", flip_value(k)))
+    } else {
+        alarm_flood_message(k)
     }
 }
 
@@ -344,6 +403,20 @@ pub async fn wait_until_sample(agent: &pdtf_agent::Agent, publisher: &Publisher)
         }
     }
     panic!("the agent never received a sample");
+}
+
+/// Publishes `exhaust` values (below its limit) until the second line's source `plc2` has
+/// ingested one (its subscription is live).
+pub async fn wait_until_second_line_sample(agent: &pdtf_agent::Agent, publisher: &Publisher) {
+    let plc2 = agent.stats.source("plc2");
+    for _ in 0..500 {
+        publisher.send("coat/exhaust", "20").await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if pdtf_connectors::Stats::get(&plc2.samples) > 0 {
+            return;
+        }
+    }
+    panic!("the second line never received a sample");
 }
 
 /// A line whose upstream is behind `proxy_port` with no alerts sink, backlogged above 100

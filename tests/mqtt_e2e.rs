@@ -488,3 +488,104 @@ async fn a_far_source_timestamp_is_kept_as_sent_and_recorded_once() {
     assert_eq!(kept, vec![hour_ago, hour_ago + 100, now_ms, now_ms + 100]);
     agent.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_lines_on_one_agent_alarm_under_their_own_topics_and_share_one_record_stream() {
+    use pdtf_models::{AlarmEvent, ConditionSource};
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
+    let scada = Consumer::start(port, "scada", "pdtf/s1/a1/+/alarms/#").await;
+    let mut c = two_line_config(dir.path(), port, port);
+    c.health = Some(pdtf_agent::config::HealthConfig {
+        listen: "127.0.0.1:0".into(),
+    });
+    let agent = Agent::start(&c).unwrap();
+    let publisher = Publisher::start(port, "plc-sim");
+    wait_until_sample(&agent, &publisher).await;
+    wait_until_second_line_sample(&agent, &publisher).await;
+    let (plc, plc2) = (agent.stats.source("plc"), agent.stats.source("plc2"));
+    let before = (Stats::get(&plc.samples), Stats::get(&plc2.samples));
+
+    // Both lines raise and clear throughout a flood that is mostly the first line's; the
+    // flood ends with both cleared, then the second line alone raises once more.
+    for k in 0..2_000 {
+        let (topic, payload) = two_line_flood_message(k);
+        publisher.send(topic, payload).await;
+    }
+    publisher.send("coat/exhaust", "95").await;
+    wait_until("every sample of both lines in", WAIT, || {
+        (Stats::get(&plc.samples), Stats::get(&plc2.samples)) == (before.0 + 1_800, before.1 + 201)
+    })
+    .await;
+    wait_until("the second line's last raise published", WAIT, || {
+        let snapshot = scada.snapshot();
+        let last = snapshot
+            .iter()
+            .rfind(|m| m.topic == "pdtf/s1/a1/coat/alarms/exhaust");
+        last.is_some_and(|m| m.json()["state"] == "active")
+    })
+    .await;
+
+    // Each line's alarms are under its own topic prefix, and nowhere else; the agent's own
+    // conditions are under the agent's line.
+    let alarms = scada.snapshot();
+    let topics: Vec<&str> = alarms.iter().map(|m| m.topic.as_str()).collect();
+    let on = |topic: &str| topics.iter().filter(|t| **t == topic).count();
+    assert!(on("pdtf/s1/a1/coat/alarms/exhaust") >= 2, "{topics:?}");
+    assert!(on("pdtf/s1/a1/l1/alarms/temp") >= 2, "{topics:?}");
+    let agent_level = topics
+        .iter()
+        .filter(|t| t.starts_with("pdtf/s1/a1/l1/alarms/_agent/"))
+        .count();
+    assert_eq!(
+        on("pdtf/s1/a1/coat/alarms/exhaust") + on("pdtf/s1/a1/l1/alarms/temp") + agent_level,
+        topics.len(),
+        "an alarm under the wrong line: {topics:?}"
+    );
+    for m in alarms.iter().filter(|m| !m.topic.contains("/_agent/")) {
+        let v = m.json();
+        assert_eq!(m.topic.rsplit('/').next(), v["tag"].as_str(), "{}", m.topic);
+    }
+
+    // Every transition of both lines is in the one journal: temp 100 raises and 100 clears,
+    // exhaust (tag id 2) the same plus the last raise.
+    let alarm_counts = || {
+        let mut per_tag = std::collections::BTreeMap::new();
+        for b in journal_bodies(&agent) {
+            if let RecordBody::Alarm(AlarmEvent {
+                condition:
+                    pdtf_models::Condition {
+                        source: ConditionSource::Tag(t),
+                        ..
+                    },
+                ..
+            }) = b
+            {
+                *per_tag.entry(t.index()).or_insert(0) += 1;
+            }
+        }
+        per_tag
+    };
+    wait_until("every transition of both lines committed", WAIT, || {
+        alarm_counts() == std::collections::BTreeMap::from([(0, 200), (2, 201)])
+    })
+    .await;
+    assert_eq!(Stats::get(&agent.stats.alarms_active), 1, "exhaust alone");
+
+    // One record stream for the agent: contiguous seq over both lines' records.
+    let (last, _) = assert_upstream_complete(&agent, &historian, WAIT, "two lines").await;
+    assert!(last > 2_000, "{last}");
+
+    // Metrics say which line a source feeds.
+    let addr = agent.health_addr.expect("health endpoint bound");
+    let (code, metrics) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    for want in [
+        "\npdtf_source_connected{line=\"l1\",source=\"plc\"} 1\n",
+        "\npdtf_source_connected{line=\"coat\",source=\"plc2\"} 1\n",
+    ] {
+        assert!(metrics.contains(want), "{want} missing from {metrics}");
+    }
+    agent.shutdown(Duration::from_secs(2)).await;
+}

@@ -5,7 +5,10 @@
 //! with each engine's real durability: redb `Durability::Immediate`, sled `flush()`):
 //! 1. group commit: 200 commits of 500 sample records (100,000 records);
 //! 2. single-record commits: 300 commits of 1 record (the fsync-bound worst case);
-//! 3. read-back: all records from seq 1 in chunks of 1,000.
+//! 3. read-back: all records from seq 1 in chunks of 1,000;
+//! 4. several lines (redb only): 1 and then 4 threads, each a line pipeline committing its
+//!    own batches onto the one journal (3,000 records per line, in commits of 10 and of 100
+//!    records), as `[[lines]]` does: total records/s and each commit's p99 latency.
 //!
 //! Set `PDTF_BENCH_ROUNDS` (default 3) to repeat; each figure is the median round.
 
@@ -80,6 +83,40 @@ fn round(engine: Engine, dir: &PathBuf) -> Round {
     }
 }
 
+/// `lines` threads each commit `per_line` records in commits of `batch_len` onto one journal:
+/// (total records/s, p99 commit latency over all lines).
+fn lines_round(dir: &PathBuf, lines: usize, batch_len: usize) -> (f64, Duration) {
+    let _ = std::fs::remove_dir_all(dir);
+    let j = std::sync::Arc::new(pdtf_agent::journal::open(Engine::Redb, dir).expect("open"));
+    let per_line = 3_000;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..lines)
+        .map(|l| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                for c in 0..per_line / batch_len {
+                    let b = batch(batch_len, l * per_line + c * batch_len);
+                    let t = Instant::now();
+                    j.append(b).unwrap();
+                    lat.push(t.elapsed());
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let rps = (lines * per_line) as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(j.last_seq().unwrap().0, (lines * per_line) as u64);
+    drop(j);
+    let _ = std::fs::remove_dir_all(dir);
+    lat.sort();
+    (rps, pct(&lat, 0.99))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -116,5 +153,22 @@ fn main() {
             median_d(rs.iter().map(|r| r.single_p99).collect()).as_secs_f64() * 1e3,
             median(rs.iter().map(|r| r.read_rps).collect()),
         );
+    }
+    println!();
+    println!(
+        "| lines committing at once (redb) | records per commit | total records/s | commit p99 |"
+    );
+    println!("|---|---|---|---|");
+    for batch_len in [10, 100] {
+        for lines in [1, 4] {
+            let rs: Vec<(f64, Duration)> = (0..rounds)
+                .map(|_| lines_round(&base.join("lines"), lines, batch_len))
+                .collect();
+            println!(
+                "| {lines} | {batch_len} | {:.0} | {:.2} ms |",
+                median(rs.iter().map(|r| r.0).collect()),
+                median_d(rs.iter().map(|r| r.1).collect()).as_secs_f64() * 1e3,
+            );
+        }
     }
 }

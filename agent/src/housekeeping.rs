@@ -29,7 +29,8 @@ pub struct Housekeeping {
     pub config: JournalConfig,
     pub journal: Arc<dyn crate::journal::Store>,
     pub stats: Arc<Stats>,
-    pub out: mpsc::Sender<Control>,
+    /// Every line's control channel; the first (the primary line) executes purges.
+    pub out: Vec<mpsc::Sender<Control>>,
 }
 
 /// The purge to do now, if any: the longest run from the first stored record that is
@@ -124,12 +125,17 @@ impl Housekeeping {
             }
             Stats::set_flag(&self.stats.store_full, full);
             // Wakes a pipeline that holds data back under the block policy.
-            if self.out.send(Control::QuotaChanged).await.is_err() {
-                return Ok(()); // the pipeline is stopping
+            for line in &self.out {
+                if line.send(Control::QuotaChanged).await.is_err() {
+                    return Ok(()); // the pipelines are stopping
+                }
             }
         }
         if let Some(p) = purge {
-            if self.out.send(p).await.is_err() {
+            let Some(primary) = self.out.first() else {
+                return Ok(());
+            };
+            if primary.send(p).await.is_err() {
                 return Ok(()); // the pipeline is stopping
             }
         }

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod health;
 pub mod housekeeping;
 pub mod journal;
+mod lines;
 pub mod logging;
 mod modbus;
 #[cfg(feature = "demo")]

@@ -388,10 +388,15 @@ fn validate(path: PathBuf) -> ExitCode {
     match load_or_report(&path) {
         Ok(c) => {
             println!(
-                "{}: valid ({} tags, {} sources, alerts: {}, upstream: {})",
+                "{}: valid ({} tags, {} sources, lines: {}, alerts: {}, upstream: {})",
                 path.display(),
                 c.tags.len(),
                 c.sources.len(),
+                c.lines()
+                    .iter()
+                    .map(|l| l.name().to_owned())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 c.sinks.alerts.as_ref().map_or("off", |a| a.broker.as_str()),
                 c.sinks
                     .upstream

@@ -21,6 +21,12 @@
 //! Control messages (`Control`: purges, quota changes) have a channel of their own that is
 //! served first and even while data is held back: a purge is what frees space, so it must
 //! never queue behind the data it would make room for.
+//!
+//! Several lines: each runs its own pipeline (own channel, twin, detectors, compressors,
+//! refused span); they share the journal, whose writer lock keeps seq contiguous per agent,
+//! and the `committed` watch, which only moves forward. The *primary* line (the first) also
+//! does what concerns the whole agent: purges, the host clock's steps and synchronisation,
+//! and the `journal_full` system alarm.
 
 mod outage;
 mod reload;
@@ -125,6 +131,27 @@ pub struct LinePipeline {
     pub clocks: Clocks,
     /// The refused-span count last written to the journal's cursors (`None`: cleared).
     refusal_persisted: Option<u64>,
+    /// The line's id (`[[lines]]` id, or `agent.line`).
+    pub line: String,
+    /// The first line: purges, the host clock, the `journal_full` system alarm.
+    pub primary: bool,
+    /// This line's refused-span cursors (`refusal_cursors`).
+    pub refused_cursors: (String, String),
+    /// The active alarms of this line last added to `stats.alarms_active` (a sum over lines).
+    pub active_reported: u64,
+}
+
+/// The journal cursors of line `index`'s refused span: the primary keeps the names of a
+/// one-line agent, so a journal written before `[[lines]]` reads the same.
+pub fn refusal_cursors(index: usize, line_id: &str) -> (String, String) {
+    if index == 0 {
+        (REFUSED_SINCE_CURSOR.into(), REFUSED_COUNT_CURSOR.into())
+    } else {
+        (
+            format!("{REFUSED_SINCE_CURSOR}.{line_id}"),
+            format!("{REFUSED_COUNT_CURSOR}.{line_id}"),
+        )
+    }
 }
 
 impl LinePipeline {
@@ -159,6 +186,10 @@ impl LinePipeline {
             outage: None,
             clocks: Clocks::new(&crate::clock::ClockConfig::default(), Arc::from(Vec::new())),
             refusal_persisted: None,
+            line: String::new(),
+            primary: true,
+            refused_cursors: refusal_cursors(0, ""),
+            active_reported: 0,
         }
     }
 
@@ -245,7 +276,7 @@ impl LinePipeline {
                     "storage_full",
                     "journal over max_size_bytes; policy stop_samples".into(),
                 ));
-                if let Some(b) = &self.board {
+                if let Some(b) = self.board.as_ref().filter(|_| self.primary) {
                     b.set_system(
                         "journal_full",
                         true,
@@ -268,7 +299,7 @@ impl LinePipeline {
                     r.samples
                 );
                 self.end_refusal(out, "storage_ok", detail);
-                if let Some(b) = &self.board {
+                if let Some(b) = self.board.as_ref().filter(|_| self.primary) {
                     b.set_system("journal_full", false, "journal under quota", now());
                 }
             }
@@ -287,9 +318,10 @@ impl LinePipeline {
         let (since, samples) = now.map_or((0, 0), |(t, n)| {
             (u64::try_from(t.as_nanos()).unwrap_or(0), n)
         });
+        let (since_key, count_key) = self.refused_cursors.clone();
         let written = tokio::task::spawn_blocking(move || {
-            j.set_cursor(REFUSED_SINCE_CURSOR, Seq(since))?;
-            j.set_cursor(REFUSED_COUNT_CURSOR, Seq(samples))
+            j.set_cursor(&since_key, Seq(since))?;
+            j.set_cursor(&count_key, Seq(samples))
         })
         .await;
         match written {
@@ -305,6 +337,9 @@ impl LinePipeline {
 
     /// Wall-clock steps and time synchronisation, at each tick (see `clock.rs`).
     fn track_clock(&mut self, now: Timestamp, out: &mut Vec<Entry>) {
+        if !self.primary {
+            return; // the host clock is the agent's, watched once
+        }
         let (step, state, change) = self.clocks.on_tick(Instant::now(), now);
         if let Some((_, detail)) = step {
             warn!(%detail, "Wall clock stepped.");
@@ -420,7 +455,10 @@ impl LinePipeline {
                 through,
                 records,
                 oldest,
-            } => self.purge(through, records, oldest).await,
+            } if self.primary => self.purge(through, records, oldest).await,
+            Control::Purge { .. } => {
+                warn!("A purge reached a line that is not the primary; ignored.")
+            }
             Control::QuotaChanged => {
                 let mut entries = Vec::new();
                 self.track_full(&mut entries);
@@ -548,10 +586,26 @@ impl LinePipeline {
             return;
         };
         Stats::add(&self.stats.records_committed, records.len() as u64);
-        Stats::set(&self.stats.last_seq, last);
-        let active: usize = self.detectors.iter().map(|d| d.active_count()).sum();
-        Stats::set(&self.stats.alarms_active, active as u64);
-        self.committed.send_replace(last);
+        self.stats
+            .last_seq
+            .fetch_max(last, std::sync::atomic::Ordering::Relaxed);
+        let active = self
+            .detectors
+            .iter()
+            .map(|d| d.active_count() as u64)
+            .sum::<u64>();
+        // A sum over lines: each adds the change of its own count (wrapping = signed).
+        let delta = active.wrapping_sub(std::mem::replace(&mut self.active_reported, active));
+        self.stats
+            .alarms_active
+            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        // Shared by every line; commits are serialised by the journal, so the highest
+        // accepted seq has every lower one committed before it.
+        self.committed.send_if_modified(|c| {
+            let moved = last > *c;
+            *c = (*c).max(last);
+            moved
+        });
     }
 
     pub async fn audit(&mut self, event: &str, detail: String) {

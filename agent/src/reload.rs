@@ -18,7 +18,7 @@
 use crate::config::{self, Config, TagConfig};
 use crate::pipeline::{Control, TagPlan};
 use crate::runtime::{opcua_items, topic_map, Agent};
-use crate::startup::{config_digest, tag_table};
+use crate::startup::{config_digest, line_tag_table, tag_table};
 use pdtf_connectors::mqtt::TopicMap;
 use pdtf_connectors::opcua::OpcuaItem;
 use pdtf_connectors::Stats;
@@ -163,6 +163,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         opcua_servers,
         modbus_devices,
         sources,
+        lines,
         sinks,
         journal,
         health,
@@ -274,25 +275,14 @@ impl Agent {
         let mut registry = self.registry.clone();
         let names: Vec<&str> = new.tags.iter().map(|t| t.name.as_str()).collect();
         let (ids, change) = registry.configure(&names);
-        let tags = tag_table(&new, &ids, registry.len());
+        let space = registry.len();
+        let tags = tag_table(&new, &ids, space);
         let old: BTreeMap<&str, &TagConfig> = self
             .config
             .tags
             .iter()
             .map(|t| (t.name.as_str(), t))
             .collect();
-        // Compressors to replace: new tags, changed compression, removed tags.
-        let mut compressors: Vec<_> = new
-            .tags
-            .iter()
-            .zip(&ids)
-            .filter(|(t, _)| {
-                old.get(t.name.as_str())
-                    .is_none_or(|o| o.compression != t.compression)
-            })
-            .map(|(t, id)| (*id, crate::runtime::compression_spec(t)))
-            .collect();
-        compressors.extend(change.removed.iter().map(|(id, _)| (*id, None)));
         let detail = format!(
             "config={} config_sha256={} tags={}; {diff}; registry: {}",
             new.file,
@@ -304,24 +294,54 @@ impl Agent {
         if let Some(n) = &self.names {
             n.set(registry.names().into());
         }
-        let plan = TagPlan {
-            registry: registry.clone(),
-            tags: tags.clone(),
-            configured: ids.clone(),
-            compressors,
-            detail,
-        };
-        let (done, reply) = oneshot::channel();
-        let msg = Control::Reload {
-            plan: Box::new(plan),
-            done,
-        };
-        if self.control.send(msg).await.is_err() {
-            return Err("the line pipeline is not running".into());
+        // One plan per line; the primary's commits the registry and the audit record, the
+        // others only the samples their changed compressors held.
+        let mut plans = Vec::new();
+        for i in 0..new.lines().len() {
+            // Compressors to replace on this line: a tag whose compression on this line
+            // differs (added, changed, moved to or from the line), and every removed tag.
+            let spec_on = |c: &Config, t: &TagConfig| {
+                (c.line_of(&t.source) == i)
+                    .then(|| crate::runtime::compression_spec(t))
+                    .flatten()
+            };
+            let mut compressors: Vec<_> = new
+                .tags
+                .iter()
+                .zip(&ids)
+                .filter_map(|(t, id)| {
+                    let want = spec_on(&new, t);
+                    let had = old
+                        .get(t.name.as_str())
+                        .and_then(|o| spec_on(&self.config, o));
+                    (want != had || !old.contains_key(t.name.as_str())).then_some((*id, want))
+                })
+                .collect();
+            compressors.extend(change.removed.iter().map(|(id, _)| (*id, None)));
+            plans.push(TagPlan {
+                registry: registry.clone(),
+                tags: line_tag_table(&new, &ids, space, Some(i)),
+                configured: crate::lines::line_ids(&new, &ids, i),
+                compressors,
+                detail: detail.clone(),
+                primary: i == 0,
+            });
         }
-        let seq = reply
-            .await
-            .map_err(|_| "the line pipeline stopped during the reload".to_owned())??;
+        let mut seq = 0;
+        for (plan, line) in plans.into_iter().zip(&self.controls) {
+            let (done, reply) = oneshot::channel();
+            let msg = Control::Reload {
+                plan: Box::new(plan),
+                done,
+            };
+            if line.send(msg).await.is_err() {
+                return Err("a line pipeline is not running".into());
+            }
+            let s = reply
+                .await
+                .map_err(|_| "a line pipeline stopped during the reload".to_owned())??;
+            seq = seq.max(s);
+        }
         // Names and units for SCADA once the change is durable (the alarms of new tags come
         // only after the sources switch, below; a removed tag keeps its name and unit).
         if let Some(b) = &self.board {
@@ -339,6 +359,7 @@ impl Agent {
                 })
                 .collect();
             b.set_tags(units);
+            b.set_prefixes(crate::lines::tag_prefixes(&new, &ids, space));
         }
         // The ids are durable now: the sources may deliver under them.
         for (id, feed) in &self.feeds.mqtt {
@@ -383,7 +404,11 @@ impl Agent {
             event: "config_reload_refused".into(),
             detail,
         };
-        if self.control.send(msg).await.is_err() {
+        let sent = match self.controls.first() {
+            Some(primary) => primary.send(msg).await.is_ok(),
+            None => false,
+        };
+        if !sent {
             warn!("The refused reload was not recorded: the line pipeline is not running.");
         }
         Outcome::Refused(errors)

@@ -10,8 +10,8 @@ use crate::config::{
 };
 use crate::housekeeping::Housekeeping;
 use crate::journal::Store;
-use crate::pipeline::{Control, LinePipeline};
-use crate::startup::{config_digest, restore_alarms, startup_records, tag_table};
+use crate::pipeline::Control;
+use crate::startup::{config_digest, startup_records, tag_table};
 use crate::supervise::Supervisor;
 use futures_util::FutureExt;
 use pdtf_connectors::alert::{AlertBoard, AlertPublisher};
@@ -19,10 +19,8 @@ use pdtf_connectors::mqtt::{MqttSource, TopicBinding, TopicMap};
 use pdtf_connectors::opcua::{Deadband, OpcuaItem, OpcuaSource};
 use pdtf_connectors::upstream::{UpstreamSettings, UpstreamSync};
 use pdtf_connectors::{Stats, SOURCE_CHANNEL_BATCHES};
-use pdtf_models::compress::{CompressionMode, CompressionSpec, TagCompressor};
-use pdtf_models::detect::{Detector, LimitDetector};
+use pdtf_models::compress::{CompressionMode, CompressionSpec};
 use pdtf_models::record::Audit;
-use pdtf_models::twin::LineTwin;
 use pdtf_models::{Entry, RecordBody, TagId, TagRegistry, TagTable};
 use rumqttc::QoS;
 use std::sync::Arc;
@@ -55,10 +53,12 @@ pub struct Agent {
     sources_stop: CancellationToken,
     sinks_stop: CancellationToken,
     sources: Vec<JoinHandle<()>>,
-    pipeline: JoinHandle<()>,
+    /// One pipeline task per line; the first is the primary's.
+    pipelines: Vec<JoinHandle<()>>,
     sinks: Vec<JoinHandle<()>>,
     supervisor: Supervisor,
-    pub(crate) control: mpsc::Sender<Control>,
+    /// Each line's control channel, in `Config::lines` order (the first is the primary's).
+    pub(crate) controls: Vec<mpsc::Sender<Control>>,
     /// The running configuration (a reload replaces its tags).
     pub(crate) config: Config,
     pub(crate) feeds: crate::reload::Feeds,
@@ -83,22 +83,6 @@ pub enum StartError {
     /// The journal opened, but reading what a start needs from it failed.
     #[error("journal: {0}")]
     Store(#[from] pdtf_models::JournalError),
-}
-
-/// Sends the pipeline its periodic tick. A full control channel means the pipeline is not
-/// serving control messages: the tick is skipped, and the missing heartbeat is what the
-/// watchdog acts on.
-async fn ticker(out: mpsc::Sender<Control>, stop: CancellationToken) {
-    let mut every = tokio::time::interval(crate::systemd::TICK_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        if let Err(mpsc::error::TrySendError::Closed(_)) = out.try_send(Control::Tick) {
-            return;
-        }
-    }
 }
 
 impl Agent {
@@ -140,7 +124,6 @@ impl Agent {
         let names: Vec<&str> = c.tags.iter().map(|t| t.name.as_str()).collect();
         let (tag_ids, change) = registry.configure(&names);
         let tags = tag_table(c, &tag_ids, registry.len());
-        let limits = tags.limits();
         let previous_last = journal.last_seq()?.0;
         let detail = format!(
             "version={} config={} config_sha256={} tags={} sources={}",
@@ -150,7 +133,9 @@ impl Agent {
             tag_ids.len(),
             c.sources.len()
         );
-        let mut startup = startup_records(journal.as_ref(), previous_last, &tag_ids, detail)?;
+        let refusals = crate::lines::refusals(c, &tag_ids);
+        let mut startup =
+            startup_records(journal.as_ref(), previous_last, &tag_ids, &refusals, detail)?;
         startup.push(Entry {
             time: crate::pipeline::now(),
             body: RecordBody::Audit(Audit {
@@ -161,7 +146,7 @@ impl Agent {
         // The registry and the records that open the run commit together, before any source
         // can deliver a sample under a new id.
         let opened = journal.append_with_registry(&registry, startup)?;
-        crate::startup::clear_refusal_cursors(journal.as_ref())?;
+        crate::startup::clear_refusal_cursors(journal.as_ref(), refusals.iter().map(|(c, _)| c))?;
         if !change.is_empty() {
             info!(change = %registry.describe(&change), "Tag registry changed.");
         }
@@ -195,7 +180,9 @@ impl Agent {
                     (name.clone(), unit.unwrap_or_default())
                 })
                 .collect();
-            Arc::new(AlertBoard::new(c.agent.id.clone(), prefix.clone(), names))
+            let board = AlertBoard::new(c.agent.id.clone(), prefix.clone(), names);
+            board.set_prefixes(crate::lines::tag_prefixes(c, &tag_ids, registry.len()));
+            Arc::new(board)
         });
         if let Some(b) = &board {
             if !Stats::flag(&stats.store_full) {
@@ -258,10 +245,20 @@ impl Agent {
             ));
         }
 
-        let (tx, rx) = mpsc::channel(SOURCE_CHANNEL_BATCHES);
+        let lines = c.lines();
+        if !c.lines.is_empty() {
+            for s in &c.sources {
+                stats.set_source_line(&s.id, lines[c.line_of(&s.id)].name());
+            }
+        }
+        let (line_tx, line_rx): (Vec<_>, Vec<_>) = lines
+            .iter()
+            .map(|_| mpsc::channel(SOURCE_CHANNEL_BATCHES))
+            .unzip();
         let mut sources = Vec::new();
         let mut feeds = crate::reload::Feeds::default();
         for s in c.sources.iter().filter(|s| s.kind != SourceKind::Modbus) {
+            let tx = &line_tx[c.line_of(&s.id)];
             let task = match s.kind {
                 SourceKind::Mqtt => {
                     let mut src = mqtt_source(c, &tag_ids, s);
@@ -290,6 +287,8 @@ impl Agent {
         for (key, bus) in buses {
             let ids: Vec<&str> = bus.units.iter().map(|u| u.id.as_str()).collect();
             let span = tracing::info_span!("source", id = %ids.join(","), kind = "modbus");
+            // Validation keeps one bus on one line.
+            let tx = &line_tx[bus.units.first().map_or(0, |u| c.line_of(&u.id))];
             let task = bus
                 .run(tx.clone(), stats.clone(), sources_stop.clone())
                 .instrument(span)
@@ -297,37 +296,32 @@ impl Agent {
             sources.push(sup.spawn(format!("modbus bus {key}"), &sources_stop, task));
         }
 
-        let mut compressors: Vec<TagCompressor> = (0..registry.len())
-            .map(|_| TagCompressor::new(None))
-            .collect();
-        for (t, id) in c.tags.iter().zip(&tag_ids) {
-            compressors[id.index()] = TagCompressor::new(compression_spec(t));
-        }
-        let mut detectors: Vec<Box<dyn Detector>> = vec![Box::new(LimitDetector::new(limits))];
-        let restored = restore_alarms(journal.as_ref(), last, &mut detectors, board.as_deref())?;
+        let (pipelines, restored) = crate::lines::pipelines(
+            c,
+            crate::lines::Shared {
+                journal: journal.clone(),
+                registry: &registry,
+                tag_ids: &tag_ids,
+                board: board.clone(),
+                committed: committed_tx,
+                stats: stats.clone(),
+                live: live_tx,
+            },
+            last,
+        )?;
         if restored > 0 {
             info!(active = restored, "Alarm states restored from the journal.");
         }
         Stats::set(&stats.alarms_active, restored as u64);
-        let mut pipeline = LinePipeline::new(
-            LineTwin::new(tags.id_space()),
-            detectors,
-            compressors,
-            journal.clone(),
-            board.clone(),
-            committed_tx,
-            stats.clone(),
-            c.journal.full_policy,
-        );
-        pipeline.live = live_tx;
-        pipeline.configured = tag_ids.clone();
-        pipeline.clocks = crate::clock::Clocks::new(&c.clock, registry.names().into());
-        let (control_tx, control_rx) = mpsc::channel(crate::pipeline::CONTROL_CHANNEL);
+        let (controls, control_rx): (Vec<_>, Vec<_>) = lines
+            .iter()
+            .map(|_| mpsc::channel(crate::pipeline::CONTROL_CHANNEL))
+            .unzip();
         let housekeeping = Housekeeping {
             config: c.journal.clone(),
             journal: journal.clone(),
             stats: stats.clone(),
-            out: control_tx.clone(),
+            out: controls.clone(),
         };
         sources.push(
             sup.spawn(
@@ -341,14 +335,18 @@ impl Agent {
         sources.push(sup.spawn(
             "ticker",
             &sources_stop,
-            ticker(control_tx.clone(), sources_stop.clone()),
+            crate::lines::ticker(controls.clone(), sources_stop.clone()),
         ));
+        let beats = pipelines
+            .iter()
+            .map(|p| (p.line.clone(), p.beat.subscribe()))
+            .collect();
         sinks.push(sup.spawn(
             "systemd",
             &sinks_stop,
-            crate::systemd::run(stats.clone(), pipeline.beat.subscribe(), sinks_stop.clone()),
+            crate::systemd::run(stats.clone(), beats, sinks_stop.clone()),
         ));
-        drop(tx);
+        drop(line_tx);
         if let Some(listener) = health {
             info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "Health endpoints up: /healthz /readyz /metrics.");
             health_addr = listener.local_addr().ok();
@@ -362,17 +360,43 @@ impl Agent {
         // whole store when there is none (`verified.rs`).
         let (j, st) = (journal.clone(), stats.clone());
         tokio::task::spawn_blocking(move || crate::verified::at_start(j, st));
-        let span = tracing::info_span!("pipeline", line = %c.agent.line);
-        let pipeline_stop = sources_stop.clone();
-        let pipeline = sup.spawn(
-            "pipeline",
-            &sources_stop,
-            async move {
-                pipeline.run(rx, control_rx, pipeline_stop).await;
-                pipeline.audit("agent_stop", "clean shutdown".into()).await;
-            }
-            .instrument(span),
-        );
+        // The primary writes `agent_stop` last: after its own run and once every other line's
+        // task has ended (each holds a clone of `others`, dropped when it ends, even by a panic).
+        let (others, others_done) = mpsc::channel::<()>(1);
+        let mut others_done = Some(others_done);
+        let mut tasks = Vec::with_capacity(lines.len());
+        for ((mut p, rx), crx) in pipelines.into_iter().zip(line_rx).zip(control_rx) {
+            let span = tracing::info_span!("pipeline", line = %p.line);
+            let stop = sources_stop.clone();
+            let name = if lines.len() == 1 {
+                "pipeline".to_owned()
+            } else {
+                format!("pipeline {}", p.line)
+            };
+            let task = if let Some(mut others_done) = others_done.take().filter(|_| p.primary) {
+                async move {
+                    p.run(rx, crx, stop).await;
+                    while others_done.recv().await.is_some() {}
+                    p.audit("agent_stop", "clean shutdown".into()).await;
+                }
+                .instrument(span)
+                .boxed()
+            } else {
+                let held = others.clone();
+                async move {
+                    p.run(rx, crx, stop).await;
+                    drop(held);
+                }
+                .instrument(span)
+                .boxed()
+            };
+            tasks.push((name, task));
+        }
+        drop(others);
+        let pipelines = tasks
+            .into_iter()
+            .map(|(name, task)| sup.spawn(name, &sources_stop, task))
+            .collect();
         info!(agent = %c.agent.id, journal = %journal.location().display(), last_seq = last, tags = tag_ids.len(), "Agent started.");
         Ok(Agent {
             journal,
@@ -385,10 +409,10 @@ impl Agent {
             sources_stop,
             sinks_stop,
             sources,
-            pipeline,
+            pipelines,
             sinks,
             supervisor: sup,
-            control: control_tx,
+            controls,
             config: c.clone(),
             feeds,
             names,
@@ -413,7 +437,15 @@ impl Agent {
             event: "task_failed".into(),
             detail: detail.clone(),
         };
-        if self.pipeline.is_finished() || self.control.send(msg).await.is_err() {
+        let primary = self
+            .controls
+            .first()
+            .filter(|_| !self.pipelines[0].is_finished());
+        let sent = match primary {
+            Some(p) => p.send(msg).await.is_ok(),
+            None => false,
+        };
+        if !sent {
             let j = self.journal.clone();
             let entry = Entry {
                 time: crate::pipeline::now(),
@@ -439,7 +471,9 @@ impl Agent {
         for s in self.sources {
             let _joined = s.await;
         }
-        let _joined = self.pipeline.await;
+        for p in self.pipelines {
+            let _joined = p.await;
+        }
         let deadline = tokio::time::Instant::now() + upstream_grace;
         while self.stats.upstream_backlog() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

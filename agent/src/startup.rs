@@ -14,8 +14,14 @@ use tracing::warn;
 /// The configured tags by durable id: `ids[i]` is the id the registry gave `c.tags[i]`;
 /// ids of tags not configured now have no spec.
 pub fn tag_table(c: &Config, ids: &[TagId], id_space: usize) -> TagTable {
+    line_tag_table(c, ids, id_space, None)
+}
+
+/// The tags of line `line` (an index into `Config::lines`; `None`: every line).
+pub fn line_tag_table(c: &Config, ids: &[TagId], id_space: usize, line: Option<usize>) -> TagTable {
     let mut specs = vec![None; id_space];
-    for (t, id) in c.tags.iter().zip(ids) {
+    let on_line = |t: &&crate::config::TagConfig| line.is_none_or(|l| c.line_of(&t.source) == l);
+    for (t, id) in c.tags.iter().zip(ids).filter(|(t, _)| on_line(t)) {
         specs[id.index()] = Some(TagSpec {
             name: t.name.clone(),
             unit: t.unit.clone(),
@@ -106,10 +112,12 @@ pub fn config_digest(c: &Config) -> String {
 /// The records that open a run: the downtime since the last record as a gap (every restart
 /// is a hole in the data), a `crash_recovery` audit when the last run did not end with
 /// `agent_stop`, then `agent_start`.
+/// `refusals`: each line's refused-span cursors with the line's tags.
 pub fn startup_records(
     journal: &dyn Journal,
     last: u64,
     tags: &[TagId],
+    refusals: &[((String, String), Vec<TagId>)],
     detail: String,
 ) -> Result<Vec<Entry>, pdtf_models::JournalError> {
     let now = crate::pipeline::now();
@@ -149,17 +157,23 @@ pub fn startup_records(
             ));
         }
     }
-    out.extend(refusal_at_crash(journal, last, tags)?);
+    for (cursors, tags) in refusals {
+        out.extend(refusal_at_crash(journal, last, cursors, tags)?);
+    }
     out.push(audit("agent_start", detail));
     Ok(out)
 }
 
 /// After the start-up records committed: a crashed run's refused span is recorded now.
-pub fn clear_refusal_cursors(journal: &dyn Journal) -> Result<(), pdtf_models::JournalError> {
-    use crate::pipeline::{REFUSED_COUNT_CURSOR, REFUSED_SINCE_CURSOR};
-    if journal.cursor(REFUSED_SINCE_CURSOR)?.0 != 0 {
-        journal.set_cursor(REFUSED_SINCE_CURSOR, Seq(0))?;
-        journal.set_cursor(REFUSED_COUNT_CURSOR, Seq(0))?;
+pub fn clear_refusal_cursors<'a>(
+    journal: &dyn Journal,
+    cursors: impl IntoIterator<Item = &'a (String, String)>,
+) -> Result<(), pdtf_models::JournalError> {
+    for (since, count) in cursors {
+        if journal.cursor(since)?.0 != 0 {
+            journal.set_cursor(since, Seq(0))?;
+            journal.set_cursor(count, Seq(0))?;
+        }
     }
     Ok(())
 }
@@ -170,14 +184,14 @@ pub fn clear_refusal_cursors(journal: &dyn Journal) -> Result<(), pdtf_models::J
 fn refusal_at_crash(
     journal: &dyn Journal,
     last: u64,
+    (since_key, count_key): &(String, String),
     tags: &[TagId],
 ) -> Result<Vec<Entry>, pdtf_models::JournalError> {
-    use crate::pipeline::{REFUSED_COUNT_CURSOR, REFUSED_SINCE_CURSOR};
-    let since = journal.cursor(REFUSED_SINCE_CURSOR)?.0;
+    let since = journal.cursor(since_key)?.0;
     if since == 0 {
         return Ok(vec![]);
     }
-    let samples = journal.cursor(REFUSED_COUNT_CURSOR)?.0;
+    let samples = journal.cursor(count_key)?.0;
     let now = crate::pipeline::now();
     let end = journal
         .read_from(Seq(last), 1)?

@@ -95,7 +95,19 @@ pub fn stopping() {
 }
 
 /// Runs until `stop`: readiness, then watchdog and status.
-pub async fn run(stats: Arc<Stats>, beat: watch::Receiver<Instant>, stop: CancellationToken) {
+/// `beats` has one heartbeat per line: the watchdog is fed only while every line beats (a
+/// wedged line gets the agent restarted even when the others run).
+pub async fn run(
+    stats: Arc<Stats>,
+    beats: Vec<(String, watch::Receiver<Instant>)>,
+    stop: CancellationToken,
+) {
+    let oldest = || {
+        beats
+            .iter()
+            .map(|(line, b)| (line.as_str(), *b.borrow()))
+            .min_by_key(|(_, at)| *at)
+    };
     let mut extended = Instant::now();
     while !Stats::flag(&stats.store_verify_done) {
         if extended.elapsed() >= EXTEND_BY / 2 {
@@ -122,15 +134,19 @@ pub async fn run(stats: Arc<Stats>, beat: watch::Receiver<Instant>, stop: Cancel
             _ = tokio::time::sleep(period) => {}
         }
         let line = status_line(&stats);
+        let (stalled, last_beat) = oldest().unwrap_or(("", Instant::now()));
         match gate {
-            Some(g) if g.should_feed(*beat.borrow(), Instant::now()) => {
+            Some(g) if g.should_feed(last_beat, Instant::now()) => {
                 starved = false;
                 notify(&[NotifyState::Watchdog, NotifyState::Status(&line)]);
             }
             Some(g) => {
                 if !starved {
-                    error!(silent_for_s = beat.borrow().elapsed().as_secs(), watchdog_s = g.interval.as_secs(), "Line pipeline makes no progress; the systemd watchdog is no longer fed and will restart the agent.");
-                    stats.problem("pipeline", Some("no progress; watchdog not fed".into()));
+                    error!(line = stalled, silent_for_s = last_beat.elapsed().as_secs(), watchdog_s = g.interval.as_secs(), "Line pipeline makes no progress; the systemd watchdog is no longer fed and will restart the agent.");
+                    stats.problem(
+                        "pipeline",
+                        Some(format!("line {stalled}: no progress; watchdog not fed")),
+                    );
                 }
                 starved = true;
             }

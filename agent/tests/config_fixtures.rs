@@ -78,7 +78,7 @@ fn fake_env(name: &str) -> Option<String> {
     name.starts_with("PDTF_").then(|| "from-env".to_owned())
 }
 
-const VALID: &[&str] = &["demo.toml", "example/agent.toml"];
+const VALID: &[&str] = &["demo.toml", "example/agent.toml", "two-lines.toml"];
 
 #[test]
 fn shipped_configurations_are_valid() {

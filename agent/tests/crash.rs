@@ -47,7 +47,8 @@ max_batch_records = 200
 
 [journal]
 engine = "{engine}"
-{tags}"#,
+{second_line}
+{tags}{second_line_tags}"#,
         engine = if engine() == Engine::Sled {
             "sled"
         } else {
@@ -55,6 +56,8 @@ engine = "{engine}"
         },
         agent = harness::agent_section(dir),
         tags = harness::TEST_TAGS,
+        second_line = harness::SECOND_LINE,
+        second_line_tags = harness::SECOND_LINE_TAGS,
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -113,14 +116,15 @@ async fn sigkill_at_random_moments_loses_no_accepted_record() {
     let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
     let events = Consumer::start(port, "scada-events", "pdtf/s1/a1/l1/events").await;
 
-    // Full rate: the publisher is limited only by QoS 1 flow control. Every 10th message
-    // moves `temp` across its limits, so alarms (and their live copies on `.../events`, on
-    // their own connection) fire throughout.
+    // Full rate: the publisher is limited only by QoS 1 flow control. Two lines: every 10th
+    // message moves `temp` (line l1) across its limits and every 10th, offset by 5, moves
+    // `exhaust` (line coat), so alarms of both lines (and their live copies on `.../events`,
+    // on their own connection) fire throughout, and their records share one seq.
     let publisher = Publisher::start(port, "plc-flood");
     let flood = tokio::spawn(async move {
         let mut i = 0u64;
         loop {
-            let (topic, payload) = harness::alarm_flood_message(i);
+            let (topic, payload) = harness::two_line_flood_message(i);
             publisher.send(topic, payload).await;
             i += 1;
         }
@@ -261,13 +265,20 @@ async fn sigkill_at_random_moments_loses_no_accepted_record() {
         .iter()
         .filter(|r| matches!(r.body, RecordBody::Sample(_)))
         .count();
-    let alarms = records
-        .iter()
-        .filter(|r| matches!(r.body, RecordBody::Alarm(_)))
-        .count();
-    assert!(alarms > 0, "alarms fired during the suite");
+    let alarms_of = |tag: u32| {
+        records
+            .iter()
+            .filter(|r| matches!(&r.body, RecordBody::Alarm(a) if a.condition == pdtf_models::Condition::tag_limit(pdtf_models::TagId(tag))))
+            .count()
+    };
+    // temp is tag 0 (line l1), exhaust tag 2 (line coat).
+    let (alarms, second_line_alarms) = (alarms_of(0), alarms_of(2));
+    assert!(
+        alarms > 0 && second_line_alarms > 0,
+        "alarms fired on both lines: {alarms}, {second_line_alarms}"
+    );
     eprintln!(
-        "crash suite: {iterations} kills ({kills_with_progress} after new commits), {} records ({samples} samples, {alarms} alarm transitions), {recoveries} crash recoveries recorded, {dups} upstream duplicates dropped",
+        "crash suite: {iterations} kills ({kills_with_progress} after new commits), {} records ({samples} samples, {alarms} + {second_line_alarms} alarm transitions on two lines), {recoveries} crash recoveries recorded, {dups} upstream duplicates dropped",
         report.last
     );
     assert!(

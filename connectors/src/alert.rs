@@ -38,6 +38,8 @@ pub struct AlertBoard {
     agent_id: String,
     prefix: String,
     tags: crate::Shared<[(String, String)]>,
+    /// The topic prefix of each `TagId` on an agent with several lines (empty: `prefix`).
+    prefixes: crate::Shared<[String]>,
     inner: Mutex<Board>,
     changed: Notify,
 }
@@ -49,6 +51,7 @@ impl AlertBoard {
             agent_id,
             prefix,
             tags: crate::Shared::new(tags.into()),
+            prefixes: crate::Shared::new(Vec::new().into()),
             inner: Mutex::new(Board::default()),
             changed: Notify::new(),
         }
@@ -59,19 +62,28 @@ impl AlertBoard {
         self.tags.set(tags.into());
     }
 
+    /// Several lines: the topic prefix (`pdtf/{site}/{area}/{line}`) of each `TagId`'s line;
+    /// an id past the end uses the agent's prefix.
+    pub fn set_prefixes(&self, prefixes: Vec<String>) {
+        self.prefixes.set(prefixes.into());
+    }
+
     /// The retained topic of a condition, and the (name, unit) of what it watches.
     fn topic(&self, c: &Condition) -> Option<(String, String, String)> {
         let (name, unit) = match &c.source {
             ConditionSource::Tag(t) => self.tags.get().get(t.index())?.clone(),
             ConditionSource::Model(m) => (m.clone(), String::new()),
         };
+        let prefixes = self.prefixes.get();
+        let prefix = match &c.source {
+            ConditionSource::Tag(t) => prefixes.get(t.index()).unwrap_or(&self.prefix),
+            ConditionSource::Model(_) => &self.prefix,
+        };
         let topic = match (&c.source, c.kind) {
-            (ConditionSource::Tag(_), ConditionKind::Limit) => {
-                format!("{}/alarms/{name}", self.prefix)
-            }
-            (ConditionSource::Tag(_), k) => format!("{}/alarms/{name}/{}", self.prefix, k.name()),
+            (ConditionSource::Tag(_), ConditionKind::Limit) => format!("{prefix}/alarms/{name}"),
+            (ConditionSource::Tag(_), k) => format!("{prefix}/alarms/{name}/{}", k.name()),
             (ConditionSource::Model(_), k) => {
-                format!("{}/alarms/_model/{name}/{}", self.prefix, k.name())
+                format!("{prefix}/alarms/_model/{name}/{}", k.name())
             }
         };
         Some((topic, name, unit))

@@ -14,6 +14,7 @@ const AGENT_KEYS: &[&str] = &[
     "opcua_servers",
     "modbus_devices",
     "sources",
+    "lines",
     "sinks",
     "journal",
     "health",
@@ -116,6 +117,10 @@ pub fn load_str(
         .remove("sources")
         .map(|v| de_each(v, &file, "sources", &mut errs))
         .unwrap_or_default();
+    let lines = table
+        .remove("lines")
+        .map(|v| de_each(v, &file, "lines", &mut errs))
+        .unwrap_or_default();
     let sinks: SinksConfig = table
         .remove("sinks")
         .and_then(|v| de(v, &file, "sinks", &mut errs))
@@ -185,6 +190,7 @@ pub fn load_str(
         opcua_servers,
         modbus_devices,
         sources,
+        lines,
         sinks,
         journal,
         clock,

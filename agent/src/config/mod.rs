@@ -9,6 +9,7 @@
 //! error and does not reject unknown keys across layered sources, which is exactly what
 //! `pdtf-agent validate` must report.
 
+mod lines;
 mod load;
 mod modbus;
 mod validate;
@@ -236,6 +237,28 @@ pub struct SourceConfig {
     pub max_payload_bytes: usize,
 }
 
+/// One production line (ISA-95 work centre) of a gateway that serves several: its own
+/// pipeline task, twin and detectors, fed by the sources it lists (a tag belongs to the line
+/// of its source).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    /// Unique; names the line in logs and in validation errors.
+    pub id: String,
+    /// The ISA-95 line name in this line's alarm topics (`pdtf/{site}/{area}/{line}/…`) and
+    /// the `line` label of its sources' metrics; defaults to `id`.
+    pub line: Option<String>,
+    /// Ids of the `[[sources]]` that feed this line; every source is on exactly one line.
+    pub sources: Vec<String>,
+}
+
+impl LineConfig {
+    /// The ISA-95 line name (`line`, or `id` when absent).
+    pub fn name(&self) -> &str {
+        self.line.as_deref().unwrap_or(&self.id)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AlertSinkConfig {
@@ -364,6 +387,9 @@ pub struct Config {
     pub opcua_servers: BTreeMap<String, OpcuaServerConfig>,
     pub modbus_devices: BTreeMap<String, ModbusDeviceConfig>,
     pub sources: Vec<SourceConfig>,
+    /// `[[lines]]` as written; empty: one line, `agent.line`, with every source (see
+    /// `Config::lines`).
+    pub lines: Vec<LineConfig>,
     pub sinks: SinksConfig,
     pub journal: JournalConfig,
     pub health: Option<HealthConfig>,
@@ -386,6 +412,38 @@ impl Config {
         format!(
             "pdtf/{}/{}/{}",
             self.agent.site, self.agent.area, self.agent.line
+        )
+    }
+
+    /// The lines the agent runs: `[[lines]]`, or one line named `agent.line` with every
+    /// source when there is none.
+    pub fn lines(&self) -> Vec<LineConfig> {
+        if !self.lines.is_empty() {
+            return self.lines.clone();
+        }
+        vec![LineConfig {
+            id: self.agent.line.clone(),
+            line: None,
+            sources: self.sources.iter().map(|s| s.id.clone()).collect(),
+        }]
+    }
+
+    /// The index in `lines()` of the line source `id` feeds (0 when it is on none, which
+    /// validation refuses).
+    pub fn line_of(&self, source: &str) -> usize {
+        self.lines
+            .iter()
+            .position(|l| l.sources.iter().any(|s| s == source))
+            .unwrap_or(0)
+    }
+
+    /// `pdtf/{site}/{area}/{line}` of line `i` of `lines()`.
+    pub fn line_prefix(&self, line: &LineConfig) -> String {
+        format!(
+            "pdtf/{}/{}/{}",
+            self.agent.site,
+            self.agent.area,
+            line.name()
         )
     }
 }

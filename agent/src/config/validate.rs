@@ -357,6 +357,7 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
         }
     }
 
+    k.errs.extend(super::lines::check(c, &is_name, NAME_RULE));
     check_tags(c, &mut k.errs);
     k.errs
 }

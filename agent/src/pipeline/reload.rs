@@ -25,6 +25,9 @@ pub struct TagPlan {
     pub compressors: Vec<(TagId, Option<CompressionSpec>)>,
     /// The `config_reload` audit record's detail (the diff and the new digest).
     pub detail: String,
+    /// The primary line's plan commits the registry and the audit record; another line's
+    /// plan (sent after the primary's returned) commits only what its compressors held.
+    pub primary: bool,
 }
 
 impl LinePipeline {
@@ -38,19 +41,25 @@ impl LinePipeline {
         }
         let mut entries = Vec::new();
         self.record_samples(&mut held, &mut entries);
-        entries.push(audit("config_reload", plan.detail.clone()));
-        let j = self.journal.clone();
-        let registry = plan.registry.clone();
-        let records =
-            match tokio::task::spawn_blocking(move || j.append_with_registry(&registry, entries))
-                .await
+        let seq = if plan.primary {
+            entries.push(audit("config_reload", plan.detail.clone()));
+            let j = self.journal.clone();
+            let registry = plan.registry.clone();
+            let records = match tokio::task::spawn_blocking(move || {
+                j.append_with_registry(&registry, entries)
+            })
+            .await
             {
                 Ok(Ok(records)) => records,
                 Ok(Err(e)) => return Err(format!("journal: {e}")),
                 Err(e) => return Err(format!("journal task: {e}")),
             };
-        let seq = records.last().map_or(0, |r| r.seq.0);
-        self.accepted(&records);
+            self.accepted(&records);
+            records.last().map_or(0, |r| r.seq.0)
+        } else {
+            let records = self.commit(entries).await;
+            records.last().map_or(0, |r| r.seq.0)
+        };
 
         let space = plan.registry.len();
         self.twin.grow(space);

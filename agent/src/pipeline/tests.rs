@@ -53,39 +53,72 @@ async fn an_unsynchronised_host_clock_is_recorded_at_the_first_tick_and_its_retu
 }
 
 #[tokio::test]
-async fn a_crash_while_over_quota_leaves_the_refused_count_for_the_next_start() {
+async fn a_crash_while_over_quota_leaves_each_lines_refused_count_for_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = pipeline(dir.path());
+    // A second line on the same journal, with its own cursors: the counts never mix.
+    let mut q = LinePipeline::new(
+        LineTwin::new(3),
+        Vec::new(),
+        Vec::new(),
+        p.journal.clone(),
+        None,
+        p.committed.clone(),
+        p.stats.clone(),
+        FullPolicy::StopSamples,
+    );
+    q.primary = false;
+    q.refused_cursors = refusal_cursors(1, "coating");
     Stats::set_flag(&p.stats.store_full, true);
     let t = now();
-    let samples: Vec<Sample> = (0..7)
-        .map(|i| Sample::new(TagId(1), f64::from(i), pdtf_models::Quality::Good, None, t))
-        .collect();
-    let (mut out, mut scratch) = (Vec::new(), Vec::new());
-    p.track_full(&mut out);
-    p.apply(SourceMsg::Samples(samples), &mut out, &mut scratch)
-        .await;
-    p.commit(out).await;
-    p.control(Control::Tick).await;
+    for (line, tag, n) in [(&mut p, TagId(1), 7), (&mut q, TagId(2), 3)] {
+        let samples: Vec<Sample> = (0..n)
+            .map(|i| Sample::new(tag, f64::from(i), pdtf_models::Quality::Good, None, t))
+            .collect();
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        line.track_full(&mut out);
+        line.apply(SourceMsg::Samples(samples), &mut out, &mut scratch)
+            .await;
+        line.commit(out).await;
+        line.control(Control::Tick).await;
+    }
     let last = p.journal.last_seq().unwrap().0;
-    drop(p); // the crash: no end of the span, no stop record
+    drop((p, q)); // the crash: no end of the spans, no stop record
     let j = crate::journal::RedbJournal::open(dir.path()).unwrap();
-    let records = crate::startup::startup_records(&j, last, &[TagId(1)], "x".into()).unwrap();
-    let gap = records
+    let refusals = vec![
+        (refusal_cursors(0, "granulation"), vec![TagId(1)]),
+        (refusal_cursors(1, "coating"), vec![TagId(2)]),
+    ];
+    let records =
+        crate::startup::startup_records(&j, last, &[TagId(1)], &refusals, "x".into()).unwrap();
+    let gaps: Vec<Gap> = records
         .iter()
-        .find_map(|e| match &e.body {
+        .filter_map(|e| match &e.body {
             RecordBody::Gap(g) if g.source == "journal" => Some(g.clone()),
             _ => None,
         })
-        .expect("the refused span's gap");
-    assert!(gap.reason.contains("at least 7 samples"), "{}", gap.reason);
-    assert!(gap.start <= gap.end);
+        .collect();
+    assert_eq!(gaps.len(), 2, "one refused span per line: {gaps:?}");
+    assert!(
+        gaps[0].reason.contains("at least 7 samples"),
+        "{}",
+        gaps[0].reason
+    );
+    assert_eq!(gaps[0].tags, vec![TagId(1)]);
+    assert!(
+        gaps[1].reason.contains("at least 3 samples"),
+        "{}",
+        gaps[1].reason
+    );
+    assert_eq!(gaps[1].tags, vec![TagId(2)]);
+    assert!(gaps.iter().all(|g| g.start <= g.end));
     assert!(records
         .iter()
         .any(|e| matches!(&e.body, RecordBody::Audit(a) if a.event == "storage_full_at_crash")));
     j.append(records).unwrap();
-    crate::startup::clear_refusal_cursors(&j).unwrap();
-    let again = crate::startup::startup_records(&j, last, &[TagId(1)], "x".into()).unwrap();
+    crate::startup::clear_refusal_cursors(&j, refusals.iter().map(|(c, _)| c)).unwrap();
+    let again =
+        crate::startup::startup_records(&j, last, &[TagId(1)], &refusals, "x".into()).unwrap();
     assert!(!again
         .iter()
         .any(|e| matches!(&e.body, RecordBody::Gap(g) if g.source == "journal")));

@@ -1,0 +1,135 @@
+//! Several lines per agent: each `Config::lines` entry gets its own pipeline (channel, twin,
+//! detectors, compressors) over the shared journal. The first line is the *primary*: it
+//! executes purges, watches the host clock and writes `agent_stop` once every other line has
+//! committed what its sources sent.
+
+use crate::config::Config;
+use crate::pipeline::{refusal_cursors, Control, LinePipeline};
+use crate::startup::line_tag_table;
+use pdtf_connectors::alert::AlertBoard;
+use pdtf_connectors::Stats;
+use pdtf_models::compress::TagCompressor;
+use pdtf_models::detect::{Detector, LimitDetector};
+use pdtf_models::twin::LineTwin;
+use pdtf_models::{Journal, Record, TagId, TagRegistry};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// The configured tags of line `line` (an index into `Config::lines`), in configuration order.
+pub(crate) fn line_ids(c: &Config, ids: &[TagId], line: usize) -> Vec<TagId> {
+    c.tags
+        .iter()
+        .zip(ids)
+        .filter(|(t, _)| c.line_of(&t.source) == line)
+        .map(|(_, id)| *id)
+        .collect()
+}
+
+/// Each line's refused-span cursors with the line's tags (for the start-up records).
+pub(crate) fn refusals(c: &Config, ids: &[TagId]) -> Vec<((String, String), Vec<TagId>)> {
+    c.lines()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (refusal_cursors(i, &l.id), line_ids(c, ids, i)))
+        .collect()
+}
+
+/// The alarm-topic prefix of every tag id on an agent with `[[lines]]` (empty otherwise: the
+/// board then uses the agent's prefix). A removed tag keeps the prefix of `agent.line`.
+pub(crate) fn tag_prefixes(c: &Config, ids: &[TagId], id_space: usize) -> Vec<String> {
+    if c.lines.is_empty() {
+        return Vec::new();
+    }
+    let lines = c.lines();
+    let mut prefixes = vec![c.topic_prefix(); id_space];
+    for (t, id) in c.tags.iter().zip(ids) {
+        prefixes[id.index()] = c.line_prefix(&lines[c.line_of(&t.source)]);
+    }
+    prefixes
+}
+
+/// What every line's pipeline shares.
+pub(crate) struct Shared<'a> {
+    pub journal: Arc<dyn Journal>,
+    pub registry: &'a TagRegistry,
+    pub tag_ids: &'a [TagId],
+    pub board: Option<Arc<AlertBoard>>,
+    pub committed: watch::Sender<u64>,
+    pub stats: Arc<Stats>,
+    pub live: Option<mpsc::Sender<Record>>,
+}
+
+/// One pipeline per line, with the alarm states of its conditions restored from the journal.
+/// Returns them and the number of active alarms restored.
+pub(crate) fn pipelines(
+    c: &Config,
+    s: Shared<'_>,
+    last: u64,
+) -> Result<(Vec<LinePipeline>, usize), pdtf_models::JournalError> {
+    let lines = c.lines();
+    let space = s.registry.len();
+    let tables: Vec<_> = (0..lines.len())
+        .map(|i| line_tag_table(c, s.tag_ids, space, Some(i)))
+        .collect();
+    // One restore over every line's detectors (one scan of the journal), then each line
+    // takes its own back.
+    let mut detectors: Vec<Box<dyn Detector>> = tables
+        .iter()
+        .map(|t| Box::new(LimitDetector::new(t.limits())) as Box<dyn Detector>)
+        .collect();
+    let restored = crate::startup::restore_alarms(
+        s.journal.as_ref(),
+        last,
+        &mut detectors,
+        s.board.as_deref(),
+    )?;
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, (line, d)) in lines.iter().zip(detectors).enumerate() {
+        let mut compressors: Vec<TagCompressor> =
+            (0..space).map(|_| TagCompressor::new(None)).collect();
+        for (t, id) in c.tags.iter().zip(s.tag_ids) {
+            if c.line_of(&t.source) == i {
+                compressors[id.index()] = TagCompressor::new(crate::runtime::compression_spec(t));
+            }
+        }
+        let active = d.active_count() as u64;
+        let mut p = LinePipeline::new(
+            LineTwin::new(space),
+            vec![d],
+            compressors,
+            s.journal.clone(),
+            s.board.clone(),
+            s.committed.clone(),
+            s.stats.clone(),
+            c.journal.full_policy,
+        );
+        p.live = s.live.clone();
+        p.configured = line_ids(c, s.tag_ids, i);
+        p.clocks = crate::clock::Clocks::new(&c.clock, s.registry.names().into());
+        p.primary = i == 0;
+        p.refused_cursors = refusal_cursors(i, &line.id);
+        p.active_reported = active;
+        p.line = line.id.clone();
+        out.push(p);
+    }
+    Ok((out, restored))
+}
+
+/// Sends every line its periodic tick. A full control channel means that pipeline is not
+/// serving control messages: its tick is skipped, and the missing heartbeat is what the
+/// watchdog acts on.
+pub(crate) async fn ticker(out: Vec<mpsc::Sender<Control>>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(crate::systemd::TICK_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        for line in &out {
+            if let Err(mpsc::error::TrySendError::Closed(_)) = line.try_send(Control::Tick) {
+                return;
+            }
+        }
+    }
+}
