@@ -48,6 +48,7 @@ pub(crate) fn buses(c: &Config, ids: &[TagId]) -> (BTreeMap<String, ModbusBus>, 
                 device,
                 tags,
                 reload: Some(reload),
+                max_batch_samples: s.max_batch_samples,
             });
     }
     (buses, feeds)

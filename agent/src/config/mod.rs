@@ -9,6 +9,7 @@
 //! error and does not reject unknown keys across layered sources, which is exactly what
 //! `pdtf-agent validate` must report.
 
+mod interpolate;
 mod lines;
 mod load;
 mod modbus;

@@ -39,6 +39,8 @@ pub struct ModbusUnit {
     pub tags: Vec<PollTag>,
     /// A new tag list after a reload (the plan is made again, the connection kept).
     pub reload: Option<watch::Receiver<Vec<PollTag>>>,
+    /// The most samples in one message to the pipeline: a larger poll cycle goes in several.
+    pub max_batch_samples: usize,
 }
 
 /// Devices that share one connection: a TCP device alone, or the units of an RTU line.
@@ -461,7 +463,12 @@ async fn answered(
         crate::stats::SourceEvent::Samples,
         samples.len() as u64,
     );
-    out.send(SourceMsg::Samples(samples)).await.is_ok()
+    for batch in crate::batches(samples, u.cfg.max_batch_samples) {
+        if out.send(SourceMsg::Samples(batch)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

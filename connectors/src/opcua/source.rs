@@ -208,8 +208,16 @@ impl OpcuaSource {
         stats: SourceStats<'_>,
     ) -> bool {
         let batch = std::mem::take(&mut *buffer.lock().expect("buffer lock"));
+        if batch.is_empty() {
+            return true;
+        }
         stats.count(SourceEvent::Samples, batch.len() as u64);
-        batch.is_empty() || out.send(SourceMsg::Samples(batch)).await.is_ok()
+        for b in crate::batches(batch, self.max_batch_samples) {
+            if out.send(SourceMsg::Samples(b)).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Polls one session until shutdown (`None`) or until it cannot go on (`Some(reason)`).
