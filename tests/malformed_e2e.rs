@@ -135,7 +135,10 @@ async fn distinct_unmapped_topics_are_counted_in_a_bounded_number_of_records() {
     let port = broker();
     let dir = tempfile::tempdir().unwrap();
     let mut c = agent_config(dir.path(), port, port);
-    c.sources[0].topics = vec!["line/#".into()];
+    let pdtf_agent::config::SourceSpec::Mqtt(m) = &mut c.sources[0].spec else {
+        panic!("the test config's first source is MQTT")
+    };
+    m.topics = vec!["line/#".into()];
     let agent = Agent::start(&c).unwrap();
     let publisher = Publisher::start(port, "plc-sim");
     wait_until_sample(&agent, &publisher).await;

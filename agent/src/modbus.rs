@@ -1,7 +1,8 @@
 //! Modbus sources from the configuration: the tags to poll per device, and one polling task
 //! per bus (a TCP device alone, or every device on one RTU serial line).
 
-use crate::config::{Config, SourceKind};
+use crate::config::{Config, SourceSpec};
+use crate::runtime::StartError;
 use pdtf_connectors::modbus::{ModbusBus, ModbusUnit, PollTag};
 use pdtf_models::TagId;
 use std::collections::BTreeMap;
@@ -16,7 +17,7 @@ pub(crate) fn poll_tags(c: &Config, ids: &[TagId], source: &str) -> Vec<PollTag>
         .filter_map(|(t, id)| {
             Some(PollTag {
                 tag: *id,
-                spec: t.modbus.clone()?,
+                spec: t.modbus()?.clone(),
             })
         })
         .collect()
@@ -26,15 +27,22 @@ pub(crate) fn poll_tags(c: &Config, ids: &[TagId], source: &str) -> Vec<PollTag>
 pub(crate) type Feeds = BTreeMap<String, watch::Sender<Vec<PollTag>>>;
 
 /// The buses to run, by bus key, and each source's reload feed.
-pub(crate) fn buses(c: &Config, ids: &[TagId]) -> (BTreeMap<String, ModbusBus>, Feeds) {
+pub(crate) fn buses(
+    c: &Config,
+    ids: &[TagId],
+) -> Result<(BTreeMap<String, ModbusBus>, Feeds), StartError> {
     let mut buses: BTreeMap<String, ModbusBus> = BTreeMap::new();
     let mut feeds = BTreeMap::new();
-    for s in c.sources.iter().filter(|s| s.kind == SourceKind::Modbus) {
-        let name = s
-            .device
-            .clone()
-            .expect("validated: modbus sources name a device");
-        let device = c.modbus_devices[&name].clone();
+    for s in &c.sources {
+        let SourceSpec::Modbus(m) = &s.spec else {
+            continue;
+        };
+        let name = m.device.clone();
+        let device = c
+            .modbus_devices
+            .get(&name)
+            .ok_or_else(|| StartError::Unresolved(format!("no Modbus device named {name:?}")))?
+            .clone();
         let tags = poll_tags(c, ids, &s.id);
         let (feed, reload) = watch::channel(tags.clone());
         feeds.insert(s.id.clone(), feed);
@@ -51,5 +59,5 @@ pub(crate) fn buses(c: &Config, ids: &[TagId]) -> (BTreeMap<String, ModbusBus>, 
                 max_batch_samples: s.max_batch_samples,
             });
     }
-    (buses, feeds)
+    Ok((buses, feeds))
 }

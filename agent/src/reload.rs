@@ -15,7 +15,7 @@
 //! Removed tags keep their ids (the registry never forgets a name); an alarm active on a tag
 //! that is removed, or loses its limits, is cleared on the record.
 
-use crate::config::{self, Config, TagConfig};
+use crate::config::{self, Config, TagAddress, TagConfig};
 use crate::pipeline::{Control, TagPlan};
 use crate::runtime::{opcua_items, topic_map, Agent};
 use crate::startup::{config_digest, line_tag_table, tag_table};
@@ -87,29 +87,31 @@ impl std::fmt::Display for TagDiff {
     }
 }
 
-/// The keys in which two definitions of one tag differ.
+/// The keys in which two definitions of one tag differ (`address` when its source moved to
+/// another kind).
 fn changed_keys(a: &TagConfig, b: &TagConfig) -> Vec<&'static str> {
     let mut keys = Vec::new();
     macro_rules! compare {
-        ($($key:ident),*) => { $( if a.$key != b.$key { keys.push(stringify!($key)); } )* };
+        ($a:expr, $b:expr; $($key:ident),*) => {
+            {$( if $a.$key != $b.$key { keys.push(stringify!($key)); } )*}
+        };
     }
-    compare!(
-        unit,
-        description,
-        source,
-        topic,
-        node,
-        value_type,
-        sampling_interval_ms,
-        queue_size,
-        discard_oldest,
-        opcua_deadband,
-        value_pointer,
-        time_pointer,
-        quality_pointer,
-        limits,
-        compression
-    );
+    compare!(a, b; unit, description, source);
+    match (&a.address, &b.address) {
+        (TagAddress::Mqtt(x), TagAddress::Mqtt(y)) => {
+            compare!(x, y; topic, value_pointer, time_pointer, quality_pointer)
+        }
+        (TagAddress::Opcua(x), TagAddress::Opcua(y)) => compare!(
+            x, y; node, value_type, sampling_interval_ms, queue_size, discard_oldest, opcua_deadband
+        ),
+        (TagAddress::Modbus(x), TagAddress::Modbus(y)) => {
+            if x != y {
+                keys.push("modbus");
+            }
+        }
+        _ => keys.push("address"),
+    }
+    compare!(a, b; limits, compression);
     keys
 }
 

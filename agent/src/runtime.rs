@@ -6,7 +6,8 @@
 //! upstream sync gets a bounded grace period to deliver it, then the sinks stop.
 
 use crate::config::{
-    CompressionModeConfig, Config, DeadbandKind, SourceConfig, SourceKind, TagConfig,
+    CompressionModeConfig, Config, DeadbandKind, MqttSourceConfig, OpcuaSourceConfig, SourceConfig,
+    SourceSpec, TagAddress, TagConfig,
 };
 use crate::housekeeping::Housekeeping;
 use crate::journal::Store;
@@ -15,7 +16,7 @@ use crate::startup::{config_digest, startup_records, tag_table};
 use crate::supervise::Supervisor;
 use futures_util::FutureExt;
 use pdtf_connectors::alert::{AlertBoard, AlertPublisher};
-use pdtf_connectors::mqtt::{MqttSource, TopicBinding, TopicMap};
+use pdtf_connectors::mqtt::{BrokerConfig, MqttSource, TopicBinding, TopicMap};
 use pdtf_connectors::opcua::{Deadband, OpcuaItem, OpcuaSource};
 use pdtf_connectors::upstream::{UpstreamSettings, UpstreamSync};
 use pdtf_connectors::{Stats, SOURCE_CHANNEL_BATCHES};
@@ -83,11 +84,24 @@ pub enum StartError {
     /// The journal opened, but reading what a start needs from it failed.
     #[error("journal: {0}")]
     Store(#[from] pdtf_models::JournalError),
+    /// The configuration does not pass validation (one built or changed in code, since
+    /// `config::load` refuses an invalid file): the runtime runs only a valid one.
+    #[error("invalid configuration:\n{}", errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        errors: Vec<crate::config::ConfigError>,
+    },
+    /// A name the configuration uses has no section (validation refuses this).
+    #[error("configuration: {0}")]
+    Unresolved(String),
 }
 
 impl Agent {
     /// Opens the journal and starts every task. Must be called inside a tokio runtime.
     pub fn start(c: &Config) -> Result<Agent, StartError> {
+        let errors = crate::config::validate(c);
+        if !errors.is_empty() {
+            return Err(StartError::Invalid { errors });
+        }
         // What validation cannot see is checked before anything connects.
         let health = match &c.health {
             None => None,
@@ -198,7 +212,7 @@ impl Agent {
         if let (Some(al), Some(board)) = (&c.sinks.alerts, &board) {
             let p = AlertPublisher {
                 agent_id: c.agent.id.clone(),
-                broker: c.brokers[&al.broker].clone(),
+                broker: broker(c, &al.broker)?.clone(),
                 qos: qos(al.qos),
                 board: board.clone(),
             };
@@ -232,7 +246,7 @@ impl Agent {
                     max_drain_records_per_s: u.max_drain_records_per_s,
                     tag_names,
                 },
-                broker: c.brokers[&u.broker].clone(),
+                broker: broker(c, &u.broker)?.clone(),
                 journal: journal.clone(),
                 committed: committed_rx,
                 stats: stats.clone(),
@@ -257,11 +271,11 @@ impl Agent {
             .unzip();
         let mut sources = Vec::new();
         let mut feeds = crate::reload::Feeds::default();
-        for s in c.sources.iter().filter(|s| s.kind != SourceKind::Modbus) {
+        for s in &c.sources {
             let tx = &line_tx[c.line_of(&s.id)];
-            let task = match s.kind {
-                SourceKind::Mqtt => {
-                    let mut src = mqtt_source(c, &tag_ids, s);
+            let task = match &s.spec {
+                SourceSpec::Mqtt(m) => {
+                    let mut src = mqtt_source(c, &tag_ids, s, m)?;
                     let (feed, reload) = watch::channel(src.map.clone());
                     feeds.mqtt.insert(s.id.clone(), feed);
                     src.reload = Some(reload);
@@ -269,8 +283,8 @@ impl Agent {
                         .instrument(tracing::info_span!("source", id = %s.id, kind = "mqtt"))
                         .boxed()
                 }
-                SourceKind::Opcua => {
-                    let mut src = opcua_source(c, &tag_ids, s);
+                SourceSpec::Opcua(o) => {
+                    let mut src = opcua_source(c, &tag_ids, s, o)?;
                     let (feed, reload) = watch::channel(src.items.clone());
                     feeds.opcua.insert(s.id.clone(), feed);
                     src.reload = Some(reload);
@@ -278,11 +292,12 @@ impl Agent {
                         .instrument(tracing::info_span!("source", id = %s.id, kind = "opcua"))
                         .boxed()
                 }
-                SourceKind::Modbus => unreachable!("filtered: Modbus sources run per bus"),
+                // Modbus sources run per bus, below.
+                SourceSpec::Modbus(_) => continue,
             };
             sources.push(sup.spawn(format!("source {}", s.id), &sources_stop, task));
         }
-        let (buses, modbus_feeds) = crate::modbus::buses(c, &tag_ids);
+        let (buses, modbus_feeds) = crate::modbus::buses(c, &tag_ids)?;
         feeds.modbus = modbus_feeds;
         for (key, bus) in buses {
             let ids: Vec<&str> = bus.units.iter().map(|u| u.id.as_str()).collect();
@@ -506,37 +521,47 @@ pub(crate) fn compression_spec(t: &TagConfig) -> Option<CompressionSpec> {
 pub(crate) fn topic_map(c: &Config, ids: &[TagId], source: &str) -> TopicMap {
     let mut map = TopicMap::default();
     for (t, id) in c.tags.iter().zip(ids).filter(|(t, _)| t.source == source) {
-        let Some(topic) = &t.topic else { continue };
+        let TagAddress::Mqtt(a) = &t.address else {
+            continue;
+        };
         map.insert(
-            topic.clone(),
+            a.topic.clone(),
             TopicBinding {
                 tag: *id,
-                value_pointer: t.value_pointer.clone(),
-                time_pointer: t.time_pointer.clone(),
-                quality_pointer: t.quality_pointer.clone(),
+                value_pointer: a.value_pointer.clone(),
+                time_pointer: a.time_pointer.clone(),
+                quality_pointer: a.quality_pointer.clone(),
             },
         );
     }
     map
 }
 
-fn mqtt_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> MqttSource {
-    MqttSource {
+fn mqtt_source(
+    c: &Config,
+    ids: &[TagId],
+    s: &SourceConfig,
+    m: &MqttSourceConfig,
+) -> Result<MqttSource, StartError> {
+    Ok(MqttSource {
         id: s.id.clone(),
         agent_id: c.agent.id.clone(),
-        broker: c.brokers[s
-            .broker
-            .as_deref()
-            .expect("validated: mqtt sources name a broker")]
-        .clone(),
-        filters: s.topics.clone(),
-        qos: qos(s.qos),
+        broker: broker(c, &m.broker)?.clone(),
+        filters: m.topics.clone(),
+        qos: qos(m.qos),
         map: topic_map(c, ids, &s.id),
         max_batch_samples: s.max_batch_samples,
         flush_interval: Duration::from_millis(s.flush_interval_ms),
-        max_payload_bytes: s.max_payload_bytes,
+        max_payload_bytes: m.max_payload_bytes,
         reload: None,
-    }
+    })
+}
+
+/// The `[brokers.NAME]` a validated configuration refers to.
+fn broker<'a>(c: &'a Config, name: &str) -> Result<&'a BrokerConfig, StartError> {
+    c.brokers
+        .get(name)
+        .ok_or_else(|| StartError::Unresolved(format!("no broker named {name:?}")))
 }
 
 /// The monitored items of the OPC UA source `source`: its tags, under their durable ids.
@@ -545,21 +570,29 @@ pub(crate) fn opcua_items(c: &Config, ids: &[TagId], source: &str) -> Vec<OpcuaI
         .sources
         .iter()
         .find(|s| s.id == source)
-        .map_or(0, |s| s.publishing_interval_ms);
+        .and_then(|s| match &s.spec {
+            SourceSpec::Opcua(o) => Some(o.publishing_interval_ms),
+            _ => None,
+        })
+        .unwrap_or_default();
     c.tags
         .iter()
         .zip(ids)
         .filter(|(t, _)| t.source == source)
         .filter_map(|(t, id)| {
-            let node = t.node.as_deref()?.parse().ok()?;
+            let TagAddress::Opcua(a) = &t.address else {
+                return None;
+            };
+            // Validation proved the node parses.
+            let node = a.node.parse().ok()?;
             Some(OpcuaItem {
                 tag: *id,
                 node,
-                value_type: t.value_type,
-                sampling_interval_ms: t.sampling_interval_ms.unwrap_or(publishing as f64),
-                queue_size: t.queue_size,
-                discard_oldest: t.discard_oldest,
-                deadband: t.opcua_deadband.map(|d| match d.kind {
+                value_type: a.value_type,
+                sampling_interval_ms: a.sampling_interval_ms.unwrap_or(publishing as f64),
+                queue_size: a.queue_size,
+                discard_oldest: a.discard_oldest,
+                deadband: a.opcua_deadband.map(|d| match d.kind {
                     DeadbandKind::Absolute => Deadband::Absolute(d.value),
                     DeadbandKind::Percent => Deadband::Percent(d.value),
                 }),
@@ -568,24 +601,29 @@ pub(crate) fn opcua_items(c: &Config, ids: &[TagId], source: &str) -> Vec<OpcuaI
         .collect()
 }
 
-fn opcua_source(c: &Config, ids: &[TagId], s: &SourceConfig) -> OpcuaSource {
-    let server = c.opcua_servers[s
-        .server
-        .as_deref()
-        .expect("validated: opcua sources name a server")]
-    .clone();
+fn opcua_source(
+    c: &Config,
+    ids: &[TagId],
+    s: &SourceConfig,
+    o: &OpcuaSourceConfig,
+) -> Result<OpcuaSource, StartError> {
+    let server = c
+        .opcua_servers
+        .get(&o.server)
+        .ok_or_else(|| StartError::Unresolved(format!("no OPC UA server named {:?}", o.server)))?
+        .clone();
     let items = opcua_items(c, ids, &s.id);
-    OpcuaSource {
+    Ok(OpcuaSource {
         id: s.id.clone(),
         agent_id: c.agent.id.clone(),
         pki_dir: pdtf_connectors::opcua::client::pki_dir(&server, &c.agent.state_dir),
         server,
-        publishing_interval: Duration::from_millis(s.publishing_interval_ms),
-        chunk_size: s.create_chunk_size,
-        max_notifications_per_publish: s.max_notifications_per_publish,
+        publishing_interval: Duration::from_millis(o.publishing_interval_ms),
+        chunk_size: o.create_chunk_size,
+        max_notifications_per_publish: o.max_notifications_per_publish,
         items,
         max_batch_samples: s.max_batch_samples,
         flush_interval: Duration::from_millis(s.flush_interval_ms),
         reload: None,
-    }
+    })
 }

@@ -215,3 +215,43 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The runtime takes only a configuration that validates: one changed in code after loading
+/// (a broker reference broken, a Modbus device dropped) is refused with every error, before
+/// the journal is opened or anything connects.
+#[test]
+fn the_runtime_refuses_a_configuration_changed_into_an_invalid_one() {
+    use pdtf_agent::config::SourceSpec;
+    use pdtf_agent::runtime::StartError;
+    let (_tmp, root) = prepared();
+    let path = root.join("demo.toml");
+    let mut c = load_str(&std::fs::read_to_string(&path).unwrap(), &path, &fake_env).unwrap();
+    let state_dir = _tmp.path().join("never-created");
+    c.agent.state_dir = state_dir.clone();
+    for s in &mut c.sources {
+        if let SourceSpec::Mqtt(m) = &mut s.spec {
+            m.broker = "nowhere".into();
+        }
+    }
+    c.modbus_devices.clear();
+    let errors = match pdtf_agent::Agent::start(&c) {
+        Ok(_) => panic!("an invalid configuration started"),
+        Err(StartError::Invalid { errors }) => errors,
+        Err(e) => panic!("refused for another reason: {e}"),
+    };
+    let shown = render(&errors);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path.ends_with(".broker")
+                && e.message.contains("no broker named \"nowhere\"")),
+        "{shown}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path.ends_with(".device") && e.message.contains("no Modbus device")),
+        "{shown}"
+    );
+    assert!(!state_dir.exists(), "the journal was not opened");
+}

@@ -1,7 +1,7 @@
 //! `[[lines]]`: every source on exactly one line, names usable in topics, one Modbus bus on
 //! one line (a bus is polled by one task, which feeds one pipeline).
 
-use super::{Config, ConfigError, SourceKind};
+use super::{Config, ConfigError};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn check(c: &Config, name_rule: &dyn Fn(&str) -> bool, rule: &str) -> Vec<ConfigError> {
@@ -80,10 +80,7 @@ pub(super) fn check(c: &Config, name_rule: &dyn Fn(&str) -> bool, rule: &str) ->
     // one task, so they must feed one line.
     let mut buses: BTreeMap<String, (usize, &str)> = BTreeMap::new();
     for (i, s) in c.sources.iter().enumerate() {
-        if s.kind != SourceKind::Modbus {
-            continue;
-        }
-        let Some(d) = s.device.as_deref() else {
+        let Some(d) = s.device() else {
             continue;
         };
         let (Some(device), Some(line)) = (c.modbus_devices.get(d), line_of.get(s.id.as_str()))

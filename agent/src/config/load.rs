@@ -1,7 +1,8 @@
 //! Reading the agent file and its includes into a `Config`, collecting every error.
 
 use super::interpolate::interpolate;
-use super::{validate, Config, ConfigError, Origin, SinksConfig};
+use super::kinds::{self, raw_source_kinds};
+use super::{validate, Config, ConfigError, Origin, SinksConfig, SourceKind};
 use pdtf_connectors::opcua::Identity;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
@@ -113,11 +114,22 @@ pub fn load_str(
         named_sections(&mut table, "opcua_servers", &file, &mut errs);
     let modbus_devices: BTreeMap<String, super::ModbusDeviceConfig> =
         named_sections(&mut table, "modbus_devices", &file, &mut errs);
-    let source_keys = table_keys(table.get("sources"));
-    let sources = table
-        .remove("sources")
-        .map(|v| de_each(v, &file, "sources", &mut errs))
-        .unwrap_or_default();
+    let source_kinds = raw_source_kinds(table.get("sources"));
+    let mut sources = Vec::new();
+    if let Some(v) = table.remove("sources") {
+        let items = array_of(v, &file, "sources", &mut errs);
+        let ids: Vec<Option<String>> = items
+            .iter()
+            .map(|i| i.get("id").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        let mut parsed = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let s = kinds::source(item, &file, &format!("sources[{i}]"), &mut errs);
+            parsed.push(s.is_some());
+            sources.extend(s);
+        }
+        errs.extend(kinds::duplicate_ids(&ids, &parsed, &file));
+    }
     let lines = table
         .remove("lines")
         .map(|v| de_each(v, &file, "lines", &mut errs))
@@ -141,7 +153,14 @@ pub fn load_str(
     let mut tags = Vec::new();
     let mut tag_origins = Vec::new();
     if let Some(v) = table.remove("tags") {
-        collect_tags(v, &file, &mut tags, &mut tag_origins, &mut errs);
+        collect_tags(
+            v,
+            &file,
+            &source_kinds,
+            &mut tags,
+            &mut tag_origins,
+            &mut errs,
+        );
     }
     let includes: Vec<String> = table
         .remove("include")
@@ -160,7 +179,14 @@ pub fn load_str(
                 Ok(text) => {
                     if let Some(mut t) = parse(&text, &inc_file, env, TAGMAP_KEYS, &mut errs) {
                         if let Some(v) = t.remove("tags") {
-                            collect_tags(v, &inc_file, &mut tags, &mut tag_origins, &mut errs);
+                            collect_tags(
+                                v,
+                                &inc_file,
+                                &source_kinds,
+                                &mut tags,
+                                &mut tag_origins,
+                                &mut errs,
+                            );
                         }
                     }
                 }
@@ -198,7 +224,6 @@ pub fn load_str(
         health,
         tags,
         tag_origins,
-        source_keys,
         unparsed,
         file,
     };
@@ -337,7 +362,12 @@ fn named_sections<T: DeserializeOwned>(
     out
 }
 
-fn as_table(v: Value, file: &str, path: &str, errs: &mut Vec<ConfigError>) -> Option<Table> {
+pub(super) fn as_table(
+    v: Value,
+    file: &str,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> Option<Table> {
     match v {
         Value::Table(t) => Some(t),
         other => {
@@ -358,22 +388,27 @@ fn de<T: DeserializeOwned>(
     path: &str,
     errs: &mut Vec<ConfigError>,
 ) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(v) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            // toml appends "in `key`" lines that repeat the path: keep the first line.
-            let message = e.into_inner().to_string();
-            let message = message.lines().next().unwrap_or_default().trim().to_owned();
-            let full = if inner == "." || inner.is_empty() {
-                path.to_owned()
-            } else {
-                format!("{path}.{inner}")
-            };
-            errs.push(ConfigError::new(file, full, message));
-            None
-        }
-    }
+    de_at(v, file, path).map_err(|e| errs.push(e)).ok()
+}
+
+/// Deserialises one value; the error names the full path of the first problem inside it.
+pub(super) fn de_at<T: DeserializeOwned>(
+    v: Value,
+    file: &str,
+    path: &str,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize::<_, T>(v).map_err(|e| {
+        let inner = e.path().to_string();
+        // toml appends "in `key`" lines that repeat the path: keep the first line.
+        let message = e.into_inner().to_string();
+        let message = message.lines().next().unwrap_or_default().trim().to_owned();
+        let full = if inner == "." || inner.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}.{inner}")
+        };
+        ConfigError::new(file, full, message)
+    })
 }
 
 fn de_each<T: DeserializeOwned>(
@@ -382,12 +417,17 @@ fn de_each<T: DeserializeOwned>(
     path: &str,
     errs: &mut Vec<ConfigError>,
 ) -> Vec<T> {
+    array_of(v, file, path, errs)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| de(item, file, &format!("{path}[{i}]"), errs))
+        .collect()
+}
+
+/// The items of an array of tables (`[[path]]`).
+fn array_of(v: Value, file: &str, path: &str, errs: &mut Vec<ConfigError>) -> Vec<Value> {
     match v {
-        Value::Array(items) => items
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, item)| de(item, file, &format!("{path}[{i}]"), errs))
-            .collect(),
+        Value::Array(items) => items,
         other => {
             errs.push(ConfigError::new(
                 file,
@@ -405,47 +445,20 @@ fn de_each<T: DeserializeOwned>(
 fn collect_tags(
     v: Value,
     file: &str,
+    source_kinds: &BTreeMap<String, Option<SourceKind>>,
     tags: &mut Vec<super::TagConfig>,
     origins: &mut Vec<Origin>,
     errs: &mut Vec<ConfigError>,
 ) {
-    let Value::Array(items) = v else {
-        errs.push(ConfigError::new(
-            file,
-            "tags",
-            "expected an array of tables ([[tags]])",
-        ));
-        return;
-    };
-    for (i, item) in items.into_iter().enumerate() {
-        let keys = item
-            .as_table()
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default();
-        if let Some(t) = de(item, file, &format!("tags[{i}]"), errs) {
+    for (i, item) in array_of(v, file, "tags", errs).into_iter().enumerate() {
+        if let Some(t) = kinds::tag(item, file, &format!("tags[{i}]"), source_kinds, errs) {
             tags.push(t);
             origins.push(Origin {
                 file: file.to_owned(),
                 index: i,
-                keys,
             });
         }
     }
-}
-
-/// The keys each table of an array of tables sets.
-fn table_keys(v: Option<&Value>) -> Vec<Vec<String>> {
-    let Some(Value::Array(items)) = v else {
-        return vec![];
-    };
-    items
-        .iter()
-        .map(|i| {
-            i.as_table()
-                .map(|t| t.keys().cloned().collect())
-                .unwrap_or_default()
-        })
-        .collect()
 }
 
 fn expand(

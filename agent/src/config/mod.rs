@@ -10,6 +10,7 @@
 //! `pdtf-agent validate` must report.
 
 mod interpolate;
+mod kinds;
 mod lines;
 mod load;
 mod modbus;
@@ -191,6 +192,36 @@ pub enum SourceKind {
     Modbus,
 }
 
+impl SourceKind {
+    pub const ALL: [SourceKind; 3] = [SourceKind::Mqtt, SourceKind::Opcua, SourceKind::Modbus];
+
+    /// The name in the configuration (`kind = "…"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::Mqtt => "mqtt",
+            SourceKind::Opcua => "opcua",
+            SourceKind::Modbus => "modbus",
+        }
+    }
+
+    /// "a" or "an", before `label`.
+    pub fn article(self) -> &'static str {
+        match self {
+            SourceKind::Modbus => "a",
+            SourceKind::Mqtt | SourceKind::Opcua => "an",
+        }
+    }
+
+    /// What to call it in a message.
+    pub fn label(self) -> &'static str {
+        match self {
+            SourceKind::Mqtt => "MQTT",
+            SourceKind::Opcua => "OPC UA",
+            SourceKind::Modbus => "Modbus",
+        }
+    }
+}
+
 const fn default_publishing_interval_ms() -> u64 {
     500
 }
@@ -201,41 +232,95 @@ const fn default_max_notifications_per_publish() -> u32 {
     1_000
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// One `[[sources]]` table: the keys every kind takes, and the kind's own (`spec`).
+///
+/// Each kind is its own closed type, so a key of another kind cannot be carried along
+/// unnoticed: the loader splits the table into the common keys and the kind's, reports a
+/// key of another kind by name, and the runtime gets a reference it can use as it is.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceConfig {
     pub id: String,
+    pub max_batch_samples: usize,
+    pub flush_interval_ms: u64,
+    pub spec: SourceSpec,
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> SourceKind {
+        match self.spec {
+            SourceSpec::Mqtt(_) => SourceKind::Mqtt,
+            SourceSpec::Opcua(_) => SourceKind::Opcua,
+            SourceSpec::Modbus(_) => SourceKind::Modbus,
+        }
+    }
+
+    /// The `[modbus_devices.NAME]` a Modbus source polls.
+    pub fn device(&self) -> Option<&str> {
+        match &self.spec {
+            SourceSpec::Modbus(m) => Some(&m.device),
+            _ => None,
+        }
+    }
+}
+
+/// The keys of a `[[sources]]` table that every kind takes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SourceCommon {
+    pub id: String,
     pub kind: SourceKind,
-    /// mqtt: name of a `[brokers.NAME]` section.
-    pub broker: Option<String>,
-    /// opcua: name of an `[opcua_servers.NAME]` section.
-    pub server: Option<String>,
-    /// modbus: name of a `[modbus_devices.NAME]` section.
-    pub device: Option<String>,
-    /// opcua: the subscription's publishing interval.
-    #[serde(default = "default_publishing_interval_ms")]
-    pub publishing_interval_ms: u64,
-    /// opcua: monitored items per CreateMonitoredItems request (some PLCs slow down badly
-    /// with large requests).
-    #[serde(default = "default_create_chunk_size")]
-    pub create_chunk_size: usize,
-    /// opcua: the most value changes the server may put in one publish response; more go
-    /// in further responses the agent asks for at once (bounded messages on both ends).
-    #[serde(default = "default_max_notifications_per_publish")]
-    pub max_notifications_per_publish: u32,
+    #[serde(default = "default_max_batch_samples")]
+    pub max_batch_samples: usize,
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceSpec {
+    Mqtt(MqttSourceConfig),
+    Opcua(OpcuaSourceConfig),
+    Modbus(ModbusSourceConfig),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSourceConfig {
+    /// Name of a `[brokers.NAME]` section.
+    pub broker: String,
     #[serde(default = "default_qos")]
     pub qos: u8,
     /// Subscription filters (wildcards allowed). Empty: subscribe to the mapped topics.
     #[serde(default)]
     pub topics: Vec<String>,
-    #[serde(default = "default_max_batch_samples")]
-    pub max_batch_samples: usize,
-    #[serde(default = "default_flush_interval_ms")]
-    pub flush_interval_ms: u64,
-    /// mqtt: a larger payload is recorded as malformed (topic and size) and skipped, never
+    /// A larger payload is recorded as malformed (topic and size) and skipped, never
     /// decoded; the link stays up.
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OpcuaSourceConfig {
+    /// Name of an `[opcua_servers.NAME]` section.
+    pub server: String,
+    /// The subscription's publishing interval.
+    #[serde(default = "default_publishing_interval_ms")]
+    pub publishing_interval_ms: u64,
+    /// Monitored items per CreateMonitoredItems request (some PLCs slow down badly with
+    /// large requests).
+    #[serde(default = "default_create_chunk_size")]
+    pub create_chunk_size: usize,
+    /// The most value changes the server may put in one publish response; more go in
+    /// further responses the agent asks for at once (bounded messages on both ends).
+    #[serde(default = "default_max_notifications_per_publish")]
+    pub max_notifications_per_publish: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusSourceConfig {
+    /// Name of a `[modbus_devices.NAME]` section.
+    pub device: String,
 }
 
 /// One production line (ISA-95 work centre) of a gateway that serves several: its own
@@ -311,43 +396,109 @@ pub struct LimitsConfig {
     pub on_delay_ms: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+/// One `[[tags]]` table: the keys every tag takes, and the address in its source's kind.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TagConfig {
     /// Unique; used in alarm topics, so no `/`, `+`, `#` or spaces.
+    pub name: String,
+    pub unit: String,
+    pub description: String,
+    /// Id of the source that delivers this tag.
+    pub source: String,
+    pub limits: Option<LimitsConfig>,
+    /// Thins the *recorded* samples (detectors still see all of them).
+    pub compression: Option<CompressionConfig>,
+    /// Where the value comes from; its kind is the kind of `source`.
+    pub address: TagAddress,
+}
+
+impl TagConfig {
+    pub(crate) fn new(common: TagCommon, address: TagAddress) -> Self {
+        let TagCommon {
+            name,
+            unit,
+            description,
+            source,
+            limits,
+            compression,
+        } = common;
+        Self {
+            name,
+            unit,
+            description,
+            source,
+            limits,
+            compression,
+            address,
+        }
+    }
+
+    /// The Modbus registers of a tag of a Modbus source.
+    pub fn modbus(&self) -> Option<&ModbusTagConfig> {
+        match &self.address {
+            TagAddress::Modbus(m) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+/// The keys of a `[[tags]]` table that every tag takes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TagCommon {
     pub name: String,
     #[serde(default)]
     pub unit: String,
     #[serde(default)]
     pub description: String,
-    /// Id of the source that delivers this tag.
     pub source: String,
-    /// mqtt: exact MQTT topic the value arrives on.
-    pub topic: Option<String>,
-    /// opcua: node id, `ns=2;s=Line1.Temp`, `ns=3;i=1001` or `nsu=URI;s=…`.
-    pub node: Option<String>,
-    /// opcua: the type the value must have; another type is recorded as Bad.
-    #[serde(default)]
-    pub value_type: ValueType,
-    /// opcua: sampling interval (absent: the subscription's publishing interval).
-    pub sampling_interval_ms: Option<f64>,
-    /// opcua: server-side queue of the monitored item.
-    #[serde(default = "default_queue_size")]
-    pub queue_size: u32,
-    /// opcua: when the queue is full, drop the oldest (true) or the newest value.
-    #[serde(default = "default_true")]
-    pub discard_oldest: bool,
-    /// opcua: server-side deadband filter.
-    pub opcua_deadband: Option<OpcuaDeadbandConfig>,
+    pub limits: Option<LimitsConfig>,
+    pub compression: Option<CompressionConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TagAddress {
+    Mqtt(MqttAddress),
+    Opcua(OpcuaAddress),
+    Modbus(ModbusTagConfig),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttAddress {
+    /// Exact MQTT topic the value arrives on.
+    pub topic: String,
     /// RFC 6901 pointer to the value in a JSON payload; absent = the payload is a bare number.
     pub value_pointer: Option<String>,
     pub time_pointer: Option<String>,
     pub quality_pointer: Option<String>,
-    /// modbus: the register(s) and how to decode them.
-    pub modbus: Option<ModbusTagConfig>,
-    pub limits: Option<LimitsConfig>,
-    /// Thins the *recorded* samples (detectors still see all of them).
-    pub compression: Option<CompressionConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OpcuaAddress {
+    /// Node id, `ns=2;s=Line1.Temp`, `ns=3;i=1001` or `nsu=URI;s=…`.
+    pub node: String,
+    /// The type the value must have; another type is recorded as Bad.
+    #[serde(default)]
+    pub value_type: ValueType,
+    /// Sampling interval (absent: the subscription's publishing interval).
+    pub sampling_interval_ms: Option<f64>,
+    /// Server-side queue of the monitored item.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: u32,
+    /// When the queue is full, drop the oldest (true) or the newest value.
+    #[serde(default = "default_true")]
+    pub discard_oldest: bool,
+    /// Server-side deadband filter.
+    pub opcua_deadband: Option<OpcuaDeadbandConfig>,
+}
+
+/// A Modbus tag's keys: its `modbus = { … }` table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModbusAddress {
+    pub modbus: ModbusTagConfig,
 }
 
 const fn default_queue_size() -> u32 {
@@ -377,8 +528,6 @@ pub struct OpcuaDeadbandConfig {
 pub struct Origin {
     pub file: String,
     pub index: usize,
-    /// The keys the table sets (defaults cannot tell "set" from "absent").
-    pub keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -397,8 +546,6 @@ pub struct Config {
     pub clock: crate::clock::ClockConfig,
     pub tags: Vec<TagConfig>,
     pub tag_origins: Vec<Origin>,
-    /// The keys each `[[sources]]` table sets, for the per-kind key check.
-    pub source_keys: Vec<Vec<String>>,
     /// Sections that did not parse (`brokers.NAME`, `opcua_servers.NAME`,
     /// `modbus_devices.NAME`, `sources.ID`):
     /// their errors are reported, so references to them are not reported again.

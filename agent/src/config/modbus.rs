@@ -19,7 +19,7 @@ pub(super) fn devices(c: &Config) -> Vec<ConfigError> {
         let users = c
             .sources
             .iter()
-            .filter(|s| s.device.as_deref() == Some(name))
+            .filter(|s| s.device() == Some(name.as_str()))
             .count();
         match users {
             0 => err(
@@ -77,15 +77,10 @@ pub(super) fn tag(
     p: &str,
 ) -> Vec<ConfigError> {
     let mut errs = Vec::new();
-    let Some(m) = &t.modbus else {
-        errs.push(ConfigError::new(
-            file,
-            format!("{p}.modbus"),
-            format!("is required: source {:?} is modbus (e.g. modbus = {{ table = \"holding\", address = 0, type = \"u16\" }})", s.id),
-        ));
+    let Some(m) = t.modbus() else {
         return errs;
     };
-    let Some(device) = s.device.as_ref().and_then(|d| c.modbus_devices.get(d)) else {
+    let Some(device) = s.device().and_then(|d| c.modbus_devices.get(d)) else {
         return errs;
     };
     for (key, msg) in m.problems(device) {
@@ -96,7 +91,7 @@ pub(super) fn tag(
         .iter()
         .take_while(|o| !std::ptr::eq(*o, t))
         .filter(|o| o.source == t.source)
-        .find(|o| o.modbus.as_ref().is_some_and(|om| om.overlaps(m)));
+        .find(|o| o.modbus().is_some_and(|om| om.overlaps(m)));
     if let Some(o) = earlier {
         errs.push(ConfigError::new(
             file,

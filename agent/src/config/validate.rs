@@ -1,6 +1,6 @@
 //! Value and cross-reference rules. Pure: returns every problem with its TOML path.
 
-use super::{Config, ConfigError, DeadbandKind, SourceKind};
+use super::{Config, ConfigError, DeadbandKind, SourceSpec, TagAddress};
 use pdtf_connectors::opcua::client::MAX_NOTIFICATIONS_PER_PUBLISH;
 use pdtf_connectors::opcua::NodeAddr;
 use std::collections::BTreeSet;
@@ -24,66 +24,6 @@ fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-}
-
-/// Keys only one source kind understands. serde's unknown-field check cannot catch them on
-/// the wrong kind (the kinds share one table type, and defaults hide whether a key was
-/// set), so the keys a table sets are checked against its kind here, in one place.
-const MQTT_SOURCE_KEYS: &[&str] = &["broker", "qos", "topics", "max_payload_bytes"];
-const OPCUA_SOURCE_KEYS: &[&str] = &[
-    "server",
-    "publishing_interval_ms",
-    "create_chunk_size",
-    "max_notifications_per_publish",
-];
-const MODBUS_SOURCE_KEYS: &[&str] = &["device"];
-/// Tag keys by the kind of the tag's source.
-const MQTT_TAG_KEYS: &[&str] = &["topic", "value_pointer", "time_pointer", "quality_pointer"];
-const OPCUA_TAG_KEYS: &[&str] = &[
-    "node",
-    "value_type",
-    "sampling_interval_ms",
-    "queue_size",
-    "discard_oldest",
-    "opcua_deadband",
-];
-const MODBUS_TAG_KEYS: &[&str] = &["modbus"];
-
-const KINDS: [SourceKind; 3] = [SourceKind::Mqtt, SourceKind::Opcua, SourceKind::Modbus];
-
-/// The kind's name in the configuration, what to call it, its source and its tag keys.
-fn kind_info(
-    kind: SourceKind,
-) -> (
-    &'static str,
-    &'static str,
-    &'static [&'static str],
-    &'static [&'static str],
-) {
-    match kind {
-        SourceKind::Mqtt => ("mqtt", "MQTT", MQTT_SOURCE_KEYS, MQTT_TAG_KEYS),
-        SourceKind::Opcua => ("opcua", "OPC UA", OPCUA_SOURCE_KEYS, OPCUA_TAG_KEYS),
-        SourceKind::Modbus => ("modbus", "Modbus", MODBUS_SOURCE_KEYS, MODBUS_TAG_KEYS),
-    }
-}
-
-/// Errors for keys of another kind, at `prefix.KEY`.
-fn foreign_keys(k: &mut Check<'_>, prefix: &str, keys: &[String], kind: SourceKind, what: &str) {
-    let (name, _, _, _) = kind_info(kind);
-    for other in KINDS.into_iter().filter(|o| *o != kind) {
-        let (_, label, source_keys, tag_keys) = kind_info(other);
-        let (foreign, whose) = if what == "source" {
-            (source_keys, format!("an {label} source"))
-        } else {
-            (tag_keys, format!("a tag of an {label} source"))
-        };
-        for key in keys.iter().filter(|key| foreign.contains(&key.as_str())) {
-            k.err(
-                format!("{prefix}.{key}"),
-                format!("is a key of {whose}; this {what}'s kind is \"{name}\""),
-            );
-        }
-    }
 }
 
 const NAME_RULE: &str = "must be non-empty and use only letters, digits, `_`, `-` and `.`";
@@ -181,7 +121,10 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
     let used: BTreeSet<&str> = c
         .sources
         .iter()
-        .filter_map(|s| s.broker.as_deref())
+        .filter_map(|s| match &s.spec {
+            SourceSpec::Mqtt(m) => Some(m.broker.as_str()),
+            _ => None,
+        })
         .chain(c.sinks.alerts.iter().map(|a| a.broker.as_str()))
         .chain(c.sinks.upstream.iter().map(|u| u.broker.as_str()))
         .collect();
@@ -189,7 +132,9 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
         for (key, msg) in o.problems() {
             k.err(format!("opcua_servers.{name}.{key}"), msg);
         }
-        if !c.sources.iter().any(|s| s.server.as_deref() == Some(name)) {
+        let uses =
+            |s: &&super::SourceConfig| matches!(&s.spec, SourceSpec::Opcua(o) if &o.server == name);
+        if !c.sources.iter().any(|s| uses(&s)) {
             k.err(format!("opcua_servers.{name}"), "is not used by any source");
         }
     }
@@ -205,79 +150,68 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
     for (i, s) in c.sources.iter().enumerate() {
         let p = format!("sources[{i}]");
         k.name(&format!("{p}.id"), &s.id);
-        if let Some(keys) = c.source_keys.get(i) {
-            foreign_keys(&mut k, &p, keys, s.kind, "source");
-        }
         if !source_ids.insert(s.id.as_str()) {
             k.err(format!("{p}.id"), format!("duplicate source id {:?}", s.id));
         }
-        match (s.kind, &s.broker, &s.server) {
-            (SourceKind::Mqtt, Some(b), _) => {
-                if reportable(c, "brokers", b) {
-                    k.broker_ref(format!("{p}.broker"), b, &brokers);
-                }
-            }
-            (SourceKind::Mqtt, None, _) => {
-                k.err(format!("{p}.broker"), "is required for kind = \"mqtt\"")
-            }
-            (SourceKind::Opcua, _, Some(name)) => {
-                let servers = c.opcua_servers.keys().map(String::as_str).collect();
-                if reportable(c, "opcua_servers", name) {
-                    k.named_ref(format!("{p}.server"), "OPC UA server", name, &servers);
-                }
-                if s.publishing_interval_ms == 0 {
-                    k.err(format!("{p}.publishing_interval_ms"), "must be >= 1");
-                }
-                if s.create_chunk_size == 0 {
-                    k.err(format!("{p}.create_chunk_size"), "must be >= 1");
-                }
-                if !(1..=MAX_NOTIFICATIONS_PER_PUBLISH).contains(&s.max_notifications_per_publish) {
-                    k.err(
-                        format!("{p}.max_notifications_per_publish"),
-                        format!("must be 1..={MAX_NOTIFICATIONS_PER_PUBLISH}"),
-                    );
-                }
-            }
-            (SourceKind::Opcua, _, None) => {
-                k.err(format!("{p}.server"), "is required for kind = \"opcua\"")
-            }
-            (SourceKind::Modbus, _, _) => match &s.device {
-                Some(d) if reportable(c, "modbus_devices", d) => {
-                    let devices = c.modbus_devices.keys().map(String::as_str).collect();
-                    k.named_ref(format!("{p}.device"), "Modbus device", d, &devices);
-                }
-                Some(_) => {}
-                None => k.err(format!("{p}.device"), "is required for kind = \"modbus\""),
-            },
-        }
-        k.qos(format!("{p}.qos"), s.qos);
         if s.max_batch_samples == 0 {
             k.err(format!("{p}.max_batch_samples"), "must be >= 1");
         }
         if s.flush_interval_ms == 0 {
             k.err(format!("{p}.flush_interval_ms"), "must be >= 1");
         }
-        if s.max_payload_bytes == 0
-            || s.max_payload_bytes > pdtf_connectors::mqtt::MQTT_MAX_PACKET_BYTES
-        {
-            k.err(
-                format!("{p}.max_payload_bytes"),
-                format!(
-                    "must be 1..={}",
-                    pdtf_connectors::mqtt::MQTT_MAX_PACKET_BYTES
-                ),
-            );
-        }
-        for (j, f) in s.topics.iter().enumerate() {
-            let bad_hash = f.split('/').rev().skip(1).any(|l| l == "#");
-            let bad_level = f
-                .split('/')
-                .any(|l| l.len() > 1 && (l.contains('+') || l.contains('#')));
-            if f.is_empty() || bad_hash || bad_level {
-                k.err(
-                    format!("{p}.topics[{j}]"),
-                    format!("{f:?} is not a valid MQTT topic filter"),
-                );
+        match &s.spec {
+            SourceSpec::Mqtt(m) => {
+                if reportable(c, "brokers", &m.broker) {
+                    k.broker_ref(format!("{p}.broker"), &m.broker, &brokers);
+                }
+                k.qos(format!("{p}.qos"), m.qos);
+                if m.max_payload_bytes == 0
+                    || m.max_payload_bytes > pdtf_connectors::mqtt::MQTT_MAX_PACKET_BYTES
+                {
+                    k.err(
+                        format!("{p}.max_payload_bytes"),
+                        format!(
+                            "must be 1..={}",
+                            pdtf_connectors::mqtt::MQTT_MAX_PACKET_BYTES
+                        ),
+                    );
+                }
+                for (j, f) in m.topics.iter().enumerate() {
+                    let bad_hash = f.split('/').rev().skip(1).any(|l| l == "#");
+                    let bad_level = f
+                        .split('/')
+                        .any(|l| l.len() > 1 && (l.contains('+') || l.contains('#')));
+                    if f.is_empty() || bad_hash || bad_level {
+                        k.err(
+                            format!("{p}.topics[{j}]"),
+                            format!("{f:?} is not a valid MQTT topic filter"),
+                        );
+                    }
+                }
+            }
+            SourceSpec::Opcua(o) => {
+                let servers = c.opcua_servers.keys().map(String::as_str).collect();
+                if reportable(c, "opcua_servers", &o.server) {
+                    k.named_ref(format!("{p}.server"), "OPC UA server", &o.server, &servers);
+                }
+                if o.publishing_interval_ms == 0 {
+                    k.err(format!("{p}.publishing_interval_ms"), "must be >= 1");
+                }
+                if o.create_chunk_size == 0 {
+                    k.err(format!("{p}.create_chunk_size"), "must be >= 1");
+                }
+                if !(1..=MAX_NOTIFICATIONS_PER_PUBLISH).contains(&o.max_notifications_per_publish) {
+                    k.err(
+                        format!("{p}.max_notifications_per_publish"),
+                        format!("must be 1..={MAX_NOTIFICATIONS_PER_PUBLISH}"),
+                    );
+                }
+            }
+            SourceSpec::Modbus(m) => {
+                if reportable(c, "modbus_devices", &m.device) {
+                    let devices = c.modbus_devices.keys().map(String::as_str).collect();
+                    k.named_ref(format!("{p}.device"), "Modbus device", &m.device, &devices);
+                }
             }
         }
     }
@@ -377,92 +311,24 @@ fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
                 format!("duplicate tag name {:?}", t.name),
             );
         }
-        if let Some(s) = c.sources.iter().find(|s| s.id == t.source) {
-            foreign_keys(&mut k, &p, &o.keys, s.kind, "tag");
+        let source = c.sources.iter().find(|s| s.id == t.source);
+        if source.is_none() && reportable(c, "sources", &t.source) {
+            k.err(format!("{p}.source"), super::kinds::no_source(&t.source));
         }
-        match c.sources.iter().find(|s| s.id == t.source) {
-            None if !reportable(c, "sources", &t.source) => {}
-            None => k.err(
-                format!("{p}.source"),
-                format!("no source with id {:?}", t.source),
-            ),
-            Some(s) if s.kind == SourceKind::Mqtt => match &t.topic {
-                None => k.err(
-                    format!("{p}.topic"),
-                    format!("is required: source {:?} is mqtt", s.id),
-                ),
-                Some(topic) if topic.is_empty() || topic.contains(['+', '#']) => k.err(
-                    format!("{p}.topic"),
-                    "must be an exact topic name (no wildcards)",
-                ),
-                Some(topic) => {
-                    if !s.topics.is_empty() && !s.topics.iter().any(|f| matches_filter(f, topic)) {
-                        k.err(
-                            format!("{p}.topic"),
-                            format!(
-                                "{topic:?} is not covered by any of sources[id={}].topics",
-                                s.id
-                            ),
-                        );
-                    }
-                }
-            },
-            Some(s) if s.kind == SourceKind::Modbus => {
-                k.errs.extend(super::modbus::tag(c, s, t, &o.file, &p));
+        match (&t.address, source.map(|s| &s.spec)) {
+            (TagAddress::Mqtt(a), spec) => {
+                let filters = match spec {
+                    Some(SourceSpec::Mqtt(m)) => m.topics.as_slice(),
+                    _ => &[],
+                };
+                mqtt_address(&mut k, &p, a, filters, &t.source);
             }
-            Some(s) => {
-                match &t.node {
-                    None => k.err(
-                        format!("{p}.node"),
-                        format!("is required: source {:?} is opcua", s.id),
-                    ),
-                    Some(n) => {
-                        if let Err(e) = n.parse::<NodeAddr>() {
-                            k.err(format!("{p}.node"), e);
-                        }
-                    }
-                }
-
-                if t.sampling_interval_ms
-                    .is_some_and(|v| !(v.is_finite() && v >= 0.0))
-                {
-                    k.err(format!("{p}.sampling_interval_ms"), "must be a number >= 0");
-                }
-                if t.queue_size == 0 {
-                    k.err(format!("{p}.queue_size"), "must be >= 1");
-                }
-                if let Some(d) = t.opcua_deadband {
-                    let ok = d.value.is_finite()
-                        && d.value >= 0.0
-                        && (d.kind == DeadbandKind::Absolute || d.value <= 100.0);
-                    if !ok {
-                        k.err(
-                            format!("{p}.opcua_deadband.value"),
-                            "must be >= 0 (and <= 100 for percent)",
-                        );
-                    }
+            (TagAddress::Modbus(_), _) => {
+                if let Some(s) = source {
+                    k.errs.extend(super::modbus::tag(c, s, t, &o.file, &p));
                 }
             }
-        }
-        for (key, ptr) in [
-            ("value_pointer", &t.value_pointer),
-            ("time_pointer", &t.time_pointer),
-            ("quality_pointer", &t.quality_pointer),
-        ] {
-            if let Some(ptr) = ptr {
-                if !ptr.starts_with('/') {
-                    k.err(
-                        format!("{p}.{key}"),
-                        format!("{ptr:?} is not a JSON pointer (RFC 6901, starts with `/`)"),
-                    );
-                }
-            }
-        }
-        if t.value_pointer.is_none() && (t.time_pointer.is_some() || t.quality_pointer.is_some()) {
-            k.err(
-                format!("{p}.value_pointer"),
-                "is required when time_pointer or quality_pointer is set (the payload is JSON)",
-            );
+            (TagAddress::Opcua(a), _) => opcua_address(&mut k, &p, a),
         }
         if let Some(z) = &t.compression {
             if !(z.error.is_finite() && z.error >= 0.0) {
@@ -509,6 +375,74 @@ fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
             }
         }
         errs.extend(k.errs);
+    }
+}
+
+/// An MQTT tag's address; `filters` are its source's subscription filters.
+fn mqtt_address(
+    k: &mut Check<'_>,
+    p: &str,
+    a: &super::MqttAddress,
+    filters: &[String],
+    source: &str,
+) {
+    let topic = &a.topic;
+    if topic.is_empty() || topic.contains(['+', '#']) {
+        k.err(
+            format!("{p}.topic"),
+            "must be an exact topic name (no wildcards)",
+        );
+    } else if !filters.is_empty() && !filters.iter().any(|f| matches_filter(f, topic)) {
+        k.err(
+            format!("{p}.topic"),
+            format!("{topic:?} is not covered by any of sources[id={source}].topics"),
+        );
+    }
+    for (key, ptr) in [
+        ("value_pointer", &a.value_pointer),
+        ("time_pointer", &a.time_pointer),
+        ("quality_pointer", &a.quality_pointer),
+    ] {
+        if let Some(ptr) = ptr {
+            if !ptr.starts_with('/') {
+                k.err(
+                    format!("{p}.{key}"),
+                    format!("{ptr:?} is not a JSON pointer (RFC 6901, starts with `/`)"),
+                );
+            }
+        }
+    }
+    if a.value_pointer.is_none() && (a.time_pointer.is_some() || a.quality_pointer.is_some()) {
+        k.err(
+            format!("{p}.value_pointer"),
+            "is required when time_pointer or quality_pointer is set (the payload is JSON)",
+        );
+    }
+}
+
+/// An OPC UA tag's address.
+fn opcua_address(k: &mut Check<'_>, p: &str, a: &super::OpcuaAddress) {
+    if let Err(e) = a.node.parse::<NodeAddr>() {
+        k.err(format!("{p}.node"), e);
+    }
+    if a.sampling_interval_ms
+        .is_some_and(|v| !(v.is_finite() && v >= 0.0))
+    {
+        k.err(format!("{p}.sampling_interval_ms"), "must be a number >= 0");
+    }
+    if a.queue_size == 0 {
+        k.err(format!("{p}.queue_size"), "must be >= 1");
+    }
+    if let Some(d) = a.opcua_deadband {
+        let ok = d.value.is_finite()
+            && d.value >= 0.0
+            && (d.kind == DeadbandKind::Absolute || d.value <= 100.0);
+        if !ok {
+            k.err(
+                format!("{p}.opcua_deadband.value"),
+                "must be >= 0 (and <= 100 for percent)",
+            );
+        }
     }
 }
 

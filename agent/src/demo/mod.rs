@@ -195,7 +195,7 @@ fn samples_by_source(
         .sources
         .iter()
         .zip(counts)
-        .map(|(s, n)| format!("{} ({:?}) {n}", s.id, s.kind).to_lowercase())
+        .map(|(s, n)| format!("{} ({:?}) {n}", s.id, s.kind()).to_lowercase())
         .collect();
     parts.join(", ")
 }
