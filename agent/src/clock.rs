@@ -104,8 +104,8 @@ pub struct SyncState {
 }
 
 /// Reads the kernel's synchronisation state (`adjtimex` with no modes: read only, needs no
-/// privilege). `None` when the call fails. The project's one `unsafe`: libc has no safe
-/// wrapper and neither rustix nor nix wraps `adjtimex`.
+/// privilege). `None` when the call fails. One of the project's two `unsafe` calls (the other
+/// is `memory::trim`): libc has no safe wrapper and neither rustix nor nix wraps `adjtimex`.
 #[allow(unsafe_code)]
 // `maxerror` is a C long: i64 on 64-bit targets (a no-op conversion), i32 on armv7.
 #[allow(clippy::useless_conversion)]

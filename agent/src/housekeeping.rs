@@ -76,7 +76,9 @@ impl Housekeeping {
                 _ = tick.tick() => {}
             }
             let now = std::time::Instant::now();
-            match self.round().await {
+            let result = self.round().await;
+            crate::memory::trim();
+            match result {
                 Ok(()) => {
                     if let Some(e) = failures.succeeded(now) {
                         info!(failures = e.failures, "Housekeeping works again.");

@@ -14,6 +14,7 @@ pub mod housekeeping;
 pub mod journal;
 mod lines;
 pub mod logging;
+pub mod memory;
 mod modbus;
 #[cfg(feature = "demo")]
 pub mod modbus_sim;

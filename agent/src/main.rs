@@ -296,7 +296,8 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    // Tag-map reloads: a changed file in a watched directory, or SIGHUP.
+    pdtf_agent::memory::trim(); // what parsing the tag maps freed
+                                // Tag-map reloads: a changed file in a watched directory, or SIGHUP.
     let (changed_tx, mut changed) = tokio::sync::mpsc::channel(1);
     let mut watcher = watch_config(&c, &changed_tx);
     let code = loop {
@@ -318,9 +319,9 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             }
         };
         tracing::info!("{trigger}");
-        if let Some(signal) =
-            reload(&mut agent, &path, &mut watcher, &changed_tx, &mut signals).await
-        {
+        let stopped = reload(&mut agent, &path, &mut watcher, &changed_tx, &mut signals).await;
+        pdtf_agent::memory::trim(); // what parsing the files again freed
+        if let Some(signal) = stopped {
             tracing::info!(
                 signal = signal?,
                 "Shutting down during a reload: draining sources and committing."
