@@ -115,12 +115,12 @@ impl Agent {
                     })?,
             ),
         };
-        let journal = crate::journal::open(c.journal.engine, &c.agent.state_dir).map_err(|e| {
-            StartError::Journal {
+        let cache = c.journal.cache_mib as usize * 1024 * 1024;
+        let journal = crate::journal::open_with_cache(c.journal.engine, &c.agent.state_dir, cache)
+            .map_err(|e| StartError::Journal {
                 state_dir: c.agent.state_dir.clone(),
                 error: e,
-            }
-        })?;
+            })?;
         let stats = Arc::new(Stats::default());
         stats.set_line(&c.agent.line);
         stats.set_build_info(&[

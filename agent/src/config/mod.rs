@@ -132,6 +132,14 @@ pub struct JournalConfig {
     pub full_policy: FullPolicy,
     #[serde(default = "default_housekeeping_interval_s")]
     pub housekeeping_interval_s: u64,
+    /// redb's page cache in MiB (part of the agent's resident memory; redb's own default
+    /// would be 1 GiB).
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u64,
+}
+
+const fn default_cache_mib() -> u64 {
+    (crate::journal::CACHE_BYTES / (1024 * 1024)) as u64
 }
 
 impl Default for JournalConfig {
@@ -142,6 +150,7 @@ impl Default for JournalConfig {
             max_size_bytes: default_max_size_bytes(),
             full_policy: FullPolicy::default(),
             housekeeping_interval_s: default_housekeeping_interval_s(),
+            cache_mib: default_cache_mib(),
         }
     }
 }

@@ -263,6 +263,9 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
             "this build has no sled engine (build with `--features sled`)",
         );
     }
+    if !(1..=1024).contains(&j.cache_mib) {
+        k.err("journal.cache_mib", "must be 1..=1024 (MiB)");
+    }
     if j.housekeeping_interval_s == 0 {
         k.err("journal.housekeeping_interval_s", "must be >= 1");
     }

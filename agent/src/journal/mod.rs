@@ -12,7 +12,7 @@ mod sled_store;
 mod writer;
 
 pub use chain::VerifyReport;
-pub use redb_store::{verify_state_dir, write_older_store, RedbJournal};
+pub use redb_store::{verify_state_dir, write_older_store, RedbJournal, CACHE_BYTES};
 #[cfg(feature = "sled")]
 pub use sled_store::SledJournal;
 
@@ -80,10 +80,23 @@ pub fn verify_offline(
     verify_state_dir(state_dir, progress)
 }
 
-/// Opens the configured engine's journal in `state_dir`.
+/// Opens the engine's journal in `state_dir` with the default page cache.
 pub fn open(engine: Engine, state_dir: &Path) -> Result<Arc<dyn Store>, JournalError> {
+    open_with_cache(engine, state_dir, redb_store::CACHE_BYTES)
+}
+
+/// Opens the engine's journal in `state_dir`; redb gets a page cache of `cache_bytes`
+/// (`journal.cache_mib`; sled keeps its own default).
+pub fn open_with_cache(
+    engine: Engine,
+    state_dir: &Path,
+    cache_bytes: usize,
+) -> Result<Arc<dyn Store>, JournalError> {
     match engine {
-        Engine::Redb => Ok(Arc::new(RedbJournal::open(state_dir)?)),
+        Engine::Redb => Ok(Arc::new(RedbJournal::open_with_cache(
+            state_dir,
+            cache_bytes,
+        )?)),
         #[cfg(feature = "sled")]
         Engine::Sled => {
             std::fs::create_dir_all(state_dir).map_err(|e| JournalError::Storage(e.to_string()))?;

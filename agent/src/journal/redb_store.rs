@@ -57,6 +57,8 @@ pub struct RedbJournal {
     /// `None` only between closing a failed handle and reopening it (`reopen`).
     db: RwLock<Option<Database>>,
     path: PathBuf,
+    /// The page cache, kept for a reopen.
+    cache_bytes: usize,
     /// Next seq and the last link. Held for the whole append: the single-writer lock.
     head: Writer,
 }
@@ -73,9 +75,11 @@ fn meta_set(tx: &WriteTransaction, key: &str, value: &[u8]) -> Result<(), Journa
     Ok(())
 }
 
-/// redb's page cache. Appends touch only the tail of the tree and upstream reads what was
-/// just written, so a small cache serves the hot path; verification and migration stream.
-pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// redb's page cache by default (`journal.cache_mib`). Appends touch only the tail of the
+/// tree and upstream reads what was just written, so a small cache serves the hot path;
+/// verification and migration stream. 4 MiB: the 10,000-tag soak at 10k samples/s ran at the
+/// same CPU per sample as with 16 MiB, and 10 MiB smaller.
+pub const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// A new journal file is made under a temporary name and renamed into place once redb has
 /// written its header: a crash or power cut during the very first start would otherwise
@@ -104,9 +108,9 @@ fn create_atomically(path: &Path) -> Result<(), JournalError> {
 }
 
 /// Opens the file (redb repairs it here after an unclean stop or a failed write).
-fn open_db(path: &Path) -> Result<Database, JournalError> {
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Database, JournalError> {
     Database::builder()
-        .set_cache_size(CACHE_BYTES)
+        .set_cache_size(cache_bytes)
         .create(path)
         .map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => storage(format!(
@@ -131,6 +135,11 @@ impl std::ops::Deref for Open<'_> {
 impl RedbJournal {
     /// Opens (or creates) `state_dir/journal.redb`, migrating an older format explicitly.
     pub fn open(state_dir: &Path) -> Result<Self, JournalError> {
+        Self::open_with_cache(state_dir, CACHE_BYTES)
+    }
+
+    /// `open` with a page cache of `cache_bytes`.
+    pub fn open_with_cache(state_dir: &Path, cache_bytes: usize) -> Result<Self, JournalError> {
         std::fs::create_dir_all(state_dir).map_err(|e| {
             storage(format!(
                 "cannot create state directory {}: {e}",
@@ -139,7 +148,7 @@ impl RedbJournal {
         })?;
         let path = state_dir.join("journal.redb");
         create_atomically(&path)?;
-        let db = open_db(&path)?;
+        let db = open_db(&path, cache_bytes)?;
         let tx = db.begin_write().map_err(storage)?;
         let empty = tx
             .open_table(RECORDS)
@@ -209,6 +218,7 @@ impl RedbJournal {
         Ok(Self {
             db: RwLock::new(Some(db)),
             path,
+            cache_bytes,
             head: Writer::new(head),
         })
     }
@@ -527,7 +537,7 @@ impl Journal for RedbJournal {
         // Closed before reopening: redb locks the file, and after an I/O error the old handle
         // refuses every write anyway.
         *slot = None;
-        let db = open_db(&self.path)?;
+        let db = open_db(&self.path, self.cache_bytes)?;
         // What a failed write could have damaged: the records after the verified checkpoint
         // (the whole store when there is none), so a recovery on a large journal is quick.
         let checkpoint = {
