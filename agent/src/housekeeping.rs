@@ -77,7 +77,7 @@ impl Housekeeping {
             }
             let now = std::time::Instant::now();
             let result = self.round().await;
-            crate::memory::trim();
+            crate::memory::trim_off_runtime().await;
             match result {
                 Ok(()) => {
                     if let Some(e) = failures.succeeded(now) {

@@ -296,8 +296,9 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    pdtf_agent::memory::trim(); // what parsing the tag maps freed
-                                // Tag-map reloads: a changed file in a watched directory, or SIGHUP.
+    // Give back what parsing the tag maps freed.
+    pdtf_agent::memory::trim_off_runtime().await;
+    // Tag-map reloads: a changed file in a watched directory, or SIGHUP.
     let (changed_tx, mut changed) = tokio::sync::mpsc::channel(1);
     let mut watcher = watch_config(&c, &changed_tx);
     let code = loop {
@@ -320,7 +321,8 @@ async fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         };
         tracing::info!("{trigger}");
         let stopped = reload(&mut agent, &path, &mut watcher, &changed_tx, &mut signals).await;
-        pdtf_agent::memory::trim(); // what parsing the files again freed
+        // Give back what parsing the files again freed.
+        pdtf_agent::memory::trim_off_runtime().await;
         if let Some(signal) = stopped {
             tracing::info!(
                 signal = signal?,

@@ -19,3 +19,11 @@ pub fn trim() {
         libc::malloc_trim(0);
     }
 }
+
+/// `trim` on a blocking thread: it walks and locks every arena, which is no work for a
+/// runtime worker that also serves the line pipeline.
+pub async fn trim_off_runtime() {
+    if let Err(e) = tokio::task::spawn_blocking(trim).await {
+        tracing::warn!(error = %e, "Returning freed memory to the system failed.");
+    }
+}

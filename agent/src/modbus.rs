@@ -38,11 +38,7 @@ pub(crate) fn buses(
             continue;
         };
         let name = m.device.clone();
-        let device = c
-            .modbus_devices
-            .get(&name)
-            .ok_or_else(|| StartError::Unresolved(format!("no Modbus device named {name:?}")))?
-            .clone();
+        let device = crate::runtime::named(&c.modbus_devices, "Modbus device", &name)?.clone();
         let tags = poll_tags(c, ids, &s.id);
         let (feed, reload) = watch::channel(tags.clone());
         feeds.insert(s.id.clone(), feed);

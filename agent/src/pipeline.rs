@@ -29,6 +29,7 @@
 //! and the `journal_full` system alarm.
 
 mod outage;
+mod quota;
 mod reload;
 
 use crate::clock::{Clocks, SyncChange};
@@ -41,7 +42,9 @@ use pdtf_models::compress::TagCompressor;
 use pdtf_models::detect::Detector;
 use pdtf_models::record::Audit;
 use pdtf_models::twin::LineTwin;
-use pdtf_models::{Entry, Gap, Journal, Record, RecordBody, Sample, Seq, TagId, Timestamp};
+use pdtf_models::{Entry, Journal, Record, RecordBody, Sample, Seq, TagId, Timestamp};
+use quota::Refusal;
+pub use quota::{refusal_cursors, REFUSED_COUNT_CURSOR, REFUSED_SINCE_CURSOR};
 pub use reload::TagPlan;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -93,17 +96,6 @@ fn audit(event: &str, detail: String) -> Entry {
     }
 }
 
-/// Journal cursors holding a refused span while it lasts (start in unix ns, samples so far),
-/// written at each tick: after a crash the next start still records the span with its count.
-pub const REFUSED_SINCE_CURSOR: &str = "refused_since_ns";
-pub const REFUSED_COUNT_CURSOR: &str = "refused_samples";
-
-/// Samples not recorded while the journal was full.
-struct Refusal {
-    since: Timestamp,
-    samples: u64,
-}
-
 pub struct LinePipeline {
     pub twin: LineTwin,
     /// Every detector of the line; each sample, tick and line event goes to all of them.
@@ -139,19 +131,6 @@ pub struct LinePipeline {
     pub refused_cursors: (String, String),
     /// The active alarms of this line last added to `stats.alarms_active` (a sum over lines).
     pub active_reported: u64,
-}
-
-/// The journal cursors of line `index`'s refused span: the primary keeps the names of a
-/// one-line agent, so a journal written before `[[lines]]` reads the same.
-pub fn refusal_cursors(index: usize, line_id: &str) -> (String, String) {
-    if index == 0 {
-        (REFUSED_SINCE_CURSOR.into(), REFUSED_COUNT_CURSOR.into())
-    } else {
-        (
-            format!("{REFUSED_SINCE_CURSOR}.{line_id}"),
-            format!("{REFUSED_COUNT_CURSOR}.{line_id}"),
-        )
-    }
 }
 
 impl LinePipeline {
@@ -264,77 +243,6 @@ impl LinePipeline {
         self.commit(entries).await;
     }
 
-    /// Records entering and leaving the over-quota state.
-    fn track_full(&mut self, out: &mut Vec<Entry>) {
-        let full =
-            Stats::flag(&self.stats.store_full) && self.full_policy == FullPolicy::StopSamples;
-        match (&self.refusal, full) {
-            (None, true) => {
-                let t = now();
-                error!("Journal over quota: samples are no longer recorded (alarms and audit entries still are). Free space or raise journal.max_size_bytes.");
-                out.push(audit(
-                    "storage_full",
-                    "journal over max_size_bytes; policy stop_samples".into(),
-                ));
-                if let Some(b) = self.board.as_ref().filter(|_| self.primary) {
-                    b.set_system(
-                        "journal_full",
-                        true,
-                        "journal over quota: samples are not being recorded",
-                        t,
-                    );
-                }
-                self.refusal = Some(Refusal {
-                    since: t,
-                    samples: 0,
-                });
-            }
-            (Some(r), false) => {
-                info!(
-                    samples_not_recorded = r.samples,
-                    "Journal back under quota; recording samples again."
-                );
-                let detail = format!(
-                    "journal under quota again; {} samples were not recorded",
-                    r.samples
-                );
-                self.end_refusal(out, "storage_ok", detail);
-                if let Some(b) = self.board.as_ref().filter(|_| self.primary) {
-                    b.set_system("journal_full", false, "journal under quota", now());
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Writes the refused span's count to the journal's cursors when it changed, or clears
-    /// them once the span's gap record is committed (see `REFUSED_COUNT_CURSOR`).
-    async fn persist_refusal(&mut self) {
-        let now = self.refusal.as_ref().map(|r| (r.since, r.samples));
-        if now.map(|(_, n)| n) == self.refusal_persisted {
-            return;
-        }
-        let j = self.journal.clone();
-        let (since, samples) = now.map_or((0, 0), |(t, n)| {
-            (u64::try_from(t.as_nanos()).unwrap_or(0), n)
-        });
-        let (since_key, count_key) = self.refused_cursors.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            j.set_cursor(&since_key, Seq(since))?;
-            j.set_cursor(&count_key, Seq(samples))
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => self.refusal_persisted = now.map(|(_, n)| n),
-            Ok(Err(e)) => {
-                warn!(error = %e, "Refused-sample count not persisted; retried at the next tick.")
-            }
-            Err(e) => {
-                warn!(error = %e, "Refused-sample count not persisted; retried at the next tick.")
-            }
-        }
-    }
-
     /// Wall-clock steps and time synchronisation, at each tick (see `clock.rs`).
     fn track_clock(&mut self, now: Timestamp, out: &mut Vec<Entry>) {
         if !self.primary {
@@ -370,25 +278,6 @@ impl LinePipeline {
         if let Some(b) = &self.board {
             b.set_system("clock_unsynchronized", active, &detail, now);
         }
-        out.push(audit(event, detail));
-    }
-
-    /// Closes a refused span: its gap record with the exact count, and an audit entry.
-    fn end_refusal(&mut self, out: &mut Vec<Entry>, event: &str, detail: String) {
-        let Some(r) = self.refusal.take() else {
-            return;
-        };
-        let t = now();
-        out.push(Entry {
-            time: t,
-            body: RecordBody::Gap(Gap {
-                source: "journal".into(),
-                start: r.since,
-                end: t,
-                reason: format!("journal over quota: {} samples not recorded", r.samples),
-                tags: self.configured.clone(),
-            }),
-        });
         out.push(audit(event, detail));
     }
 

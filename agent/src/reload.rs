@@ -509,6 +509,34 @@ topic = "l"
     }
 
     #[test]
+    fn a_tag_moved_to_another_kind_of_source_changes_its_address() {
+        const UA: &str = r#"
+[[sources]]
+id = "ua"
+kind = "opcua"
+server = "s"
+[opcua_servers.s]
+endpoint = "opc.tcp://127.0.0.1:4840/"
+"#;
+        let old = cfg(TAGS, UA);
+        let moved = TAGS.replacen(
+            "source = \"plc\"\ntopic = \"t\"",
+            "source = \"ua\"\nnode = \"ns=2;s=Temp\"",
+            1,
+        );
+        assert_ne!(moved, TAGS, "the fixture must move the tag");
+        let d = diff_tags(&old.tags, &cfg(&moved, UA).tags);
+        assert_eq!(
+            d.changed,
+            vec![("temp".to_owned(), vec!["source", "address"])]
+        );
+        // A node re-pointed on the same OPC UA server is a key-level change.
+        let repointed = moved.replace("s=Temp", "s=Temp2");
+        let d = diff_tags(&cfg(&moved, UA).tags, &cfg(&repointed, UA).tags);
+        assert_eq!(d.changed, vec![("temp".to_owned(), vec!["node"])]);
+    }
+
+    #[test]
     fn changes_outside_the_tags_need_a_restart() {
         let old = cfg(TAGS, "");
         assert!(restart_only_changes(&old, &cfg("", "")).is_empty());

@@ -6,6 +6,8 @@
 #[path = "../../tests/harness.rs"]
 #[allow(dead_code)]
 mod harness;
+#[path = "../../tests/smallfs.rs"]
+mod smallfs;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -172,7 +174,7 @@ async fn sighup_and_an_edited_file_reload_the_tag_map() {
 async fn a_stop_during_a_reload_that_waits_on_a_full_disk_is_heard() {
     const NAME: &str = "a_stop_during_a_reload_that_waits_on_a_full_disk_is_heard";
     let dir = tempfile::tempdir().unwrap();
-    let Some(fs) = harness::small_fs(dir.path(), NAME) else {
+    let Some(fs) = smallfs::small_fs(dir.path(), NAME) else {
         return;
     };
     let port = harness::broker();
@@ -189,7 +191,7 @@ async fn a_stop_during_a_reload_that_waits_on_a_full_disk_is_heard() {
     messages_until(&sock, "READY=1", Duration::from_secs(20));
 
     // The disk fills under load, and stays full.
-    harness::fill_leaving(&fs, "filler", 1 << 20);
+    smallfs::fill_leaving(&fs, "filler", 1 << 20);
     let publisher = harness::Publisher::start(port, "plc-sim");
     let flood = tokio::spawn(async move {
         for i in 0u64.. {

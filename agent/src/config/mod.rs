@@ -14,14 +14,25 @@ mod kinds;
 mod lines;
 mod load;
 mod modbus;
+mod sources;
+mod tags;
 mod validate;
 
 pub use load::{load, load_str, state_dir};
+pub(crate) use sources::SourceCommon;
+pub use sources::{
+    ModbusSourceConfig, MqttSourceConfig, OpcuaSourceConfig, SourceConfig, SourceKind, SourceSpec,
+};
+pub use tags::{
+    DeadbandKind, LimitsConfig, MqttAddress, OpcuaAddress, OpcuaDeadbandConfig, TagAddress,
+    TagConfig,
+};
+pub(crate) use tags::{ModbusAddress, TagCommon};
 pub use validate::{matches_filter, validate};
 
-use pdtf_connectors::modbus::{ModbusDeviceConfig, ModbusTagConfig};
+use pdtf_connectors::modbus::ModbusDeviceConfig;
 use pdtf_connectors::mqtt::BrokerConfig;
-use pdtf_connectors::opcua::{OpcuaServerConfig, ValueType};
+use pdtf_connectors::opcua::OpcuaServerConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -193,145 +204,6 @@ pub struct AgentSection {
     pub state_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SourceKind {
-    Mqtt,
-    Opcua,
-    Modbus,
-}
-
-impl SourceKind {
-    pub const ALL: [SourceKind; 3] = [SourceKind::Mqtt, SourceKind::Opcua, SourceKind::Modbus];
-
-    /// The name in the configuration (`kind = "…"`).
-    pub fn name(self) -> &'static str {
-        match self {
-            SourceKind::Mqtt => "mqtt",
-            SourceKind::Opcua => "opcua",
-            SourceKind::Modbus => "modbus",
-        }
-    }
-
-    /// "a" or "an", before `label`.
-    pub fn article(self) -> &'static str {
-        match self {
-            SourceKind::Modbus => "a",
-            SourceKind::Mqtt | SourceKind::Opcua => "an",
-        }
-    }
-
-    /// What to call it in a message.
-    pub fn label(self) -> &'static str {
-        match self {
-            SourceKind::Mqtt => "MQTT",
-            SourceKind::Opcua => "OPC UA",
-            SourceKind::Modbus => "Modbus",
-        }
-    }
-}
-
-const fn default_publishing_interval_ms() -> u64 {
-    500
-}
-const fn default_create_chunk_size() -> usize {
-    200
-}
-const fn default_max_notifications_per_publish() -> u32 {
-    1_000
-}
-
-/// One `[[sources]]` table: the keys every kind takes, and the kind's own (`spec`).
-///
-/// Each kind is its own closed type, so a key of another kind cannot be carried along
-/// unnoticed: the loader splits the table into the common keys and the kind's, reports a
-/// key of another kind by name, and the runtime gets a reference it can use as it is.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceConfig {
-    pub id: String,
-    pub max_batch_samples: usize,
-    pub flush_interval_ms: u64,
-    pub spec: SourceSpec,
-}
-
-impl SourceConfig {
-    pub fn kind(&self) -> SourceKind {
-        match self.spec {
-            SourceSpec::Mqtt(_) => SourceKind::Mqtt,
-            SourceSpec::Opcua(_) => SourceKind::Opcua,
-            SourceSpec::Modbus(_) => SourceKind::Modbus,
-        }
-    }
-
-    /// The `[modbus_devices.NAME]` a Modbus source polls.
-    pub fn device(&self) -> Option<&str> {
-        match &self.spec {
-            SourceSpec::Modbus(m) => Some(&m.device),
-            _ => None,
-        }
-    }
-}
-
-/// The keys of a `[[sources]]` table that every kind takes.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SourceCommon {
-    pub id: String,
-    pub kind: SourceKind,
-    #[serde(default = "default_max_batch_samples")]
-    pub max_batch_samples: usize,
-    #[serde(default = "default_flush_interval_ms")]
-    pub flush_interval_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceSpec {
-    Mqtt(MqttSourceConfig),
-    Opcua(OpcuaSourceConfig),
-    Modbus(ModbusSourceConfig),
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MqttSourceConfig {
-    /// Name of a `[brokers.NAME]` section.
-    pub broker: String,
-    #[serde(default = "default_qos")]
-    pub qos: u8,
-    /// Subscription filters (wildcards allowed). Empty: subscribe to the mapped topics.
-    #[serde(default)]
-    pub topics: Vec<String>,
-    /// A larger payload is recorded as malformed (topic and size) and skipped, never
-    /// decoded; the link stays up.
-    #[serde(default = "default_max_payload_bytes")]
-    pub max_payload_bytes: usize,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct OpcuaSourceConfig {
-    /// Name of an `[opcua_servers.NAME]` section.
-    pub server: String,
-    /// The subscription's publishing interval.
-    #[serde(default = "default_publishing_interval_ms")]
-    pub publishing_interval_ms: u64,
-    /// Monitored items per CreateMonitoredItems request (some PLCs slow down badly with
-    /// large requests).
-    #[serde(default = "default_create_chunk_size")]
-    pub create_chunk_size: usize,
-    /// The most value changes the server may put in one publish response; more go in
-    /// further responses the agent asks for at once (bounded messages on both ends).
-    #[serde(default = "default_max_notifications_per_publish")]
-    pub max_notifications_per_publish: u32,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ModbusSourceConfig {
-    /// Name of a `[modbus_devices.NAME]` section.
-    pub device: String,
-}
-
 /// One production line (ISA-95 work centre) of a gateway that serves several: its own
 /// pipeline task, twin and detectors, fed by the sources it lists (a tag belongs to the line
 /// of its source).
@@ -390,146 +262,6 @@ pub struct UpstreamConfig {
 pub struct SinksConfig {
     pub alerts: Option<AlertSinkConfig>,
     pub upstream: Option<UpstreamConfig>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    pub lolo: Option<f64>,
-    pub lo: Option<f64>,
-    pub hi: Option<f64>,
-    pub hihi: Option<f64>,
-    #[serde(default)]
-    pub deadband: f64,
-    #[serde(default)]
-    pub on_delay_ms: u64,
-}
-
-/// One `[[tags]]` table: the keys every tag takes, and the address in its source's kind.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TagConfig {
-    /// Unique; used in alarm topics, so no `/`, `+`, `#` or spaces.
-    pub name: String,
-    pub unit: String,
-    pub description: String,
-    /// Id of the source that delivers this tag.
-    pub source: String,
-    pub limits: Option<LimitsConfig>,
-    /// Thins the *recorded* samples (detectors still see all of them).
-    pub compression: Option<CompressionConfig>,
-    /// Where the value comes from; its kind is the kind of `source`.
-    pub address: TagAddress,
-}
-
-impl TagConfig {
-    pub(crate) fn new(common: TagCommon, address: TagAddress) -> Self {
-        let TagCommon {
-            name,
-            unit,
-            description,
-            source,
-            limits,
-            compression,
-        } = common;
-        Self {
-            name,
-            unit,
-            description,
-            source,
-            limits,
-            compression,
-            address,
-        }
-    }
-
-    /// The Modbus registers of a tag of a Modbus source.
-    pub fn modbus(&self) -> Option<&ModbusTagConfig> {
-        match &self.address {
-            TagAddress::Modbus(m) => Some(m),
-            _ => None,
-        }
-    }
-}
-
-/// The keys of a `[[tags]]` table that every tag takes.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TagCommon {
-    pub name: String,
-    #[serde(default)]
-    pub unit: String,
-    #[serde(default)]
-    pub description: String,
-    pub source: String,
-    pub limits: Option<LimitsConfig>,
-    pub compression: Option<CompressionConfig>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum TagAddress {
-    Mqtt(MqttAddress),
-    Opcua(OpcuaAddress),
-    Modbus(ModbusTagConfig),
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct MqttAddress {
-    /// Exact MQTT topic the value arrives on.
-    pub topic: String,
-    /// RFC 6901 pointer to the value in a JSON payload; absent = the payload is a bare number.
-    pub value_pointer: Option<String>,
-    pub time_pointer: Option<String>,
-    pub quality_pointer: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct OpcuaAddress {
-    /// Node id, `ns=2;s=Line1.Temp`, `ns=3;i=1001` or `nsu=URI;s=…`.
-    pub node: String,
-    /// The type the value must have; another type is recorded as Bad.
-    #[serde(default)]
-    pub value_type: ValueType,
-    /// Sampling interval (absent: the subscription's publishing interval).
-    pub sampling_interval_ms: Option<f64>,
-    /// Server-side queue of the monitored item.
-    #[serde(default = "default_queue_size")]
-    pub queue_size: u32,
-    /// When the queue is full, drop the oldest (true) or the newest value.
-    #[serde(default = "default_true")]
-    pub discard_oldest: bool,
-    /// Server-side deadband filter.
-    pub opcua_deadband: Option<OpcuaDeadbandConfig>,
-}
-
-/// A Modbus tag's keys: its `modbus = { … }` table.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ModbusAddress {
-    pub modbus: ModbusTagConfig,
-}
-
-const fn default_queue_size() -> u32 {
-    10
-}
-const fn default_true() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-#[serde(rename_all = "snake_case")]
-pub enum DeadbandKind {
-    Absolute,
-    /// Percent of the variable's EURange.
-    Percent,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct OpcuaDeadbandConfig {
-    pub kind: DeadbandKind,
-    pub value: f64,
 }
 
 /// Where a tag was defined, for error messages.

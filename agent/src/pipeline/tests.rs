@@ -1,5 +1,6 @@
 use super::*;
 use crate::clock::SyncState;
+use pdtf_models::Gap;
 
 fn pipeline(dir: &std::path::Path) -> LinePipeline {
     let journal = Arc::new(crate::journal::RedbJournal::open(dir).unwrap());
