@@ -5,6 +5,7 @@
 //! agent and the connectors feed it time and data.
 
 pub mod alarm;
+pub mod batch;
 pub mod compress;
 pub mod detect;
 pub mod journal;
