@@ -167,6 +167,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         sources,
         lines,
         sinks,
+        recipes,
         journal,
         health,
         clock
@@ -422,25 +423,7 @@ mod tests {
     use super::*;
 
     fn cfg(tags: &str, extra: &str) -> Config {
-        let text = format!(
-            r#"
-[agent]
-id = "a"
-site = "s"
-area = "r"
-line = "l"
-state_dir = "/tmp/none"
-[brokers.b]
-host = "127.0.0.1"
-[[sources]]
-id = "plc"
-kind = "mqtt"
-broker = "b"
-{extra}
-{tags}
-"#
-        );
-        config::load_str(&text, Path::new("/etc/pdtf/agent.toml"), &|_| None).unwrap()
+        config::test_config(tags, extra)
     }
 
     const TAGS: &str = r#"
@@ -545,6 +528,10 @@ endpoint = "opc.tcp://127.0.0.1:4840/"
         assert_eq!(why.len(), 1, "{why:?}");
         assert!(why[0].contains("[sources] changed"), "{why:?}");
         assert!(why[0].starts_with("/etc/pdtf/agent.toml: "), "{why:?}");
+        let recipe = "[[recipes]]\nid = \"r\"\nversion = 1\nproduct = \"P\"\nproduct_code = \"P1\"\n[[recipes.phases]]\nname = \"a\"\n";
+        let why = restart_only_changes(&old, &cfg(TAGS, recipe));
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].contains("[recipes] changed"), "{why:?}");
     }
 
     #[test]

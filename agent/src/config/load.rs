@@ -18,6 +18,7 @@ const AGENT_KEYS: &[&str] = &[
     "sources",
     "lines",
     "sinks",
+    "recipes",
     "journal",
     "health",
     "clock",
@@ -139,6 +140,10 @@ pub fn load_str(
         .and_then(|v| de(v, &file, "sinks", &mut errs))
         .unwrap_or_default();
 
+    let recipes = table
+        .remove("recipes")
+        .map(|v| de_each(v, &file, "recipes", &mut errs))
+        .unwrap_or_default();
     let journal = table
         .remove("journal")
         .and_then(|v| de(v, &file, "journal", &mut errs))
@@ -219,6 +224,7 @@ pub fn load_str(
         sources,
         lines,
         sinks,
+        recipes,
         journal,
         clock,
         health,

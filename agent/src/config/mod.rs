@@ -14,11 +14,16 @@ mod kinds;
 mod lines;
 mod load;
 mod modbus;
+mod recipes;
 mod sources;
 mod tags;
 mod validate;
 
 pub use load::{load, load_str, state_dir};
+pub use recipes::{
+    Marker, MaterialConfig, PhaseConfig, QualityConfig, RecipeConfig, TrajectoryConfig,
+    MAX_TRAJECTORY_BYTES,
+};
 pub(crate) use sources::SourceCommon;
 pub use sources::{
     ModbusSourceConfig, MqttSourceConfig, OpcuaSourceConfig, SourceConfig, SourceKind, SourceSpec,
@@ -282,6 +287,8 @@ pub struct Config {
     /// `Config::lines`).
     pub lines: Vec<LineConfig>,
     pub sinks: SinksConfig,
+    /// `[[recipes]]`: the master recipes batches run against.
+    pub recipes: Vec<RecipeConfig>,
     pub journal: JournalConfig,
     pub health: Option<HealthConfig>,
     pub clock: crate::clock::ClockConfig,
@@ -335,4 +342,32 @@ impl Config {
             line.name()
         )
     }
+}
+
+/// A one-source MQTT configuration for unit tests: `extra` goes after the source table,
+/// `tags` after that. Panics on an invalid result (a broken test fixture).
+#[cfg(test)]
+pub(crate) fn test_config(tags: &str, extra: &str) -> Config {
+    let text = format!(
+        r#"
+[agent]
+id = "a"
+site = "s"
+area = "r"
+line = "l"
+state_dir = "/tmp/none"
+[brokers.b]
+host = "127.0.0.1"
+[[sources]]
+id = "plc"
+kind = "mqtt"
+broker = "b"
+{extra}
+{tags}
+"#
+    );
+    load_str(&text, std::path::Path::new("/etc/pdtf/agent.toml"), &|_| {
+        None
+    })
+    .unwrap_or_else(|e| panic!("invalid test configuration: {e:?}"))
 }

@@ -1,6 +1,6 @@
 //! Value and cross-reference rules. Pure: returns every problem with its TOML path.
 
-use super::{Config, ConfigError, DeadbandKind, SourceSpec, TagAddress};
+use super::{Config, ConfigError, DeadbandKind, LimitsConfig, SourceSpec, TagAddress};
 use pdtf_connectors::opcua::client::MAX_NOTIFICATIONS_PER_PUBLISH;
 use pdtf_connectors::opcua::NodeAddr;
 use std::collections::BTreeSet;
@@ -20,13 +20,14 @@ pub fn matches_filter(filter: &str, topic: &str) -> bool {
     }
 }
 
-fn is_name(s: &str) -> bool {
+pub(super) fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
 }
 
-const NAME_RULE: &str = "must be non-empty and use only letters, digits, `_`, `-` and `.`";
+pub(super) const NAME_RULE: &str =
+    "must be non-empty and use only letters, digits, `_`, `-` and `.`";
 
 struct Check<'a> {
     file: &'a str,
@@ -295,6 +296,7 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
     }
 
     k.errs.extend(super::lines::check(c, &is_name, NAME_RULE));
+    k.errs.extend(super::recipes::check(c));
     check_tags(c, &mut k.errs);
     k.errs
 }
@@ -345,40 +347,47 @@ fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
             }
         }
         if let Some(l) = &t.limits {
-            let set: Vec<(&str, f64)> = [
-                ("lolo", l.lolo),
-                ("lo", l.lo),
-                ("hi", l.hi),
-                ("hihi", l.hihi),
-            ]
-            .into_iter()
-            .filter_map(|(n, v)| v.map(|v| (n, v)))
-            .collect();
-            if set.is_empty() {
-                k.err(format!("{p}.limits"), "sets none of lolo, lo, hi, hihi");
-            }
-            for (n, v) in &set {
-                if !v.is_finite() {
-                    k.err(format!("{p}.limits.{n}"), "must be a finite number");
-                }
-            }
-            for w in set.windows(2) {
-                if w[1].1 <= w[0].1 {
-                    k.err(
-                        format!("{p}.limits.{}", w[1].0),
-                        format!("must be > {} ({})", w[0].0, w[0].1),
-                    );
-                }
-            }
-            if !(l.deadband.is_finite() && l.deadband >= 0.0) {
-                k.err(
-                    format!("{p}.limits.deadband"),
-                    "must be a finite number >= 0",
-                );
+            for (key, msg) in limit_problems(l) {
+                k.err(format!("{p}.limits{key}"), msg);
             }
         }
         errs.extend(k.errs);
     }
+}
+
+/// What is wrong with a set of limits, each as (the key's path below the limits table,
+/// e.g. `.hi` or `` for the table itself, the message).
+pub(super) fn limit_problems(l: &LimitsConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let set: Vec<(&str, f64)> = [
+        ("lolo", l.lolo),
+        ("lo", l.lo),
+        ("hi", l.hi),
+        ("hihi", l.hihi),
+    ]
+    .into_iter()
+    .filter_map(|(n, v)| v.map(|v| (n, v)))
+    .collect();
+    if set.is_empty() {
+        out.push((String::new(), "sets none of lolo, lo, hi, hihi".into()));
+    }
+    for (n, v) in &set {
+        if !v.is_finite() {
+            out.push((format!(".{n}"), "must be a finite number".into()));
+        }
+    }
+    for w in set.windows(2) {
+        if w[1].1 <= w[0].1 {
+            out.push((
+                format!(".{}", w[1].0),
+                format!("must be > {} ({})", w[0].0, w[0].1),
+            ));
+        }
+    }
+    if !(l.deadband.is_finite() && l.deadband >= 0.0) {
+        out.push((".deadband".into(), "must be a finite number >= 0".into()));
+    }
+    out
 }
 
 /// An MQTT tag's address; `filters` are its source's subscription filters.
