@@ -4,6 +4,7 @@
 //! `pdtf-models` the pure domain logic.
 
 #[cfg(feature = "demo")]
+pub mod batch;
 pub mod broker;
 pub mod clock;
 pub mod config;

@@ -1,4 +1,4 @@
-//! Format 3 → 4 on a generated journal of 1,000,000 records, through the real binary
+//! Format 4 → 5 (the release before this one) on a generated journal of 1,000,000 records, through the real binary
 //! (`pdtf-agent migrate`), in its own process so its peak memory is its own: the migration
 //! streams, so the peak stays bounded whatever the journal's size. The migrated journal
 //! then verifies end to end and reads back what was written.
@@ -25,6 +25,7 @@ fn record(i: u64) -> Record {
             severity: 500,
             time: t,
             batch_id: None,
+            phase: None,
         }),
         1 => RecordBody::Audit(Audit {
             event: "e".into(),
@@ -46,11 +47,11 @@ fn record(i: u64) -> Record {
 }
 
 #[test]
-fn a_million_record_format_3_journal_migrates_in_bounded_memory() {
+fn a_million_record_format_4_journal_migrates_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let n =
-        pdtf_agent::journal::write_older_store(&state, 3, (1..=RECORDS).map(record), [3; 32], None)
+        pdtf_agent::journal::write_older_store(&state, 4, (1..=RECORDS).map(record), [3; 32], None)
             .unwrap();
     assert_eq!(n, RECORDS);
     let out = Command::new(env!("CARGO_BIN_EXE_pdtf-agent"))

@@ -136,6 +136,7 @@ impl AlertBoard {
             "raised_at": rfc3339(raised_at),
             "cleared_at": cleared_at,
             "batch_id": ev.batch_id,
+            "phase": ev.phase,
             "seq": r.seq.0,
         })
         .to_string()
@@ -287,6 +288,7 @@ mod tests {
                 severity: 500,
                 time: t,
                 batch_id: None,
+                phase: None,
             }),
         }
     }

@@ -4,7 +4,7 @@
 //! alarm (which level is active). An alarm is keyed by its `Condition` — what it is about (a
 //! tag or a model) and the kind of condition — so a rate alarm and a high-limit alarm on one
 //! tag are two alarms that never overwrite each other. These types are stored (record format
-//! 4): a change to them is a format bump with a migration (see `record`).
+//! 5): a change to them is a format bump with a migration (see `record`).
 
 use crate::{TagId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -144,6 +144,8 @@ pub struct AlarmEvent {
     pub time: Timestamp,
     /// The batch running on the line when the transition happened, if the twin knows it.
     pub batch_id: Option<String>,
+    /// The batch's phase at that moment, if one was running.
+    pub phase: Option<String>,
 }
 
 impl AlarmEvent {

@@ -6,6 +6,7 @@
 
 pub mod alarm;
 pub mod batch;
+pub mod command;
 pub mod compress;
 pub mod detect;
 pub mod journal;

@@ -1,8 +1,8 @@
 //! The line twin: what the agent currently believes about its line.
 //!
-//! This first slice keeps the latest value, quality and times per tag and the running batch
-//! id. The ISA-88 procedural model (phases, trajectories, materials) extends this struct; the
-//! pipeline owns one twin per line, so none of it needs locks.
+//! The latest value, quality and times per tag, and the batch context (batch id and phase)
+//! that the line's batch twin (`batch::BatchTwin`) last set, which detectors stamp on every
+//! alarm. The pipeline owns one twin per line, so none of it needs locks.
 
 use crate::{Quality, Sample, TagId, Timestamp, Value};
 
@@ -17,8 +17,9 @@ pub struct TagValue {
 #[derive(Debug, Clone)]
 pub struct LineTwin {
     tags: Vec<Option<TagValue>>,
-    /// Set by batch tracking (the ISA-88 issue); `None` until then.
+    /// The batch context the batch twin last set (`set_batch`): every alarm carries it.
     batch_id: Option<String>,
+    phase: Option<String>,
 }
 
 impl LineTwin {
@@ -26,6 +27,7 @@ impl LineTwin {
         Self {
             tags: vec![None; tag_count],
             batch_id: None,
+            phase: None,
         }
     }
 
@@ -64,6 +66,16 @@ impl LineTwin {
 
     pub fn batch_id(&self) -> Option<&str> {
         self.batch_id.as_deref()
+    }
+
+    pub fn phase(&self) -> Option<&str> {
+        self.phase.as_deref()
+    }
+
+    /// The batch and phase running now (after each batch event).
+    pub fn set_batch(&mut self, batch_id: Option<&str>, phase: Option<&str>) {
+        self.batch_id = batch_id.map(str::to_owned);
+        self.phase = phase.map(str::to_owned);
     }
 }
 

@@ -165,7 +165,7 @@ impl RedbJournal {
             None if empty => {}
             // Stores written before the meta table existed hold format 1 records.
             None => migrate(&db, 1)?,
-            Some([v @ 1..=3]) => migrate(&db, *v)?,
+            Some([v @ 1..=4]) => migrate(&db, *v)?,
             Some([pdtf_models::record::FORMAT_VERSION]) => {}
             Some(other) => {
                 return Err(storage(format!(
@@ -295,10 +295,12 @@ fn migrate(db: &Database, from: u8) -> Result<(), JournalError> {
             if p.records > 0 {
                 meta_set(&tx, "head", &p.link)?;
             }
-            tx.open_table(META)
-                .map_err(storage)?
-                .remove("migration")
-                .map_err(storage)?;
+            {
+                let mut meta = tx.open_table(META).map_err(storage)?;
+                meta.remove("migration").map_err(storage)?;
+                // Records changed size: the byte counter is recounted at the next open.
+                meta.remove("record_bytes").map_err(storage)?;
+            }
             tx.commit().map_err(storage)?;
             break;
         }

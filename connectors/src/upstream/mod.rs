@@ -91,7 +91,15 @@ fn referenced_tags<'a>(records: &[Record], names: &'a [String]) -> BTreeMap<u32,
             RecordBody::Samples(b) => ids.extend(b.iter().map(|s| s.tag)),
             RecordBody::Alarm(a) => ids.extend(a.tag()),
             RecordBody::Gap(g) => ids.extend(&g.tags),
-            RecordBody::Malformed(_) | RecordBody::Audit(_) => {}
+            RecordBody::Batch(e) => {
+                if let pdtf_models::batch::Actor::Tag(t) = e.by {
+                    ids.push(t);
+                }
+            }
+            RecordBody::BatchSnapshot(s) => {
+                ids.extend(s.trajectories.iter().flat_map(|t| t.tags.iter().copied()))
+            }
+            RecordBody::Malformed(_) | RecordBody::Audit(_) | RecordBody::Command(_) => {}
         }
     }
     ids.into_iter()

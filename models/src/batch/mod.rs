@@ -13,8 +13,8 @@ pub mod twin;
 pub use procedure::{ProcCommand, ProcState, Refused};
 pub use recipe::{MaterialPlan, QualitySpec, Recipe, RecipePhase};
 pub use record::{
-    Actor, BatchChange, BatchEvent, Charge, MaterialSummary, PhaseSummary, QualitySummary,
-    RecipeRef, Summary,
+    Actor, BatchChange, BatchEvent, BatchSnapshot, Charge, MaterialSummary, PhaseSummary,
+    QualitySummary, RecipeRef, SeenRequest, Summary,
 };
 pub use trajectory::{Outside, PhaseTrajectory, Placed, Point, Trajectories, TrajectorySpec};
 pub use twin::{Batch, BatchTwin, PhaseRun, Plan};

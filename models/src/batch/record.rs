@@ -144,3 +144,26 @@ pub struct QualitySummary {
     /// `None` when there is no value to judge.
     pub within_spec: Option<bool>,
 }
+
+/// A line's batch state, recorded after each batch event and periodically while a batch is
+/// open, so a restarted agent restores it from one record (its seq is kept in a journal
+/// cursor) instead of reading the journal back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchSnapshot {
+    pub twin: super::BatchTwin,
+    pub trajectories: Option<super::Trajectories>,
+    /// Recent commands by request id: the window in which a duplicate is recognised and
+    /// answered as the first copy was, across restarts.
+    pub requests: Vec<SeenRequest>,
+    /// When the snapshot was taken: a restart records the downtime from here.
+    pub at: Timestamp,
+}
+
+/// A command already answered: its request id, the seq of its record, and why it was
+/// refused (`None`: accepted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenRequest {
+    pub request_id: String,
+    pub seq: u64,
+    pub refused: Option<String>,
+}

@@ -140,6 +140,7 @@ impl Detector for LimitDetector {
             severity,
             time: now,
             batch_id: twin.batch_id().map(str::to_owned),
+            phase: twin.phase().map(str::to_owned),
         }));
     }
 
@@ -205,6 +206,7 @@ impl Detector for LimitDetector {
                 severity: 0,
                 time: at,
                 batch_id: twin.batch_id().map(str::to_owned),
+                phase: twin.phase().map(str::to_owned),
             }));
         }
         self.specs = specs;
@@ -348,6 +350,7 @@ mod tests {
             severity: 500,
             time: Timestamp::from_unix_millis(0),
             batch_id: None,
+            phase: None,
         };
         let rate = Condition {
             source: ConditionSource::Tag(TagId(0)),

@@ -1,8 +1,8 @@
 //! Records: everything the agent commits, and their stored binary format.
 //!
-//! Stored format of one record (format version 4):
+//! Stored format of one record (format version 5):
 //! ```text
-//! [version: u8 = 4][crc32: u32 LE][prev: 32 bytes][payload: bincode 2 (standard) of Record]
+//! [version: u8 = 5][crc32: u32 LE][prev: 32 bytes][payload: bincode 2 (standard) of Record]
 //! ```
 //! - `crc32` covers `prev` and `payload`: it catches accidental corruption of one record.
 //! - `prev` is the chain hash of the record before (all zeros before the first record, or the
@@ -13,7 +13,8 @@
 //! **The rule: any change to a stored type is a version bump plus a migration, tested.**
 //! bincode is not self-describing — a stored struct's fields *are* its format — so a new
 //! field is never "additive". The types below (and `Sample`, `AlarmEvent`, `Condition` they
-//! hold) are format 4; the schemas of formats 1–3 are frozen copies in `older.rs`, read only
+//! hold, and the batch and command types) are format 5; the schemas of formats 1–4 are
+//! frozen copies in `older.rs`, read only
 //! by the journal's migration (`decode_older`), which is streaming and resumable (see the
 //! journal). One cheap case: a variant appended at the *end* of an enum keeps every stored
 //! payload decodable, so that bump's migration only relabels the version byte (the chain
@@ -21,10 +22,14 @@
 //!
 //! Format 4 over 3: alarms are keyed by a `Condition` (source tag or model, and kind), and
 //! `RecordBody::Samples` holds a block of samples under one seq (for block storage).
+//! Format 5 over 4: an alarm carries the phase beside the batch id, and the batch twin's
+//! records (`Batch`, `Command`, `BatchSnapshot`, see `batch::record` and `command`) exist.
 //! An unknown version is an error, never a guess.
 
 mod older;
 
+use crate::batch::{BatchEvent, BatchSnapshot};
+use crate::command::CommandRecord;
 use crate::{AlarmEvent, Sample, TagId, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -34,7 +39,7 @@ use sha2::{Digest, Sha256};
 pub struct Seq(pub u64);
 
 /// The current stored format version.
-pub const FORMAT_VERSION: u8 = 4;
+pub const FORMAT_VERSION: u8 = 5;
 
 /// A link of the audit chain: SHA-256 over the previous link, the seq and the payload.
 pub type ChainHash = [u8; 32];
@@ -87,6 +92,12 @@ pub enum RecordBody {
     Audit(Audit),
     /// Samples committed as one block under one seq, in arrival order.
     Samples(Vec<Sample>),
+    /// A batch event: start, state and phase changes, charges, comments, downtime, end.
+    Batch(Box<BatchEvent>),
+    /// A command as received, with its outcome.
+    Command(Box<CommandRecord>),
+    /// A line's batch state, for restoring it at start.
+    BatchSnapshot(Box<BatchSnapshot>),
 }
 
 impl RecordBody {
@@ -98,6 +109,9 @@ impl RecordBody {
             RecordBody::Malformed(_) => "malformed",
             RecordBody::Audit(_) => "audit",
             RecordBody::Samples(_) => "samples",
+            RecordBody::Batch(_) => "batch",
+            RecordBody::Command(_) => "command",
+            RecordBody::BatchSnapshot(_) => "batch_snapshot",
         }
     }
 }
@@ -212,7 +226,7 @@ impl Record {
         match bytes.first() {
             None => return Err(DecodeError::Truncated(0)),
             Some(&FORMAT_VERSION) => {}
-            Some(&v @ 1..=3) => return Err(DecodeError::NeedsMigration(v)),
+            Some(&v @ 1..=4) => return Err(DecodeError::NeedsMigration(v)),
             Some(&v) => return Err(DecodeError::UnknownVersion(v)),
         }
         if bytes.len() < HEADER {
@@ -226,12 +240,12 @@ impl Record {
         Ok(Stored { record, prev, hash })
     }
 
-    /// Reads a record of format 1, 2 or 3 and converts it; the journal's migration only.
+    /// Reads a record of format 1 to 4 and converts it; the journal's migration only.
     pub fn decode_older(bytes: &[u8]) -> Result<Older, DecodeError> {
         let version = *bytes.first().ok_or(DecodeError::Truncated(0))?;
         let (start, chained) = match version {
             1 => (5, false),
-            2 | 3 => (HEADER, true),
+            2..=4 => (HEADER, true),
             v => return Err(DecodeError::UnknownVersion(v)),
         };
         if bytes.len() < start {
@@ -241,7 +255,12 @@ impl Record {
         let payload = &bytes[start..];
         let std = bincode::config::standard();
         let bad = |e: bincode::error::DecodeError| DecodeError::Payload(e.to_string());
-        let record: Record = if version == 3 {
+        let record: Record = if version == 4 {
+            bincode::serde::decode_from_slice::<older::V4Record, _>(payload, std)
+                .map_err(bad)?
+                .0
+                .into()
+        } else if version == 3 {
             bincode::serde::decode_from_slice::<older::V3Record, _>(payload, std)
                 .map_err(bad)?
                 .0
@@ -264,11 +283,12 @@ impl Record {
         })
     }
 
-    /// Writes format 1, 2 (numeric samples only) or 3, so the migration is tested against
+    /// Writes format 1, 2 (numeric samples only), 3 or 4, so the migration is tested against
     /// real old bytes. Tests and benchmarks only: the agent never writes an old format.
     pub fn encode_older(&self, version: u8, prev: &ChainHash) -> Vec<u8> {
         let std = bincode::config::standard();
         let payload = match version {
+            4 => bincode::serde::encode_to_vec(older::write::v4(self), std),
             3 => bincode::serde::encode_to_vec(older::write::v3(self), std),
             _ => bincode::serde::encode_to_vec(older::write::v1(self), std),
         }
@@ -324,6 +344,7 @@ mod tests {
                 severity: 500,
                 time: t,
                 batch_id: Some("B-1".into()),
+                phase: None,
             }),
             RecordBody::Gap(Gap {
                 source: "plc".into(),
@@ -356,10 +377,76 @@ mod tests {
             .collect()
     }
 
+    /// Every kind of body, including those only format 5 has.
+    fn records_v5() -> Vec<Record> {
+        use crate::batch::{Actor, BatchChange, BatchEvent, BatchSnapshot, BatchTwin, ProcState};
+        use crate::command::{CommandOutcome, CommandRecord, Signature};
+        let mut all = records_with(true);
+        let t = all[0].time;
+        let mut phased = all
+            .iter()
+            .find_map(|r| match &r.body {
+                RecordBody::Alarm(a) => Some(a.clone()),
+                _ => None,
+            })
+            .unwrap();
+        phased.phase = Some("spraying".into());
+        let event = BatchEvent {
+            line: "gran1".into(),
+            batch_id: "B-1".into(),
+            time: t,
+            change: BatchChange::Comment("lump in the bowl".into()),
+            state: ProcState::Running,
+            phase: Some("spraying".into()),
+            by: Actor::Command {
+                request_id: "r-1".into(),
+                user: "alice".into(),
+            },
+        };
+        let command = CommandRecord {
+            line: "gran1".into(),
+            topic: "pdtf/s/a/gran1/cmd/batch".into(),
+            command: Some("comment".into()),
+            request_id: Some("r-1".into()),
+            user: Some("alice".into()),
+            reason: Some("operator note".into()),
+            signature: Some(Signature {
+                printed_name: "Alice Example".into(),
+                time: "2026-12-03T18:00:00Z".into(),
+                meaning: "performed".into(),
+            }),
+            payload: "{}".into(),
+            outcome: CommandOutcome::Refused("no batch".into()),
+        };
+        let snapshot = BatchSnapshot {
+            twin: BatchTwin::new("gran1", true),
+            trajectories: None,
+            requests: vec![crate::batch::SeenRequest {
+                request_id: "r-1".into(),
+                seq: 9,
+                refused: Some("no batch".into()),
+            }],
+            at: t,
+        };
+        for body in [
+            RecordBody::Alarm(phased),
+            RecordBody::Batch(Box::new(event)),
+            RecordBody::Command(Box::new(command)),
+            RecordBody::BatchSnapshot(Box::new(snapshot)),
+        ] {
+            all.push(Record {
+                seq: Seq(all.len() as u64 + 1),
+                time: t,
+                body,
+            });
+        }
+        all
+    }
+
     #[test]
     fn every_body_round_trips_and_links_to_its_predecessor() {
         let mut prev = GENESIS;
-        for r in records_with(true) {
+        for r in records_v5() {
             let (bytes, hash) = r.encode(&prev);
             let stored = Record::decode(&bytes).unwrap();
             assert_eq!((stored.record, stored.prev, stored.hash), (r, prev, hash));
@@ -415,10 +502,17 @@ mod tests {
             assert_eq!(old.record, r, "format 3 converts losslessly");
             assert_eq!(old.chain.map(|c| c.0), Some(prev));
         }
+        for r in records_with(true) {
+            let v4 = r.encode_older(4, &prev);
+            assert_eq!(Record::decode(&v4), Err(DecodeError::NeedsMigration(4)));
+            let old = Record::decode_older(&v4).unwrap();
+            assert_eq!(old.record, r, "format 4 converts losslessly (no phase)");
+            assert_eq!(old.chain.map(|c| c.0), Some(prev));
+        }
         let (mut enc, _) = r.encode(&GENESIS);
-        enc[0] = 5;
-        assert_eq!(Record::decode(&enc), Err(DecodeError::UnknownVersion(5)));
-        assert_eq!(Record::decode(&[4, 0]), Err(DecodeError::Truncated(2)));
+        enc[0] = 6;
+        assert_eq!(Record::decode(&enc), Err(DecodeError::UnknownVersion(6)));
+        assert_eq!(Record::decode(&[5, 0]), Err(DecodeError::Truncated(2)));
     }
 
     #[test]

@@ -4,10 +4,14 @@
 //! - 1: `[1][crc32 of payload][payload]`, no chain; samples are numbers only;
 //! - 2: `[2][crc32][prev][payload]`, chained; the schema of format 1;
 //! - 3: `[3][crc32][prev][payload]`, chained; typed samples with status and server time;
-//!   alarms keyed by their tag alone (one alarm per tag).
+//!   alarms keyed by their tag alone (one alarm per tag);
+//! - 4: as 3, alarms keyed by a `Condition`, and sample blocks; no batch records, and
+//!   alarms without a phase.
 //!
-//! Conversion to format 4: an alarm of formats 1–3 was always a limit alarm, so its
-//! condition is `Condition::tag_limit(tag)`.
+//! Conversion: an alarm of formats 1–3 was always a limit alarm, so its condition is
+//! `Condition::tag_limit(tag)`; an alarm of formats 1–4 has no phase (`None`). `Condition`,
+//! `AlarmState`, `Level`, `Quality` and `Value` are shared with the current format, which
+//! has not changed them: a format that does must first copy them here.
 
 use super::{Audit, Gap, Malformed, Record, RecordBody, Seq};
 use crate::{AlarmEvent, AlarmState, Condition, Level, Quality, Sample, TagId, Timestamp, Value};
@@ -67,6 +71,83 @@ struct V3Sample {
 }
 
 #[derive(Serialize, Deserialize)]
+pub(super) struct V4Record {
+    seq: Seq,
+    time: Timestamp,
+    body: V4Body,
+}
+
+#[derive(Serialize, Deserialize)]
+enum V4Body {
+    Sample(V3Sample),
+    Alarm(V4Alarm),
+    Gap(V3Gap),
+    Malformed(V3Malformed),
+    Audit(V3Audit),
+    Samples(Vec<V3Sample>),
+}
+
+#[derive(Serialize, Deserialize)]
+struct V4Alarm {
+    condition: Condition,
+    state: AlarmState,
+    previous: Option<Level>,
+    value: f64,
+    limit: f64,
+    severity: u16,
+    time: Timestamp,
+    batch_id: Option<String>,
+}
+
+impl From<V4Alarm> for AlarmEvent {
+    fn from(a: V4Alarm) -> Self {
+        AlarmEvent {
+            condition: a.condition,
+            state: a.state,
+            previous: a.previous,
+            value: a.value,
+            limit: a.limit,
+            severity: a.severity,
+            time: a.time,
+            batch_id: a.batch_id,
+            phase: None,
+        }
+    }
+}
+
+impl From<V3Sample> for Sample {
+    fn from(s: V3Sample) -> Self {
+        Sample {
+            tag: s.tag,
+            value: s.value,
+            quality: s.quality,
+            status: s.status,
+            source_time: s.source_time,
+            server_time: s.server_time,
+            agent_time: s.agent_time,
+        }
+    }
+}
+
+impl From<V4Record> for Record {
+    fn from(r: V4Record) -> Self {
+        let body = match r.body {
+            V4Body::Sample(s) => RecordBody::Sample(s.into()),
+            V4Body::Alarm(a) => RecordBody::Alarm(a.into()),
+            V4Body::Gap(g) => RecordBody::Gap(g.into()),
+            V4Body::Malformed(m) => RecordBody::Malformed(m.into()),
+            V4Body::Audit(a) => RecordBody::Audit(a.into()),
+            V4Body::Samples(b) => RecordBody::Samples(b.into_iter().map(Sample::from).collect()),
+        };
+        Record {
+            seq: r.seq,
+            time: r.time,
+            body,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
 struct V3Alarm {
     tag: TagId,
     state: AlarmState,
@@ -102,17 +183,30 @@ struct V3Audit {
 }
 
 impl From<V3Alarm> for AlarmEvent {
+    /// Through format 4: a format 3 alarm is a limit alarm on its tag.
     fn from(a: V3Alarm) -> Self {
-        AlarmEvent {
-            condition: Condition::tag_limit(a.tag),
-            state: a.state,
-            previous: a.previous,
-            value: a.value,
-            limit: a.limit,
-            severity: a.severity,
-            time: a.time,
-            batch_id: a.batch_id,
-        }
+        let V3Alarm {
+            tag,
+            state,
+            previous,
+            value,
+            limit,
+            severity,
+            time,
+            batch_id,
+        } = a;
+        let condition = Condition::tag_limit(tag);
+        let v4 = V4Alarm {
+            condition,
+            state,
+            previous,
+            value,
+            limit,
+            severity,
+            time,
+            batch_id,
+        };
+        v4.into()
     }
 }
 
@@ -174,15 +268,7 @@ impl From<V1Record> for Record {
 impl From<V3Record> for Record {
     fn from(r: V3Record) -> Self {
         let body = match r.body {
-            V3Body::Sample(s) => RecordBody::Sample(Sample {
-                tag: s.tag,
-                value: s.value,
-                quality: s.quality,
-                status: s.status,
-                source_time: s.source_time,
-                server_time: s.server_time,
-                agent_time: s.agent_time,
-            }),
+            V3Body::Sample(s) => RecordBody::Sample(s.into()),
             V3Body::Alarm(a) => RecordBody::Alarm(a.into()),
             V3Body::Gap(g) => RecordBody::Gap(g.into()),
             V3Body::Malformed(m) => RecordBody::Malformed(m.into()),
@@ -197,12 +283,40 @@ impl From<V3Record> for Record {
 }
 
 /// The old schema of a current record, for tests that write real old bytes. Panics on what
-/// the old format could not hold (a text sample in format 1, a non-limit alarm, a block).
+/// the old format could not hold (a text sample in format 1, a non-limit alarm, a block, a
+/// batch record, an alarm with a phase).
 pub(super) mod write {
     use super::*;
 
+    fn sample(s: &Sample) -> V3Sample {
+        V3Sample {
+            tag: s.tag,
+            value: s.value.clone(),
+            quality: s.quality,
+            status: s.status,
+            source_time: s.source_time,
+            server_time: s.server_time,
+            agent_time: s.agent_time,
+        }
+    }
+
+    fn alarm4(a: &AlarmEvent) -> V4Alarm {
+        assert_eq!(a.phase, None, "formats 1-4 alarms have no phase");
+        V4Alarm {
+            condition: a.condition.clone(),
+            state: a.state,
+            previous: a.previous,
+            value: a.value,
+            limit: a.limit,
+            severity: a.severity,
+            time: a.time,
+            batch_id: a.batch_id.clone(),
+        }
+    }
+
     fn alarm(a: &AlarmEvent) -> V3Alarm {
         assert_eq!(a.condition.kind, crate::ConditionKind::Limit);
+        assert_eq!(a.phase, None, "formats 1-4 alarms have no phase");
         V3Alarm {
             tag: a.tag().expect("formats 1-3 alarms are tag limits"),
             state: a.state,
@@ -255,6 +369,7 @@ pub(super) mod write {
             RecordBody::Malformed(m) => V1Body::Malformed(malformed(m)),
             RecordBody::Audit(a) => V1Body::Audit(audit(a)),
             RecordBody::Samples(_) => panic!("formats 1-3 have no sample blocks"),
+            _ => panic!("formats 1-4 have no batch or command records"),
         };
         V1Record {
             seq: r.seq,
@@ -265,22 +380,32 @@ pub(super) mod write {
 
     pub fn v3(r: &Record) -> V3Record {
         let body = match &r.body {
-            RecordBody::Sample(s) => V3Body::Sample(V3Sample {
-                tag: s.tag,
-                value: s.value.clone(),
-                quality: s.quality,
-                status: s.status,
-                source_time: s.source_time,
-                server_time: s.server_time,
-                agent_time: s.agent_time,
-            }),
+            RecordBody::Sample(s) => V3Body::Sample(sample(s)),
             RecordBody::Alarm(a) => V3Body::Alarm(alarm(a)),
             RecordBody::Gap(g) => V3Body::Gap(gap(g)),
             RecordBody::Malformed(m) => V3Body::Malformed(malformed(m)),
             RecordBody::Audit(a) => V3Body::Audit(audit(a)),
             RecordBody::Samples(_) => panic!("formats 1-3 have no sample blocks"),
+            _ => panic!("formats 1-4 have no batch or command records"),
         };
         V3Record {
+            seq: r.seq,
+            time: r.time,
+            body,
+        }
+    }
+
+    pub fn v4(r: &Record) -> V4Record {
+        let body = match &r.body {
+            RecordBody::Sample(s) => V4Body::Sample(sample(s)),
+            RecordBody::Alarm(a) => V4Body::Alarm(alarm4(a)),
+            RecordBody::Gap(g) => V4Body::Gap(gap(g)),
+            RecordBody::Malformed(m) => V4Body::Malformed(malformed(m)),
+            RecordBody::Audit(a) => V4Body::Audit(audit(a)),
+            RecordBody::Samples(b) => V4Body::Samples(b.iter().map(sample).collect()),
+            _ => panic!("formats 1-4 have no batch or command records"),
+        };
+        V4Record {
             seq: r.seq,
             time: r.time,
             body,

@@ -164,8 +164,8 @@ fn write_old_store(dir: &Path, version: u8, n: usize, break_at: Option<usize>) {
 }
 
 #[test]
-fn format_1_2_and_3_stores_are_migrated_explicitly_and_a_newer_one_refused() {
-    for version in [1, 2, 3] {
+fn format_1_to_4_stores_are_migrated_explicitly_and_a_newer_one_refused() {
+    for version in [1, 2, 3, 4] {
         let dir = tempfile::tempdir().unwrap();
         write_old_store(dir.path(), version, 4, None);
         let j = RedbJournal::open(dir.path()).unwrap();
@@ -201,6 +201,7 @@ fn a_format_3_alarm_becomes_its_tags_limit_condition() {
         severity: 500,
         time: t,
         batch_id: None,
+        phase: None,
     };
     let r = Record {
         seq: Seq(1),
@@ -305,7 +306,7 @@ fn a_half_created_journal_file_does_not_block_the_next_start() {
 /// format instead of calling every record corrupt; a broken old chain is still found.
 #[test]
 fn verify_reads_an_unmigrated_older_store_in_its_own_format() {
-    for version in [1, 2, 3] {
+    for version in [1, 2, 3, 4] {
         let dir = tempfile::tempdir().unwrap();
         write_old_store(dir.path(), version, 6, None);
         let r = verify_state_dir(dir.path(), |_| {}).unwrap();
@@ -376,6 +377,7 @@ fn the_alarm_index_keeps_each_conditions_last_transition_and_is_backfilled_once(
             severity: 500,
             time: Timestamp::from_unix_millis(5),
             batch_id: None,
+            phase: None,
         }),
     };
     let last = |j: &RedbJournal| -> Vec<(u64, AlarmState)> {
