@@ -168,6 +168,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         lines,
         sinks,
         recipes,
+        batch,
         journal,
         health,
         clock

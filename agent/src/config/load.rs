@@ -19,6 +19,7 @@ const AGENT_KEYS: &[&str] = &[
     "lines",
     "sinks",
     "recipes",
+    "batch",
     "journal",
     "health",
     "clock",
@@ -144,6 +145,9 @@ pub fn load_str(
         .remove("recipes")
         .map(|v| de_each(v, &file, "recipes", &mut errs))
         .unwrap_or_default();
+    let batch = table
+        .remove("batch")
+        .and_then(|v| de(v, &file, "batch", &mut errs));
     let journal = table
         .remove("journal")
         .and_then(|v| de(v, &file, "journal", &mut errs))
@@ -225,6 +229,7 @@ pub fn load_str(
         lines,
         sinks,
         recipes,
+        batch,
         journal,
         clock,
         health,

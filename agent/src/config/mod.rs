@@ -9,6 +9,7 @@
 //! error and does not reject unknown keys across layered sources, which is exactly what
 //! `pdtf-agent validate` must report.
 
+mod batch;
 mod interpolate;
 mod kinds;
 mod lines;
@@ -19,6 +20,7 @@ mod sources;
 mod tags;
 mod validate;
 
+pub use batch::BatchConfig;
 pub use load::{load, load_str, state_dir};
 pub use recipes::{
     Marker, MaterialConfig, PhaseConfig, QualityConfig, RecipeConfig, TrajectoryConfig,
@@ -222,6 +224,8 @@ pub struct LineConfig {
     pub line: Option<String>,
     /// Ids of the `[[sources]]` that feed this line; every source is on exactly one line.
     pub sources: Vec<String>,
+    /// How the line's batch twin is driven (`[lines.batch]`); none: no batch tracking.
+    pub batch: Option<BatchConfig>,
 }
 
 impl LineConfig {
@@ -289,6 +293,8 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// `[[recipes]]`: the master recipes batches run against.
     pub recipes: Vec<RecipeConfig>,
+    /// `[batch]`: the batch twin of an agent without `[[lines]]`.
+    pub batch: Option<BatchConfig>,
     pub journal: JournalConfig,
     pub health: Option<HealthConfig>,
     pub clock: crate::clock::ClockConfig,
@@ -321,6 +327,7 @@ impl Config {
             id: self.agent.line.clone(),
             line: None,
             sources: self.sources.iter().map(|s| s.id.clone()).collect(),
+            batch: self.batch.clone(),
         }]
     }
 

@@ -297,6 +297,7 @@ pub fn validate(c: &Config) -> Vec<ConfigError> {
 
     k.errs.extend(super::lines::check(c, &is_name, NAME_RULE));
     k.errs.extend(super::recipes::check(c));
+    k.errs.extend(super::batch::check(c));
     check_tags(c, &mut k.errs);
     k.errs
 }
