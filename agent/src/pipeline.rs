@@ -28,6 +28,7 @@
 //! does what concerns the whole agent: purges, the host clock's steps and synchronisation,
 //! and the `journal_full` system alarm.
 
+mod batch;
 mod outage;
 mod quota;
 mod reload;
@@ -74,6 +75,9 @@ pub enum Control {
     Tick,
     /// An audit record the agent itself makes (e.g. a supervised task failed).
     Audit { event: String, detail: String },
+    /// A payload received on the line's `P/cmd/batch`: decided, committed, then applied and
+    /// answered (`pipeline/batch.rs`).
+    BatchCommand { topic: String, payload: Vec<u8> },
     /// A validated tag-map change: committed, then applied; `done` gets the audit record's
     /// seq, or why nothing was applied.
     Reload {
@@ -131,6 +135,8 @@ pub struct LinePipeline {
     pub refused_cursors: (String, String),
     /// The active alarms of this line last added to `stats.alarms_active` (a sum over lines).
     pub active_reported: u64,
+    /// The line's batch twin, when the line tracks batches (`[batch]`).
+    pub batch: Option<crate::batch::LineBatch>,
 }
 
 impl LinePipeline {
@@ -169,6 +175,7 @@ impl LinePipeline {
             primary: true,
             refused_cursors: refusal_cursors(0, ""),
             active_reported: 0,
+            batch: None,
         }
     }
 
@@ -314,6 +321,7 @@ impl LinePipeline {
                         None => kept.push(s),
                     }
                     self.record_samples(&mut kept, out);
+                    self.count_batch_alarms(scratch);
                     out.extend(scratch.drain(..).map(|body| Entry { time: at, body }));
                 }
             }
@@ -367,6 +375,7 @@ impl LinePipeline {
                 self.persist_refusal().await;
             }
             Control::Audit { event, detail } => self.audit(&event, detail).await,
+            Control::BatchCommand { topic, payload } => self.batch_command(topic, payload).await,
             Control::Reload { plan, done } => {
                 let result = self.reload(*plan).await;
                 let _gone = done.send(result);

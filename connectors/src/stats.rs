@@ -38,6 +38,8 @@ pub struct Stats {
     /// 0 offline, 1 live, 2 backlogged.
     pub upstream_mode: AtomicU64,
     pub live_events_dropped: AtomicU64,
+    /// Replies to commands not handed to the reply publisher (its queue full or closed).
+    pub command_replies_dropped: AtomicU64,
     pub alerts_published: AtomicU64,
     pub commit_errors: AtomicU64,
     pub records_purged: AtomicU64,

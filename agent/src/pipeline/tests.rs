@@ -124,3 +124,161 @@ async fn a_crash_while_over_quota_leaves_each_lines_refused_count_for_the_next_s
         .iter()
         .any(|e| matches!(&e.body, RecordBody::Gap(g) if g.source == "journal")));
 }
+
+/// A line with a batch twin (one recipe, two phases) and a high limit on tag 0.
+fn batch_pipeline(dir: &std::path::Path) -> (LinePipeline, mpsc::Receiver<crate::batch::Reply>) {
+    use pdtf_models::batch::{BatchTwin, Recipe, RecipePhase, RecipeRef};
+    use pdtf_models::detect::LimitDetector;
+    use pdtf_models::LimitSpec;
+    let mut p = pipeline(dir);
+    p.line = "gran1".into();
+    let hi = LimitSpec {
+        lolo: None,
+        lo: None,
+        hi: Some(80.0),
+        hihi: None,
+        deadband: 0.0,
+        on_delay_ms: 0,
+    };
+    p.detectors = vec![Box::new(LimitDetector::new(vec![Some(hi), None]))];
+    let (tx, rx) = mpsc::channel(8);
+    let phase = |n: &str| RecipePhase {
+        name: n.into(),
+        min_duration_s: None,
+        max_duration_s: None,
+    };
+    p.batch = Some(crate::batch::LineBatch {
+        twin: BatchTwin::new("gran1", true),
+        recipes: vec![Recipe {
+            reference: RecipeRef {
+                id: "gran".into(),
+                version: 1,
+                product: "G".into(),
+                product_code: "G1".into(),
+            },
+            phases: vec![phase("preheat"), phase("spraying")],
+            materials: vec![],
+            quality: vec![],
+        }],
+        policy: Default::default(),
+        seen: Default::default(),
+        reply_prefix: "pdtf/s/a/gran1/cmd/reply".into(),
+        replies: Some(tx),
+    });
+    (p, rx)
+}
+
+/// Tag 0 takes `value` now; returns the entries the pipeline made of it (not committed).
+async fn feed(p: &mut LinePipeline, value: f64) -> Vec<Entry> {
+    let s = Sample::new(TagId(0), value, pdtf_models::Quality::Good, None, now());
+    let mut out = Vec::new();
+    p.apply(SourceMsg::Samples(vec![s]), &mut out, &mut Vec::new())
+        .await;
+    out
+}
+
+fn command(json: &str) -> Control {
+    Control::BatchCommand {
+        topic: "pdtf/s/a/gran1/cmd/batch".into(),
+        payload: json.as_bytes().to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_command_is_committed_before_it_applies_and_is_answered_once_applied_once() {
+    use pdtf_models::batch::{BatchChange, ProcState};
+    use pdtf_models::command::CommandOutcome;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, mut replies) = batch_pipeline(dir.path());
+    let start = r#"{"request_id":"r-1","user":"alice","reason":"go","command":"start","batch_id":"B-1","recipe":"gran"}"#;
+    p.control(command(start)).await;
+    let (topic, body) = replies.try_recv().expect("answered");
+    assert_eq!(topic, "pdtf/s/a/gran1/cmd/reply/r-1");
+    let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(reply["accepted"], true);
+    let records = p.journal.read_from(Seq(1), usize::MAX).unwrap();
+    // The command record first, then its batch events, in one commit.
+    assert!(
+        matches!(&records[0].body, RecordBody::Command(c) if c.outcome == CommandOutcome::Accepted)
+    );
+    assert_eq!(reply["seq"].as_u64(), Some(records[0].seq.0));
+    assert!(
+        matches!(&records[1].body, RecordBody::Batch(e) if matches!(e.change, BatchChange::Started { .. }))
+    );
+    assert_eq!(p.twin.batch_id(), Some("B-1"));
+    assert_eq!(p.twin.phase(), Some("preheat"));
+
+    // The QoS 1 redelivery: recorded, answered as the first, no second batch.
+    p.control(command(start)).await;
+    let (_, body) = replies.try_recv().expect("answered again");
+    let again: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (again["duplicate"].as_bool(), again["seq"].as_u64()),
+        (Some(true), Some(records[0].seq.0))
+    );
+    // An illegal command: recorded with the reason, answered, nothing changes.
+    p.control(command(
+        r#"{"request_id":"r-2","user":"bob","reason":"x","command":"restart"}"#,
+    ))
+    .await;
+    let (_, body) = replies.try_recv().unwrap();
+    let refused: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(refused["accepted"], false);
+    assert!(refused["reason"]
+        .as_str()
+        .unwrap()
+        .contains("accepted only in held"));
+    assert_eq!(p.batch.as_ref().unwrap().twin.state, ProcState::Running);
+    // Random bytes: recorded as refused, never answered (no request id), never a panic.
+    p.control(command("\u{1}\u{2}garbage")).await;
+    assert!(replies.try_recv().is_err());
+
+    // An alarm inside the batch is counted in the phase (once: the second value is no raise).
+    feed(&mut p, 95.0).await;
+    feed(&mut p, 96.0).await;
+    let records = p.journal.read_from(Seq(1), usize::MAX).unwrap();
+    let starts = records
+        .iter()
+        .filter(|r| matches!(&r.body, RecordBody::Batch(e) if matches!(e.change, BatchChange::Started { .. })))
+        .count();
+    assert_eq!(starts, 1, "the duplicate started nothing");
+    let outcomes: Vec<&CommandOutcome> = records
+        .iter()
+        .filter_map(|r| match &r.body {
+            RecordBody::Command(c) => Some(&c.outcome),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outcomes.len(), 4, "every command is a record");
+    assert!(matches!(outcomes[1], CommandOutcome::Duplicate { .. }));
+    assert!(matches!(outcomes[3], CommandOutcome::Refused(r) if r.contains("not JSON")));
+    let b = p.batch.as_ref().unwrap().twin.batch.as_ref().unwrap();
+    assert_eq!(b.phases[0].alarms, 1, "one raise, counted in preheat");
+}
+
+#[tokio::test]
+async fn an_alarm_record_carries_the_batch_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, _replies) = batch_pipeline(dir.path());
+    p.control(command(r#"{"request_id":"r-1","user":"alice","reason":"go","command":"start","batch_id":"B-7","recipe":"gran"}"#)).await;
+    p.control(command(
+        r#"{"request_id":"r-2","user":"alice","reason":"next","command":"phase"}"#,
+    ))
+    .await;
+    let out = feed(&mut p, 95.0).await;
+    p.commit(out).await;
+    let alarm = p
+        .journal
+        .read_from(Seq(1), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .find_map(|r| match r.body {
+            RecordBody::Alarm(a) => Some(a),
+            _ => None,
+        })
+        .expect("the limit alarm");
+    assert_eq!(
+        (alarm.batch_id.as_deref(), alarm.phase.as_deref()),
+        (Some("B-7"), Some("spraying"))
+    );
+}

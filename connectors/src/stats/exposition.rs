@@ -331,6 +331,14 @@ impl Collector for Exposition {
         one(
             &mut e,
             &line,
+            "pdtf_command_replies_dropped",
+            "Replies to commands not published (queue full or closed); the command records hold the outcomes.",
+            MetricType::Counter,
+            Stats::get(&s.command_replies_dropped),
+        )?;
+        one(
+            &mut e,
+            &line,
             "pdtf_alarms_active",
             "Limit alarms currently active.",
             MetricType::Gauge,

@@ -1,0 +1,107 @@
+//! Batch commands in the line pipeline: decide (pure, `batch::command`), commit the command
+//! record and the batch events in one transaction, and only then apply the plan, set the
+//! batch context every later alarm carries, remember the request id, and answer.
+
+use super::{now, LinePipeline};
+use crate::batch::command;
+use pdtf_connectors::Stats;
+use pdtf_models::batch::SeenRequest;
+use pdtf_models::command::CommandOutcome;
+use pdtf_models::{Entry, RecordBody};
+use tracing::{info, warn};
+
+impl LinePipeline {
+    /// One payload received on the line's `P/cmd/batch`.
+    pub(super) async fn batch_command(&mut self, topic: String, payload: Vec<u8>) {
+        let Some(b) = self.batch.as_ref() else {
+            warn!(line = %self.line, "A batch command reached a line without batch tracking; ignored.");
+            return;
+        };
+        let at = now();
+        let d = command::decide(
+            &b.twin, &b.recipes, &b.policy, &b.seen, &topic, &payload, at,
+        );
+        let mut entries = vec![Entry {
+            time: at,
+            body: RecordBody::Command(Box::new(d.record.clone())),
+        }];
+        if let Some(p) = &d.plan {
+            entries.extend(p.events.iter().map(|e| Entry {
+                time: at,
+                body: RecordBody::Batch(Box::new(e.clone())),
+            }));
+        }
+        let records = self.commit(entries).await;
+        let Some(seq) = records.first().map(|r| r.seq.0) else {
+            // Only a stop gives up a commit: nothing was applied or answered.
+            return;
+        };
+        let Some(b) = self.batch.as_mut() else {
+            return;
+        };
+        match &d.record.outcome {
+            CommandOutcome::Accepted => info!(
+                line = %self.line,
+                seq,
+                command = d.record.command.as_deref().unwrap_or_default(),
+                user = d.record.user.as_deref().unwrap_or_default(),
+                "Batch command accepted."
+            ),
+            CommandOutcome::Refused(why) => {
+                info!(line = %self.line, seq, %why, "Batch command refused.")
+            }
+            CommandOutcome::Duplicate { first_seq } => {
+                info!(line = %self.line, seq, first_seq, "Duplicate batch command answered again, not applied.")
+            }
+        }
+        if let Some(p) = d.plan {
+            b.twin = p.next;
+            self.twin.set_batch(b.twin.batch_id(), b.twin.phase());
+        }
+        let first = match &d.record.outcome {
+            CommandOutcome::Duplicate { .. } => d
+                .reply_to
+                .as_deref()
+                .and_then(|id| b.seen.get(id))
+                .map(|s| s.refused.clone()),
+            outcome => {
+                if let Some(id) = &d.reply_to {
+                    b.seen.insert(SeenRequest {
+                        request_id: id.clone(),
+                        seq,
+                        refused: match outcome {
+                            CommandOutcome::Refused(r) => Some(r.clone()),
+                            _ => None,
+                        },
+                    });
+                }
+                None
+            }
+        };
+        let (Some(id), Some(tx)) = (&d.reply_to, &b.replies) else {
+            return;
+        };
+        let body = command::reply(&d.record, seq, &b.twin, first.as_ref());
+        if tx
+            .try_send((format!("{}/{id}", b.reply_prefix), body))
+            .is_err()
+        {
+            Stats::add(&self.stats.command_replies_dropped, 1);
+            warn!(line = %self.line, request_id = %id, "Command reply not sent: the reply queue is full or closed (the command's record holds its outcome).");
+        }
+    }
+
+    /// Counts the alarms raised in `bodies` in the running batch's phase.
+    pub(super) fn count_batch_alarms(&mut self, bodies: &[RecordBody]) {
+        let Some(b) = self.batch.as_mut() else {
+            return;
+        };
+        for body in bodies {
+            if let RecordBody::Alarm(a) = body {
+                if a.is_raise() {
+                    b.twin.alarm_raised();
+                }
+            }
+        }
+    }
+}
