@@ -6,6 +6,7 @@
 
 pub mod alert;
 pub mod backoff;
+pub mod command;
 pub mod malformed;
 pub mod modbus;
 pub mod mqtt;

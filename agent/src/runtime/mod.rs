@@ -5,6 +5,7 @@
 //! pipeline commits everything they sent and writes the `agent_stop` audit record, the
 //! upstream sync gets a bounded grace period to deliver it, then the sinks stop.
 
+mod batch;
 mod sources;
 
 use sources::{broker, mqtt_source, opcua_source};
@@ -331,6 +332,17 @@ impl Agent {
             .iter()
             .map(|_| mpsc::channel(crate::pipeline::CONTROL_CHANNEL))
             .unzip();
+        let mut pipelines = pipelines;
+        sinks.extend(batch::wire(
+            c,
+            &lines,
+            &mut pipelines,
+            &tag_ids,
+            &controls,
+            &stats,
+            &sup,
+            &sinks_stop,
+        )?);
         let housekeeping = Housekeeping {
             config: c.journal.clone(),
             journal: journal.clone(),

@@ -1,0 +1,95 @@
+//! Batch tracking at start: each line that has `[batch]` gets its batch twin, and when a
+//! line takes commands, the command link (on `[sinks.alerts]`'s broker) and the task that
+//! hands each command to its line's control channel.
+
+use super::{broker, StartError};
+use crate::batch::{LineBatch, REPLY_CHANNEL};
+use crate::config::{Config, LineConfig};
+use crate::pipeline::{Control, LinePipeline};
+use crate::supervise::Supervisor;
+use pdtf_connectors::command::{CommandLink, Incoming};
+use pdtf_connectors::Stats;
+use pdtf_models::TagId;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{warn, Instrument};
+
+/// Commands waiting for their line's control channel.
+const INCOMING_CHANNEL: usize = 64;
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn wire(
+    c: &Config,
+    lines: &[LineConfig],
+    pipelines: &mut [LinePipeline],
+    tag_ids: &[TagId],
+    controls: &[mpsc::Sender<Control>],
+    stats: &Arc<Stats>,
+    sup: &Supervisor,
+    stop: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let id_of = |name: &str| {
+        c.tags
+            .iter()
+            .zip(tag_ids)
+            .find(|(t, _)| t.name == name)
+            .map(|(_, id)| *id)
+    };
+    let (reply_tx, reply_rx) = mpsc::channel(REPLY_CHANNEL);
+    let mut topics = Vec::new();
+    for (i, (p, l)) in pipelines.iter_mut().zip(lines).enumerate() {
+        let Some(mut b) = LineBatch::of(c, l, &id_of) else {
+            continue;
+        };
+        if l.batch.as_ref().is_some_and(|b| b.commands) {
+            b.replies = Some(reply_tx.clone());
+            topics.push((format!("{}/cmd/batch", c.line_prefix(l)), i));
+        }
+        p.batch = Some(b);
+    }
+    drop(reply_tx);
+    let Some(alerts) = c.sinks.alerts.as_ref().filter(|_| !topics.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let link = CommandLink {
+        agent_id: c.agent.id.clone(),
+        broker: broker(c, &alerts.broker)?.clone(),
+        topics,
+    };
+    let (in_tx, mut in_rx) = mpsc::channel::<Incoming>(INCOMING_CHANNEL);
+    let span = tracing::info_span!("sink", kind = "commands");
+    let link_task = sup.spawn(
+        "commands",
+        stop,
+        link.run(in_tx, reply_rx, stats.clone(), stop.clone())
+            .instrument(span),
+    );
+    let controls = controls.to_vec();
+    let stop_fwd = stop.clone();
+    let forward = sup.spawn("command intake", stop, async move {
+        loop {
+            let cmd = tokio::select! {
+                _ = stop_fwd.cancelled() => return,
+                m = in_rx.recv() => match m {
+                    Some(m) => m,
+                    None => return,
+                },
+            };
+            let Some(tx) = controls.get(cmd.line) else {
+                continue;
+            };
+            let msg = Control::BatchCommand {
+                topic: cmd.topic,
+                payload: cmd.payload,
+            };
+            if tx.send(msg).await.is_err() {
+                warn!(
+                    "A batch command arrived after its line stopped; not applied and not answered."
+                );
+            }
+        }
+    });
+    Ok(vec![link_task, forward])
+}

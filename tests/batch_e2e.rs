@@ -1,0 +1,212 @@
+//! Command-driven batches over real MQTT on loopback (embedded rumqttd): commands on
+//! `P/cmd/batch` are answered on `P/cmd/reply/{request_id}` only after their records are
+//! committed; a duplicate is answered as the first and applied once; an illegal or malformed
+//! command is refused and recorded; alarms inside the batch carry its batch and phase.
+
+use pdtf_agent::Agent;
+use pdtf_connectors::Stats;
+use pdtf_e2e::*;
+use pdtf_models::batch::{BatchChange, ProcState};
+use pdtf_models::command::CommandOutcome;
+use pdtf_models::RecordBody;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+const CMD: &str = "pdtf/s1/a1/l1/cmd/batch";
+
+const BATCH: &str = r#"
+[batch]
+commands = true
+allow_users = { abort = ["qa-lead"] }
+
+[[recipes]]
+id = "gran"
+version = 1
+product = "Granulate"
+product_code = "G-1"
+[[recipes.phases]]
+name = "preheat"
+[[recipes.phases]]
+name = "spraying"
+[[recipes.materials]]
+material = "API"
+planned = 50.0
+unit = "kg"
+tolerance_pct = 1.0
+"#;
+
+fn cmd(id: &str, command: &str, extra: &str) -> String {
+    format!(
+        r#"{{"request_id":"{id}","user":"alice","reason":"test","command":"{command}"{extra}}}"#
+    )
+}
+
+/// Publishes `payload` until a reply for `id` arrives (the command link may still be
+/// subscribing: a command sent before that is not delivered, and the same request id is
+/// answered once and applied once however often it is sent). Returns the replies for `id`.
+async fn until_answered(
+    p: &Publisher,
+    replies: &Consumer,
+    id: &str,
+    payload: &str,
+) -> serde_json::Value {
+    let topic = format!("pdtf/s1/a1/l1/cmd/reply/{id}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        p.send(CMD, payload.to_owned()).await;
+        for _ in 0..10 {
+            if let Some(m) = replies.snapshot().into_iter().find(|m| m.topic == topic) {
+                return m.json();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no reply for {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_driven_batch_runs_to_complete_with_every_command_recorded_and_answered() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(&agent_config_with(dir.path(), port, port, BATCH, "")).unwrap();
+    let publisher = Publisher::start(port, "mes");
+    let replies = Consumer::start(port, "mes-replies", "pdtf/s1/a1/l1/cmd/reply/#").await;
+    wait_until_sample(&agent, &publisher).await;
+
+    let start = cmd("r-1", "start", r#","batch_id":"B-1","recipe":"gran""#);
+    let r = until_answered(&publisher, &replies, "r-1", &start).await;
+    assert_eq!(r["accepted"], true, "{r}");
+    assert_eq!(
+        (r["batch_id"].as_str(), r["phase"].as_str()),
+        (Some("B-1"), Some("preheat"))
+    );
+    // The same request again (an MES retry): answered as the first, no second batch.
+    publisher.send(CMD, start.clone()).await;
+    wait_until("the duplicate answered", WAIT, || {
+        replies
+            .snapshot()
+            .iter()
+            .filter(|m| m.topic.ends_with("/r-1"))
+            .count()
+            >= 2
+    })
+    .await;
+    let dup = replies
+        .snapshot()
+        .into_iter()
+        .filter(|m| m.topic.ends_with("/r-1"))
+        .nth(1)
+        .unwrap()
+        .json();
+    assert_eq!(
+        (dup["duplicate"].as_bool(), dup["seq"].clone()),
+        (Some(true), r["seq"].clone())
+    );
+
+    // A barrage of malformed commands leaves the line taking commands.
+    for junk in [
+        "",
+        "{",
+        "[]",
+        "\u{0}\u{1}\u{2}",
+        r#"{"request_id":5}"#,
+        &format!(r#"{{"request_id":"big","text":"{}"}}"#, "x".repeat(40_000)),
+    ] {
+        publisher.send(CMD, junk.to_owned()).await;
+    }
+    let illegal = until_answered(&publisher, &replies, "r-2", &cmd("r-2", "restart", "")).await;
+    assert_eq!(illegal["accepted"], false);
+    assert!(
+        illegal["reason"]
+            .as_str()
+            .unwrap()
+            .contains("accepted only in held"),
+        "{illegal}"
+    );
+    let denied = until_answered(&publisher, &replies, "r-3", &cmd("r-3", "abort", "")).await;
+    assert_eq!(
+        denied["reason"],
+        "user \"alice\" is not allowed to send abort"
+    );
+
+    // An alarm in the batch carries batch and phase on its retained message.
+    until_answered(&publisher, &replies, "r-4", &cmd("r-4", "phase", "")).await;
+    publisher
+        .send("line/temp", r#"{"v":85.0,"ts":1763800000000}"#)
+        .await;
+    wait_until("alarm raised", WAIT, || {
+        Stats::get(&agent.stats.alarms_active) == 1
+    })
+    .await;
+    let scada = Consumer::start(port, "scada", "pdtf/s1/a1/l1/alarms/temp").await;
+    wait_until("retained alarm", WAIT, || !scada.snapshot().is_empty()).await;
+    let alarm = scada.snapshot()[0].json();
+    assert_eq!(
+        (alarm["batch_id"].as_str(), alarm["phase"].as_str()),
+        (Some("B-1"), Some("spraying"))
+    );
+
+    let charge = cmd(
+        "r-5",
+        "material",
+        r#","material":"API","lot":"L-1","quantity":50.2,"unit":"kg""#,
+    );
+    assert_eq!(
+        until_answered(&publisher, &replies, "r-5", &charge).await["accepted"],
+        true
+    );
+    let done = until_answered(&publisher, &replies, "r-6", &cmd("r-6", "phase", "")).await;
+    assert_eq!(
+        done["state"], "complete",
+        "past the last phase the batch completes"
+    );
+
+    let bodies = journal_bodies(&agent);
+    let starts = bodies.iter().filter(|b| matches!(b, RecordBody::Batch(e) if matches!(e.change, BatchChange::Started { .. }))).count();
+    assert_eq!(starts, 1, "one batch, however often r-1 was sent");
+    let commands: Vec<&CommandOutcome> = bodies
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Command(c) => Some(&c.outcome),
+            _ => None,
+        })
+        .collect();
+    let refused = commands
+        .iter()
+        .filter(|o| matches!(o, CommandOutcome::Refused(_)))
+        .count();
+    assert!(
+        refused >= 8,
+        "the six malformed, the illegal and the denied are recorded: {refused}"
+    );
+    let summary = bodies
+        .iter()
+        .find_map(|b| match b {
+            RecordBody::Batch(e) => match &e.change {
+                BatchChange::Ended(s) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .expect("the end-of-batch summary");
+    assert_eq!(summary.outcome, ProcState::Complete);
+    assert_eq!(
+        summary
+            .phases
+            .iter()
+            .map(|p| (p.name.as_str(), p.alarms))
+            .collect::<Vec<_>>(),
+        [("preheat", 0), ("spraying", 1)]
+    );
+    assert!(
+        summary.materials[0].within_tolerance,
+        "50.2 of 50 kg +- 1 %"
+    );
+    // The alarm record itself carries the batch context too.
+    let ctx = bodies.iter().find_map(|b| match b {
+        RecordBody::Alarm(a) => Some((a.batch_id.clone(), a.phase.clone())),
+        _ => None,
+    });
+    assert_eq!(ctx, Some((Some("B-1".into()), Some("spraying".into()))));
+    agent.shutdown(Duration::from_secs(2)).await;
+}
