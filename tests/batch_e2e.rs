@@ -18,7 +18,21 @@ const BATCH: &str = r#"
 [batch]
 commands = true
 allow_users = { abort = ["qa-lead"] }
+"#;
 
+const MATERIALS: &str = r#"
+[[recipes.materials]]
+material = "API"
+planned = 50.0
+unit = "kg"
+tolerance_pct = 1.0
+"#;
+
+/// `[batch]` and the tags in `batch`, then recipe `gran` (phases preheat, spraying, marked
+/// 1 and 2 for a phase tag), then `recipe_extra` (tables of the recipe, e.g. materials).
+fn batch_config(batch: &str, recipe_extra: &str) -> String {
+    format!(
+        r#"{batch}
 [[recipes]]
 id = "gran"
 version = 1
@@ -26,14 +40,19 @@ product = "Granulate"
 product_code = "G-1"
 [[recipes.phases]]
 name = "preheat"
+start_on = 1
 [[recipes.phases]]
 name = "spraying"
-[[recipes.materials]]
-material = "API"
-planned = 50.0
-unit = "kg"
-tolerance_pct = 1.0
-"#;
+start_on = 2
+{recipe_extra}"#
+    )
+}
+
+/// The test agent, on the embedded broker at `port`, with `batch_config(batch, recipe_extra)`.
+fn start(dir: &std::path::Path, port: u16, batch: &str, recipe_extra: &str) -> Agent {
+    let sections = batch_config(batch, recipe_extra);
+    Agent::start(&agent_config_with(dir, port, port, &sections, "")).unwrap()
+}
 
 fn cmd(id: &str, command: &str, extra: &str) -> String {
     format!(
@@ -68,7 +87,7 @@ async fn until_answered(
 async fn a_command_driven_batch_runs_to_complete_with_every_command_recorded_and_answered() {
     let port = broker();
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(&agent_config_with(dir.path(), port, port, BATCH, "")).unwrap();
+    let agent = start(dir.path(), port, BATCH, MATERIALS);
     let publisher = Publisher::start(port, "mes");
     let replies = Consumer::start(port, "mes-replies", "pdtf/s1/a1/l1/cmd/reply/#").await;
     wait_until_sample(&agent, &publisher).await;
@@ -208,5 +227,96 @@ async fn a_command_driven_batch_runs_to_complete_with_every_command_recorded_and
         _ => None,
     });
     assert_eq!(ctx, Some((Some("B-1".into()), Some("spraying".into()))));
+    agent.shutdown(Duration::from_secs(2)).await;
+}
+
+const TAG_DRIVEN: &str = r#"
+[batch]
+batch_id_tag = "batch_id"
+phase_tag = "phase"
+recipe = "gran"
+
+[[tags]]
+name = "batch_id"
+source = "plc"
+topic = "line/batch"
+value_pointer = "/v"
+
+[[tags]]
+name = "phase"
+source = "plc"
+topic = "line/phase"
+value_pointer = "/v"
+
+"#;
+
+/// The batch events in the journal so far, as (change kind, batch, phase after).
+fn batch_events(agent: &Agent) -> Vec<(String, String, Option<String>)> {
+    journal_bodies(agent)
+        .into_iter()
+        .filter_map(|b| match b {
+            RecordBody::Batch(e) => {
+                let kind = match &e.change {
+                    BatchChange::Started { .. } => "started".to_owned(),
+                    BatchChange::Phase { .. } => "phase".to_owned(),
+                    BatchChange::State { .. } => format!("state {}", e.state.name()),
+                    BatchChange::Ended(_) => "ended".to_owned(),
+                    _ => "other".to_owned(),
+                };
+                Some((kind, e.batch_id.clone(), e.phase.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_driven_batch_follows_the_equipments_batch_id_and_phase_tags_to_complete() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = start(dir.path(), port, TAG_DRIVEN, "");
+    let plc = Publisher::start(port, "plc-sim");
+    wait_until_sample(&agent, &plc).await;
+    let step = |n: usize| {
+        let agent = &agent;
+        async move {
+            wait_until("batch events", WAIT, || batch_events(agent).len() >= n).await;
+        }
+    };
+    // MQTT tags carry numbers: PLCs number their batches (0 = no batch).
+    plc.send("line/batch", r#"{"v":1001}"#).await;
+    step(1).await;
+    plc.send("line/phase", r#"{"v":1}"#).await;
+    step(2).await;
+    plc.send("line/temp", r#"{"v":85.0,"ts":1763800000000}"#)
+        .await;
+    wait_until("alarm raised", WAIT, || {
+        Stats::get(&agent.stats.alarms_active) == 1
+    })
+    .await;
+    plc.send("line/phase", r#"{"v":2}"#).await;
+    step(3).await;
+    // The equipment clears the batch id at the end of the batch.
+    plc.send("line/batch", r#"{"v":0}"#).await;
+    step(5).await;
+    let ev = batch_events(&agent);
+    let b = Some("1001".to_owned());
+    assert_eq!(
+        ev.iter()
+            .map(|(k, id, p)| (k.as_str(), id.clone(), p.clone()))
+            .collect::<Vec<_>>(),
+        [
+            ("started", b.clone().unwrap(), None),
+            ("phase", b.clone().unwrap(), Some("preheat".to_owned())),
+            ("phase", b.clone().unwrap(), Some("spraying".to_owned())),
+            ("state complete", b.clone().unwrap(), None),
+            ("ended", b.clone().unwrap(), None),
+        ]
+    );
+    let alarm = journal_bodies(&agent).into_iter().find_map(|r| match r {
+        RecordBody::Alarm(a) => Some((a.batch_id, a.phase)),
+        _ => None,
+    });
+    assert_eq!(alarm, Some((b, Some("preheat".to_owned()))));
     agent.shutdown(Duration::from_secs(2)).await;
 }

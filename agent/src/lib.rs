@@ -3,8 +3,8 @@
 //! Only this crate knows about everything; `pdtf-connectors` does protocol I/O and
 //! `pdtf-models` the pure domain logic.
 
-#[cfg(feature = "demo")]
 pub mod batch;
+#[cfg(feature = "demo")]
 pub mod broker;
 pub mod clock;
 pub mod config;

@@ -313,6 +313,7 @@ impl LinePipeline {
                         out.push(audit(event, detail));
                     }
                     self.twin.update(&s);
+                    self.batch_tag(&s, out);
                     for d in &mut self.detectors {
                         d.on_sample(&s, &self.twin, scratch);
                     }

@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod requests;
+pub mod tags;
 
 use crate::config::{Config, LineConfig, RecipeConfig};
 use command::Policy;
@@ -26,6 +27,8 @@ pub struct LineBatch {
     pub recipes: Vec<Recipe>,
     pub policy: Policy,
     pub seen: RequestWindow,
+    /// The line's batch tags (tag-driven batches).
+    pub tags: tags::BatchTags,
     /// `P/cmd/reply`: a reply goes to `{reply_prefix}/{request_id}`.
     pub reply_prefix: String,
     pub replies: Option<mpsc::Sender<Reply>>,
@@ -48,6 +51,7 @@ impl LineBatch {
                 allow_users: b.allow_users.clone(),
             },
             seen: RequestWindow::default(),
+            tags: tags::BatchTags::of(b, &c.recipes, ids),
             reply_prefix: format!("{}/cmd/reply", c.line_prefix(line)),
             replies: None,
         })
@@ -93,5 +97,29 @@ pub fn recipe(r: &RecipeConfig, ids: &dyn Fn(&str) -> Option<TagId>) -> Recipe {
                 tag: q.tag.as_deref().and_then(ids),
             })
             .collect(),
+    }
+}
+
+/// A recipe for unit tests: id `gran`, product `G`, the named phases without durations, no
+/// materials or quality attributes.
+#[cfg(test)]
+pub(crate) fn test_recipe(version: u32, phases: &[&str]) -> Recipe {
+    Recipe {
+        reference: RecipeRef {
+            id: "gran".into(),
+            version,
+            product: "G".into(),
+            product_code: "G1".into(),
+        },
+        phases: phases
+            .iter()
+            .map(|n| RecipePhase {
+                name: (*n).into(),
+                min_duration_s: None,
+                max_duration_s: None,
+            })
+            .collect(),
+        materials: vec![],
+        quality: vec![],
     }
 }

@@ -1,13 +1,21 @@
-//! Batch commands in the line pipeline: decide (pure, `batch::command`), commit the command
-//! record and the batch events in one transaction, and only then apply the plan, set the
-//! batch context every later alarm carries, remember the request id, and answer.
+//! Batches in the line pipeline.
+//!
+//! Commands: decide (pure, `batch::command`), commit the command record and the batch events
+//! in one transaction, and only then apply the plan, set the batch context every later alarm
+//! carries, remember the request id, and answer.
+//!
+//! Batch tags (`batch::tags`): a value of the batch id, phase or state tag becomes batch
+//! events in the same commit as the sample itself, and the context applies to the samples
+//! after it at once (a commit is retried until it succeeds, so the events are recorded with
+//! the samples they describe; only a stopping agent gives a commit up).
 
-use super::{now, LinePipeline};
+use super::{audit, now, LinePipeline};
 use crate::batch::command;
+use crate::batch::tags::TagOutcome;
 use pdtf_connectors::Stats;
 use pdtf_models::batch::SeenRequest;
 use pdtf_models::command::CommandOutcome;
-use pdtf_models::{Entry, RecordBody};
+use pdtf_models::{Entry, RecordBody, Sample};
 use tracing::{info, warn};
 
 impl LinePipeline {
@@ -88,6 +96,32 @@ impl LinePipeline {
         {
             Stats::add(&self.stats.command_replies_dropped, 1);
             warn!(line = %self.line, request_id = %id, "Command reply not sent: the reply queue is full or closed (the command's record holds its outcome).");
+        }
+    }
+
+    /// A sample of one of the line's batch tags: its batch events (or a note) into `out`.
+    pub(super) fn batch_tag(&mut self, s: &Sample, out: &mut Vec<Entry>) {
+        let Some(b) = self.batch.as_mut() else {
+            return;
+        };
+        if !b.tags.watches(s.tag) {
+            return;
+        }
+        match b.tags.on_sample(&b.twin, &b.recipes, s) {
+            TagOutcome::Nothing => {}
+            TagOutcome::Note(note) => {
+                warn!(line = %self.line, %note, "Batch tag value not applied.");
+                out.push(audit("batch_tag_ignored", note));
+            }
+            TagOutcome::Plan(p) => {
+                let p = *p;
+                out.extend(p.events.into_iter().map(|e| Entry {
+                    time: s.agent_time,
+                    body: RecordBody::Batch(Box::new(e)),
+                }));
+                b.twin = p.next;
+                self.twin.set_batch(b.twin.batch_id(), b.twin.phase());
+            }
         }
     }
 

@@ -127,7 +127,7 @@ async fn a_crash_while_over_quota_leaves_each_lines_refused_count_for_the_next_s
 
 /// A line with a batch twin (one recipe, two phases) and a high limit on tag 0.
 fn batch_pipeline(dir: &std::path::Path) -> (LinePipeline, mpsc::Receiver<crate::batch::Reply>) {
-    use pdtf_models::batch::{BatchTwin, Recipe, RecipePhase, RecipeRef};
+    use pdtf_models::batch::BatchTwin;
     use pdtf_models::detect::LimitDetector;
     use pdtf_models::LimitSpec;
     let mut p = pipeline(dir);
@@ -142,26 +142,12 @@ fn batch_pipeline(dir: &std::path::Path) -> (LinePipeline, mpsc::Receiver<crate:
     };
     p.detectors = vec![Box::new(LimitDetector::new(vec![Some(hi), None]))];
     let (tx, rx) = mpsc::channel(8);
-    let phase = |n: &str| RecipePhase {
-        name: n.into(),
-        min_duration_s: None,
-        max_duration_s: None,
-    };
     p.batch = Some(crate::batch::LineBatch {
         twin: BatchTwin::new("gran1", true),
-        recipes: vec![Recipe {
-            reference: RecipeRef {
-                id: "gran".into(),
-                version: 1,
-                product: "G".into(),
-                product_code: "G1".into(),
-            },
-            phases: vec![phase("preheat"), phase("spraying")],
-            materials: vec![],
-            quality: vec![],
-        }],
+        recipes: vec![crate::batch::test_recipe(1, &["preheat", "spraying"])],
         policy: Default::default(),
         seen: Default::default(),
+        tags: Default::default(),
         reply_prefix: "pdtf/s/a/gran1/cmd/reply".into(),
         replies: Some(tx),
     });

@@ -1,34 +1,17 @@
 use super::*;
-use pdtf_models::batch::{
-    BatchChange, MaterialPlan, ProcState, RecipePhase, RecipeRef, SeenRequest,
-};
+use pdtf_models::batch::{BatchChange, MaterialPlan, ProcState, SeenRequest};
 
 const TOPIC: &str = "pdtf/s/a/gran1/cmd/batch";
 
 fn recipe(version: u32) -> Recipe {
-    Recipe {
-        reference: RecipeRef {
-            id: "gran".into(),
-            version,
-            product: "Granulate".into(),
-            product_code: "G".into(),
-        },
-        phases: ["preheat", "spraying"]
-            .iter()
-            .map(|n| RecipePhase {
-                name: (*n).into(),
-                min_duration_s: None,
-                max_duration_s: None,
-            })
-            .collect(),
-        materials: vec![MaterialPlan {
-            material: "API".into(),
-            planned: 10.0,
-            unit: "kg".into(),
-            tolerance_pct: 1.0,
-        }],
-        quality: vec![],
-    }
+    let mut r = crate::batch::test_recipe(version, &["preheat", "spraying"]);
+    r.materials.push(MaterialPlan {
+        material: "API".into(),
+        planned: 10.0,
+        unit: "kg".into(),
+        tolerance_pct: 1.0,
+    });
+    r
 }
 
 fn at(s: i64) -> Timestamp {
