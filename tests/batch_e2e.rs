@@ -227,6 +227,19 @@ async fn a_command_driven_batch_runs_to_complete_with_every_command_recorded_and
         _ => None,
     });
     assert_eq!(ctx, Some((Some("B-1".into()), Some("spraying".into()))));
+    // SCADA subscribing now sees the line's batch at once: retained P/batch.
+    let mes = Consumer::start(port, "mes-batch", "pdtf/s1/a1/l1/batch").await;
+    wait_until("retained batch state", WAIT, || {
+        mes.snapshot()
+            .iter()
+            .any(|m| m.retain && m.json()["state"] == "complete")
+    })
+    .await;
+    let state = mes.snapshot().last().unwrap().json();
+    assert_eq!(state["batch_id"], "B-1");
+    assert_eq!(state["recipe"]["id"], "gran");
+    assert_eq!(state["phases"].as_array().map(Vec::len), Some(2));
+    assert_eq!(state["materials"][0]["charged"].as_f64(), Some(50.2));
     agent.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -157,6 +157,16 @@ impl AlertBoard {
         })
         .to_string()
         .into_bytes();
+        self.set_retained(topic, payload);
+    }
+
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    /// Any other retained state (e.g. a line's `P/batch`): kept, published on change and
+    /// again after every reconnect, like the alarm states.
+    pub fn set_retained(&self, topic: String, payload: Vec<u8>) {
         let mut b = self.inner.lock().expect("alert board lock poisoned");
         b.entries.insert(topic.clone(), payload);
         b.dirty.insert(topic);

@@ -4,6 +4,7 @@
 
 pub mod command;
 pub mod requests;
+pub mod state;
 pub mod tags;
 
 use crate::config::{Config, LineConfig, RecipeConfig};
@@ -31,6 +32,8 @@ pub struct LineBatch {
     pub tags: tags::BatchTags,
     /// `P/cmd/reply`: a reply goes to `{reply_prefix}/{request_id}`.
     pub reply_prefix: String,
+    /// `P/batch`: the retained batch state.
+    pub state_topic: String,
     pub replies: Option<mpsc::Sender<Reply>>,
 }
 
@@ -53,6 +56,7 @@ impl LineBatch {
             seen: RequestWindow::default(),
             tags: tags::BatchTags::of(b, &c.recipes, ids),
             reply_prefix: format!("{}/cmd/reply", c.line_prefix(line)),
+            state_topic: format!("{}/batch", c.line_prefix(line)),
             replies: None,
         })
     }

@@ -65,7 +65,11 @@ impl LinePipeline {
         if let Some(p) = d.plan {
             b.twin = p.next;
             self.twin.set_batch(b.twin.batch_id(), b.twin.phase());
+            self.publish_batch_state();
         }
+        let Some(b) = self.batch.as_mut() else {
+            return;
+        };
         let first = match &d.record.outcome {
             CommandOutcome::Duplicate { .. } => d
                 .reply_to
@@ -121,8 +125,19 @@ impl LinePipeline {
                 }));
                 b.twin = p.next;
                 self.twin.set_batch(b.twin.batch_id(), b.twin.phase());
+                self.publish_batch_state();
             }
         }
+    }
+
+    /// The retained `P/batch` (see `batch::state`); also at start, so a subscriber sees the
+    /// line's state before its first batch event.
+    pub fn publish_batch_state(&self) {
+        let (Some(b), Some(board)) = (&self.batch, &self.board) else {
+            return;
+        };
+        let payload = crate::batch::state::payload(board.agent_id(), &b.twin, now());
+        board.set_retained(b.state_topic.clone(), payload);
     }
 
     /// Counts the alarms raised in `bodies` in the running batch's phase.

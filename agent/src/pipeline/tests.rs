@@ -149,6 +149,7 @@ fn batch_pipeline(dir: &std::path::Path) -> (LinePipeline, mpsc::Receiver<crate:
         seen: Default::default(),
         tags: Default::default(),
         reply_prefix: "pdtf/s/a/gran1/cmd/reply".into(),
+        state_topic: "pdtf/s/a/gran1/batch".into(),
         replies: Some(tx),
     });
     (p, rx)

@@ -48,6 +48,7 @@ pub(crate) fn wire(
             topics.push((format!("{}/cmd/batch", c.line_prefix(l)), i));
         }
         p.batch = Some(b);
+        p.publish_batch_state();
     }
     drop(reply_tx);
     let Some(alerts) = c.sinks.alerts.as_ref().filter(|_| !topics.is_empty()) else {
