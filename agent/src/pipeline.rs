@@ -372,6 +372,7 @@ impl LinePipeline {
                 }
                 entries.extend(out.into_iter().map(|body| Entry { time: now, body }));
                 self.commit(entries).await;
+                self.batch_tick(now).await;
                 self.end_outage().await;
                 self.persist_refusal().await;
             }
@@ -484,6 +485,7 @@ impl LinePipeline {
         let Some(last) = records.last().map(|r| r.seq.0) else {
             return;
         };
+        self.batch_committed(records);
         Stats::add(&self.stats.records_committed, records.len() as u64);
         self.stats
             .last_seq

@@ -286,3 +286,139 @@ async fn sigkill_at_random_moments_loses_no_accepted_record() {
         "kills must be recorded as crash recoveries"
     );
 }
+
+/// Publishes `payload` on `cmd` until the reply for request `id` arrives (the agent may still
+/// be subscribing); returns it.
+async fn answered(
+    p: &Publisher,
+    replies: &Consumer,
+    cmd: &str,
+    id: &str,
+    payload: &str,
+) -> serde_json::Value {
+    let topic = format!("pdtf/s1/a1/l1/cmd/reply/{id}");
+    let seen = replies.snapshot().len();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        p.send(cmd, payload.to_owned()).await;
+        for _ in 0..10 {
+            let got = replies.snapshot()[seen..]
+                .iter()
+                .find(|m| m.topic == topic)
+                .map(|m| m.json());
+            if let Some(v) = got {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reply for {id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_batch_restores_the_batch_its_duplicate_window_and_records_the_downtime() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    let text = harness::agent_toml(
+        dir.path(),
+        port,
+        port,
+        r#"
+[batch]
+commands = true
+[[recipes]]
+id = "gran"
+version = 1
+product = "Granulate"
+product_code = "G-1"
+[[recipes.phases]]
+name = "preheat"
+[[recipes.phases]]
+name = "spraying"
+"#,
+    );
+    std::fs::write(&config, format!("{text}{}", harness::TEST_TAGS)).unwrap();
+    let log = dir.path().join("agent.log");
+    let state = dir.path().join("state");
+    let cmd = "pdtf/s1/a1/l1/cmd/batch";
+    let mes = Publisher::start(port, "mes");
+    let replies = Consumer::start(port, "mes-replies", "pdtf/s1/a1/l1/cmd/reply/#").await;
+    let req = |id: &str, command: &str, extra: &str| {
+        format!(
+            r#"{{"request_id":"{id}","user":"alice","reason":"t","command":"{command}"{extra}}}"#
+        )
+    };
+    let start = req("r-1", "start", r#","batch_id":"B-1","recipe":"gran""#);
+
+    let mut child = spawn_agent(&config, &log);
+    let first = answered(&mes, &replies, cmd, "r-1", &start).await;
+    assert_eq!(first["accepted"], true, "{first}");
+    let phase = answered(&mes, &replies, cmd, "r-2", &req("r-2", "phase", "")).await;
+    assert_eq!(phase["phase"], "spraying");
+    // Killed right after the answer: the snapshot's cursor may not be written yet.
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+
+    let mut child = spawn_agent(&config, &log);
+    // The MES resends its first command (QoS 1 after the reconnect): the restored window
+    // answers it as before, and no second batch starts.
+    let again = answered(&mes, &replies, cmd, "r-1", &start).await;
+    assert_eq!(
+        (again["duplicate"].as_bool(), &again["seq"]),
+        (Some(true), &first["seq"]),
+        "{again}"
+    );
+    // The batch went on where it was: the next phase command completes it.
+    let done = answered(&mes, &replies, cmd, "r-3", &req("r-3", "phase", "")).await;
+    assert_eq!(
+        (done["accepted"].as_bool(), done["state"].as_str()),
+        (Some(true), Some("complete")),
+        "{done}"
+    );
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let j = pdtf_agent::journal::open(engine(), &state).unwrap();
+    let bodies: Vec<RecordBody> = j
+        .read_from(Seq(1), usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    use pdtf_models::batch::BatchChange;
+    let changes: Vec<&BatchChange> = bodies
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Batch(e) => Some(&e.change),
+            _ => None,
+        })
+        .collect();
+    let starts = changes
+        .iter()
+        .filter(|c| matches!(c, BatchChange::Started { .. }))
+        .count();
+    assert_eq!(starts, 1);
+    let downtime = changes
+        .iter()
+        .filter(|c| matches!(c, BatchChange::Downtime { .. }))
+        .count();
+    assert_eq!(downtime, 1, "the restart is a gap inside the batch");
+    let summary = changes
+        .iter()
+        .find_map(|c| match c {
+            BatchChange::Ended(s) => Some(s),
+            _ => None,
+        })
+        .expect("the batch ended with its summary");
+    assert!(summary.downtime_ms > 0);
+    assert_eq!(
+        summary
+            .phases
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        ["preheat", "spraying"]
+    );
+}

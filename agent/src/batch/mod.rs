@@ -4,15 +4,18 @@
 
 pub mod command;
 pub mod requests;
+pub mod restore;
 pub mod state;
 pub mod tags;
 
 use crate::config::{Config, LineConfig, RecipeConfig};
 use command::Policy;
 use pdtf_models::batch::{BatchTwin, MaterialPlan, QualitySpec, Recipe, RecipePhase, RecipeRef};
-use pdtf_models::TagId;
+use pdtf_models::{Entry, Journal, JournalError, Record, RecordBody, Seq, TagId, Timestamp};
 use requests::RequestWindow;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tracing::info;
 
 /// A reply to publish: topic and payload (QoS 1, not retained).
 pub type Reply = (String, Vec<u8>);
@@ -35,6 +38,33 @@ pub struct LineBatch {
     /// `P/batch`: the retained batch state.
     pub state_topic: String,
     pub replies: Option<mpsc::Sender<Reply>>,
+    /// When to snapshot and which snapshot cursors to move (see `restore`).
+    pub snap: Snapshots,
+}
+
+/// A line's snapshot book-keeping.
+#[derive(Debug)]
+pub struct Snapshots {
+    pub every: Duration,
+    pub last: Instant,
+    /// A command was answered since the last snapshot (the window changed).
+    pub dirty: bool,
+    /// A committed snapshot whose cursors are not written yet.
+    pub pending: Option<u64>,
+    /// `restore::cursors` of the line.
+    pub cursors: (String, String),
+}
+
+impl Snapshots {
+    pub fn new(line: &str, every: Duration) -> Self {
+        Snapshots {
+            every,
+            last: Instant::now(),
+            dirty: false,
+            pending: None,
+            cursors: restore::cursors(line),
+        }
+    }
 }
 
 impl LineBatch {
@@ -58,8 +88,102 @@ impl LineBatch {
             reply_prefix: format!("{}/cmd/reply", c.line_prefix(line)),
             state_topic: format!("{}/batch", c.line_prefix(line)),
             replies: None,
+            snap: Snapshots::new(line.name(), Duration::from_secs(b.snapshot_interval_s)),
         })
     }
+
+    /// The twin's open batch, if any (not yet Complete, Stopped or Aborted).
+    pub fn open(&self) -> bool {
+        self.twin.batch.as_ref().is_some_and(|b| b.ended.is_none())
+    }
+
+    /// Takes over what the journal holds for the line (`restore::find`): the twin as last
+    /// snapshotted (under today's transient-completion setting) and the duplicate window.
+    /// A batch left open gets its downtime, from the journal's last record (`down_since`) to
+    /// `now`, as a batch event in `out`; a line with anything restored gets a fresh snapshot
+    /// in `out` (the start's commit), so the next start scans from there.
+    pub fn restore(
+        &mut self,
+        found: restore::Found,
+        down_since: Option<Timestamp>,
+        now: Timestamp,
+        out: &mut Vec<Entry>,
+    ) {
+        if found.is_empty() {
+            return;
+        }
+        if let Some(s) = found.snapshot {
+            let complete_transients = self.twin.complete_transients;
+            self.twin = s.twin;
+            self.twin.complete_transients = complete_transients;
+        }
+        self.seen = found.seen;
+        if let Some(plan) = down_since.and_then(|from| self.twin.downtime(from, now)) {
+            out.extend(plan.events.into_iter().map(|e| Entry {
+                time: now,
+                body: RecordBody::Batch(Box::new(e)),
+            }));
+            self.twin = plan.next;
+        }
+        info!(
+            line = %self.twin.line,
+            batch = self.twin.batch_id().unwrap_or("none"),
+            state = self.twin.state.name(),
+            phase = self.twin.phase().unwrap_or("none"),
+            requests = self.seen.len(),
+            scanned = found.scanned,
+            "Batch state restored from the journal."
+        );
+        out.push(Entry {
+            time: now,
+            body: restore::snapshot(&self.twin, &self.seen, now),
+        });
+    }
+}
+
+/// Each line's batch twin (`None`: the line tracks no batch), restored from `journal`
+/// (last seq `last`), with the records that go into the start's commit (downtime inside an
+/// open batch, fresh snapshots).
+pub fn prepare(
+    c: &Config,
+    ids: &dyn Fn(&str) -> Option<TagId>,
+    journal: &dyn Journal,
+    last: u64,
+    now: Timestamp,
+) -> Result<(Vec<Option<LineBatch>>, Vec<Entry>), JournalError> {
+    let down_since = journal.read_from(Seq(last), 1)?.pop().map(|r| r.time);
+    let mut out = Vec::new();
+    let mut lines = Vec::new();
+    for l in c.lines() {
+        let mut b = LineBatch::of(c, &l, ids);
+        if let Some(b) = b.as_mut() {
+            let found = restore::find(journal, l.name(), last)?;
+            b.restore(found, down_since, now, &mut out);
+        }
+        lines.push(b);
+    }
+    Ok((lines, out))
+}
+
+/// After the start's commit (`opened`, ending at seq `last`): each line's cursors point at
+/// its fresh snapshot, or say that nothing up to `last` needs scanning again.
+pub fn cursors_after_start(
+    journal: &dyn Journal,
+    lines: &[Option<LineBatch>],
+    opened: &[Record],
+    last: u64,
+) -> Result<(), JournalError> {
+    for b in lines.iter().flatten() {
+        let (snap, through) = &b.snap.cursors;
+        match restore::snapshot_seq(opened, &b.twin.line) {
+            Some(s) => {
+                journal.set_cursor(snap, Seq(s))?;
+                journal.set_cursor(through, Seq(s))?;
+            }
+            None => journal.set_cursor(through, Seq(last))?,
+        }
+    }
+    Ok(())
 }
 
 /// The batch twin's view of a configured recipe.

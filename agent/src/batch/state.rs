@@ -63,6 +63,7 @@ pub fn payload(agent_id: &str, twin: &BatchTwin, now: Timestamp) -> Vec<u8> {
         "ended": b.ended.map(rfc3339),
         "phases": phases,
         "materials": materials,
+        "downtime_s": b.downtime_ms as f64 / 1000.0,
         "time": rfc3339(now),
     })
     .to_string()

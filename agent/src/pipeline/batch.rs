@@ -10,8 +10,8 @@
 //! the samples they describe; only a stopping agent gives a commit up).
 
 use super::{audit, now, LinePipeline};
-use crate::batch::command;
 use crate::batch::tags::TagOutcome;
+use crate::batch::{command, restore};
 use pdtf_connectors::Stats;
 use pdtf_models::batch::SeenRequest;
 use pdtf_models::command::CommandOutcome;
@@ -29,10 +29,20 @@ impl LinePipeline {
         let d = command::decide(
             &b.twin, &b.recipes, &b.policy, &b.seen, &topic, &payload, at,
         );
-        let mut entries = vec![Entry {
+        let mut entries = Vec::new();
+        if let Some(p) = d.plan.as_ref().filter(|p| p.next != b.twin) {
+            // First in the commit: the window it holds ends before this command, which a
+            // restart's scan finds after it (see `batch::restore`).
+            entries.push(Entry {
+                time: at,
+                body: restore::snapshot(&p.next, &b.seen, at),
+            });
+        }
+        let command_at = entries.len();
+        entries.push(Entry {
             time: at,
             body: RecordBody::Command(Box::new(d.record.clone())),
-        }];
+        });
         if let Some(p) = &d.plan {
             entries.extend(p.events.iter().map(|e| Entry {
                 time: at,
@@ -40,7 +50,7 @@ impl LinePipeline {
             }));
         }
         let records = self.commit(entries).await;
-        let Some(seq) = records.first().map(|r| r.seq.0) else {
+        let Some(seq) = records.get(command_at).map(|r| r.seq.0) else {
             // Only a stop gives up a commit: nothing was applied or answered.
             return;
         };
@@ -78,6 +88,7 @@ impl LinePipeline {
                 .map(|s| s.refused.clone()),
             outcome => {
                 if let Some(id) = &d.reply_to {
+                    b.snap.dirty = true;
                     b.seen.insert(SeenRequest {
                         request_id: id.clone(),
                         seq,
@@ -124,6 +135,10 @@ impl LinePipeline {
                     body: RecordBody::Batch(Box::new(e)),
                 }));
                 b.twin = p.next;
+                out.push(Entry {
+                    time: s.agent_time,
+                    body: restore::snapshot(&b.twin, &b.seen, s.agent_time),
+                });
                 self.twin.set_batch(b.twin.batch_id(), b.twin.phase());
                 self.publish_batch_state();
             }
@@ -138,6 +153,61 @@ impl LinePipeline {
         };
         let payload = crate::batch::state::payload(board.agent_id(), &b.twin, now());
         board.set_retained(b.state_topic.clone(), payload);
+    }
+
+    /// At each tick: every `snapshot_interval_s`, a snapshot while a batch is open or a
+    /// command was answered since the last one, else the `through` cursor moves to what is
+    /// committed; and a committed snapshot's cursors are written (see `batch::restore`).
+    pub(super) async fn batch_tick(&mut self, at: pdtf_models::Timestamp) {
+        let Some(b) = self.batch.as_mut() else {
+            return;
+        };
+        let mut through = None;
+        if b.snap.last.elapsed() >= b.snap.every {
+            b.snap.last = std::time::Instant::now();
+            if b.snap.dirty || b.open() {
+                b.snap.dirty = false;
+                let entry = Entry {
+                    time: at,
+                    body: restore::snapshot(&b.twin, &b.seen, at),
+                };
+                self.commit(vec![entry]).await;
+            } else if b.snap.pending.is_none() {
+                through = Some(*self.committed.borrow());
+            }
+        }
+        let Some(b) = self.batch.as_mut() else {
+            return;
+        };
+        let (snap, through_key) = b.snap.cursors.clone();
+        let pending = b.snap.pending.take();
+        let writes: Vec<(String, u64)> = match (pending, through) {
+            (Some(s), _) => vec![(snap, s), (through_key, s)],
+            (None, Some(t)) => vec![(through_key, t)],
+            (None, None) => return,
+        };
+        let j = self.journal.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            writes
+                .iter()
+                .try_for_each(|(k, v)| j.set_cursor(k, pdtf_models::Seq(*v)))
+        })
+        .await;
+        if !matches!(done, Ok(Ok(()))) {
+            warn!(line = %self.line, "Batch snapshot cursor not written; the next start scans a little further back.");
+            if let Some(b) = self.batch.as_mut() {
+                b.snap.pending = pending;
+            }
+        }
+    }
+
+    /// A committed snapshot of this line: its cursors are written at the next tick.
+    pub(super) fn batch_committed(&mut self, records: &[pdtf_models::Record]) {
+        if let Some(b) = self.batch.as_mut() {
+            if let Some(s) = restore::snapshot_seq(records, &b.twin.line) {
+                b.snap.pending = Some(s);
+            }
+        }
     }
 
     /// Counts the alarms raised in `bodies` in the running batch's phase.

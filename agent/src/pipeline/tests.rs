@@ -151,6 +151,7 @@ fn batch_pipeline(dir: &std::path::Path) -> (LinePipeline, mpsc::Receiver<crate:
         reply_prefix: "pdtf/s/a/gran1/cmd/reply".into(),
         state_topic: "pdtf/s/a/gran1/batch".into(),
         replies: Some(tx),
+        snap: crate::batch::Snapshots::new("gran1", std::time::Duration::from_secs(60)),
     });
     (p, rx)
 }
@@ -184,13 +185,17 @@ async fn a_batch_command_is_committed_before_it_applies_and_is_answered_once_app
     let reply: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(reply["accepted"], true);
     let records = p.journal.read_from(Seq(1), usize::MAX).unwrap();
-    // The command record first, then its batch events, in one commit.
+    // In one commit: the snapshot of the batch state it leads to (restored after a crash),
+    // the command record, then its batch events.
     assert!(
-        matches!(&records[0].body, RecordBody::Command(c) if c.outcome == CommandOutcome::Accepted)
+        matches!(&records[0].body, RecordBody::BatchSnapshot(s) if s.twin.batch_id() == Some("B-1"))
     );
-    assert_eq!(reply["seq"].as_u64(), Some(records[0].seq.0));
     assert!(
-        matches!(&records[1].body, RecordBody::Batch(e) if matches!(e.change, BatchChange::Started { .. }))
+        matches!(&records[1].body, RecordBody::Command(c) if c.outcome == CommandOutcome::Accepted)
+    );
+    assert_eq!(reply["seq"].as_u64(), Some(records[1].seq.0));
+    assert!(
+        matches!(&records[2].body, RecordBody::Batch(e) if matches!(e.change, BatchChange::Started { .. }))
     );
     assert_eq!(p.twin.batch_id(), Some("B-1"));
     assert_eq!(p.twin.phase(), Some("preheat"));
@@ -201,7 +206,7 @@ async fn a_batch_command_is_committed_before_it_applies_and_is_answered_once_app
     let again: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         (again["duplicate"].as_bool(), again["seq"].as_u64()),
-        (Some(true), Some(records[0].seq.0))
+        (Some(true), Some(records[1].seq.0))
     );
     // An illegal command: recorded with the reason, answered, nothing changes.
     p.control(command(
@@ -267,5 +272,59 @@ async fn an_alarm_record_carries_the_batch_context() {
     assert_eq!(
         (alarm.batch_id.as_deref(), alarm.phase.as_deref()),
         (Some("B-7"), Some("spraying"))
+    );
+}
+
+#[tokio::test]
+async fn the_tick_writes_snapshot_cursors_and_snapshots_an_open_batch_with_its_window() {
+    use crate::batch::restore;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut p, _replies) = batch_pipeline(dir.path());
+    let (snap, through) = restore::cursors("gran1");
+    p.control(command(r#"{"request_id":"r-1","user":"alice","reason":"go","command":"start","batch_id":"B-1","recipe":"gran"}"#)).await;
+    assert_eq!(
+        p.journal.cursor(&snap).unwrap(),
+        Seq(0),
+        "not before the tick"
+    );
+    p.control(Control::Tick).await;
+    let first = p.journal.cursor(&snap).unwrap();
+    assert!(matches!(
+        &p.journal.read_from(first, 1).unwrap()[0].body,
+        RecordBody::BatchSnapshot(s) if s.requests.is_empty()
+    ));
+    assert_eq!(p.journal.cursor(&through).unwrap(), first);
+
+    // Due: the open batch is snapshotted with the request it answered since.
+    p.batch.as_mut().unwrap().snap.every = std::time::Duration::ZERO;
+    p.control(Control::Tick).await;
+    let second = p.journal.cursor(&snap).unwrap();
+    assert!(second > first);
+    let RecordBody::BatchSnapshot(s) = &p.journal.read_from(second, 1).unwrap()[0].body else {
+        panic!("the cursor names a snapshot");
+    };
+    assert_eq!(
+        s.requests
+            .iter()
+            .map(|r| r.request_id.as_str())
+            .collect::<Vec<_>>(),
+        ["r-1"]
+    );
+
+    // After the batch is reset the idle line writes no more snapshots; `through` moves on.
+    for (id, c) in [("r-2", "stop"), ("r-3", "reset")] {
+        let json =
+            format!(r#"{{"request_id":"{id}","user":"alice","reason":"x","command":"{c}"}}"#);
+        p.control(command(&json)).await;
+    }
+    p.control(Control::Tick).await; // the window changed: one more snapshot
+    let third = p.journal.cursor(&snap).unwrap();
+    p.audit("marker", String::new()).await;
+    p.control(Control::Tick).await;
+    assert_eq!(p.journal.cursor(&snap).unwrap(), third, "no new snapshot");
+    assert_eq!(
+        p.journal.cursor(&through).unwrap(),
+        p.journal.last_seq().unwrap(),
+        "an idle line's records need no scan"
     );
 }

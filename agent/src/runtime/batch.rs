@@ -1,5 +1,5 @@
-//! Batch tracking at start: each line that has `[batch]` gets its batch twin, and when a
-//! line takes commands, the command link (on `[sinks.alerts]`'s broker) and the task that
+//! Batch tracking at start: each line that has `[batch]` gets its batch twin (restored by
+//! `batch::prepare` before the start's commit), and when a line takes commands, the command link (on `[sinks.alerts]`'s broker) and the task that
 //! hands each command to its line's control channel.
 
 use super::{broker, StartError};
@@ -9,7 +9,6 @@ use crate::pipeline::{Control, LinePipeline};
 use crate::supervise::Supervisor;
 use pdtf_connectors::command::{CommandLink, Incoming};
 use pdtf_connectors::Stats;
-use pdtf_models::TagId;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -24,29 +23,23 @@ pub(crate) fn wire(
     c: &Config,
     lines: &[LineConfig],
     pipelines: &mut [LinePipeline],
-    tag_ids: &[TagId],
+    batches: Vec<Option<LineBatch>>,
     controls: &[mpsc::Sender<Control>],
     stats: &Arc<Stats>,
     sup: &Supervisor,
     stop: &CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, StartError> {
-    let id_of = |name: &str| {
-        c.tags
-            .iter()
-            .zip(tag_ids)
-            .find(|(t, _)| t.name == name)
-            .map(|(_, id)| *id)
-    };
     let (reply_tx, reply_rx) = mpsc::channel(REPLY_CHANNEL);
     let mut topics = Vec::new();
-    for (i, (p, l)) in pipelines.iter_mut().zip(lines).enumerate() {
-        let Some(mut b) = LineBatch::of(c, l, &id_of) else {
+    for (i, ((p, l), b)) in pipelines.iter_mut().zip(lines).zip(batches).enumerate() {
+        let Some(mut b) = b else {
             continue;
         };
         if l.batch.as_ref().is_some_and(|b| b.commands) {
             b.replies = Some(reply_tx.clone());
             topics.push((format!("{}/cmd/batch", c.line_prefix(l)), i));
         }
+        p.twin.set_batch(b.twin.batch_id(), b.twin.phase());
         p.batch = Some(b);
         p.publish_batch_state();
     }

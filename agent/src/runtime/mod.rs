@@ -157,9 +157,32 @@ impl Agent {
                 detail: registry.describe(&change),
             }),
         });
+        // Each line's batch state as the journal left it; a batch left open records its
+        // downtime, in the same commit.
+        let id_of = |name: &str| {
+            c.tags
+                .iter()
+                .zip(&tag_ids)
+                .find(|(t, _)| t.name == name)
+                .map(|(_, id)| *id)
+        };
+        let (batches, batch_entries) = crate::batch::prepare(
+            c,
+            &id_of,
+            journal.as_ref(),
+            previous_last,
+            crate::pipeline::now(),
+        )?;
+        startup.extend(batch_entries);
         // The registry and the records that open the run commit together, before any source
         // can deliver a sample under a new id.
         let opened = journal.append_with_registry(&registry, startup)?;
+        crate::batch::cursors_after_start(
+            journal.as_ref(),
+            &batches,
+            &opened,
+            opened.last().map_or(previous_last, |r| r.seq.0),
+        )?;
         crate::startup::clear_refusal_cursors(journal.as_ref(), refusals.iter().map(|(c, _)| c))?;
         if !change.is_empty() {
             info!(change = %registry.describe(&change), "Tag registry changed.");
@@ -337,7 +360,7 @@ impl Agent {
             c,
             &lines,
             &mut pipelines,
-            &tag_ids,
+            batches,
             &controls,
             &stats,
             &sup,
