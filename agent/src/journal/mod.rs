@@ -194,4 +194,68 @@ mod tests {
             assert_eq!(stored.name(TagId(1)), Some("flow"));
         }
     }
+
+    #[test]
+    fn an_end_of_batch_summary_names_the_chain_head_before_it() {
+        use pdtf_models::batch::{Actor, BatchChange, BatchTwin, ProcCommand};
+        for engine in engines() {
+            let dir = tempfile::tempdir().unwrap();
+            let j = open(engine, dir.path()).unwrap();
+            j.append(entries(3)).unwrap();
+            let head = j.verify(&mut |_| {}).unwrap().head;
+            let t = Timestamp::from_unix_millis(5);
+            let recipe = crate::batch::test_recipe(1, &["a"]);
+            let twin = BatchTwin::new("l", true)
+                .start("B", &recipe, t, Actor::Agent, true)
+                .unwrap()
+                .next;
+            let plan = twin.command(ProcCommand::Stop, t, Actor::Agent).unwrap();
+            let events: Vec<Entry> = plan
+                .events
+                .into_iter()
+                .map(|e| Entry {
+                    time: t,
+                    body: RecordBody::Batch(Box::new(e)),
+                })
+                .collect();
+            let committed = j.append(events).unwrap();
+            let ended = |r: &pdtf_models::Record| match &r.body {
+                RecordBody::Batch(e) => match &e.change {
+                    BatchChange::Ended(s) => Some(s.chain_head.clone()),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let stored = j.read_from(Seq(4), 10).unwrap();
+            let at = stored.iter().position(|r| ended(r).is_some()).unwrap();
+            // The head just before the summary: the records of its commit before it count.
+            let before = j.verify(&mut |_| {}).unwrap();
+            assert_eq!(before.records, 3 + stored.len() as u64);
+            let expected = if at == 0 {
+                head.clone()
+            } else {
+                let d2 = tempfile::tempdir().unwrap();
+                let j2 = open(engine, d2.path()).unwrap();
+                j2.append(entries(3)).unwrap();
+                j2.append(
+                    stored[..at]
+                        .iter()
+                        .map(|r| Entry {
+                            time: r.time,
+                            body: r.body.clone(),
+                        })
+                        .collect(),
+                )
+                .unwrap();
+                j2.verify(&mut |_| {}).unwrap().head
+            };
+            assert_eq!(ended(&stored[at]), Some(expected.clone()), "{engine:?}");
+            assert_eq!(
+                ended(&committed[at]),
+                Some(expected),
+                "what the commit hands on"
+            );
+            assert_ne!(head, before.head);
+        }
+    }
 }

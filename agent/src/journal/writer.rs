@@ -1,8 +1,9 @@
 //! Writer state shared by the engines: the next seq and the chain head, behind the lock that
 //! makes appends single-writer, and the encoding of entries into chained records.
 
+use pdtf_models::batch::BatchChange;
 use pdtf_models::record::ChainHash;
-use pdtf_models::{Entry, JournalError, Record, Seq};
+use pdtf_models::{Entry, JournalError, Record, RecordBody, Seq};
 use std::sync::{Mutex, MutexGuard};
 
 pub struct Head {
@@ -30,9 +31,11 @@ impl Head {
                 body: e.body,
             })
             .collect();
+        let mut records = records;
         let rows = records
-            .iter()
+            .iter_mut()
             .map(|r| {
+                stamp_chain_head(&mut r.body, &link);
                 let (bytes, hash) = r.encode(&link);
                 link = hash;
                 (r.seq.0, bytes)
@@ -49,6 +52,20 @@ impl Head {
     pub fn advance(&mut self, e: &Encoded) {
         self.next += e.records.len() as u64;
         self.hash = e.link;
+    }
+}
+
+/// An end-of-batch summary gets the chain head just before its record (the link it is
+/// chained to), here, under the writer's lock, where the head is known: a batch report built
+/// from the record stream can prove its records are the journal's. A summary that already
+/// names a head (a migrated or replayed record) keeps it.
+fn stamp_chain_head(body: &mut RecordBody, link: &ChainHash) {
+    if let RecordBody::Batch(e) = body {
+        if let BatchChange::Ended(s) = &mut e.change {
+            if s.chain_head.is_empty() {
+                s.chain_head = pdtf_models::record::hex(link);
+            }
+        }
     }
 }
 
