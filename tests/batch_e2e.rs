@@ -333,3 +333,55 @@ async fn a_tag_driven_batch_follows_the_equipments_batch_id_and_phase_tags_to_co
     assert_eq!(alarm, Some((b, Some("preheat".to_owned()))));
     agent.shutdown(Duration::from_secs(2)).await;
 }
+
+/// The command link never waits for a stalled line: with the intake full, further commands
+/// are dropped and counted while the connection stays up and replies still go out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_command_intake_drops_and_counts_commands_and_keeps_replying() {
+    use pdtf_connectors::command::CommandLink;
+    use std::sync::Arc;
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let c = agent_config(dir.path(), port, port);
+    let link = CommandLink {
+        agent_id: "t".into(),
+        broker: c.brokers["upstream"].clone(),
+        topics: vec![(CMD.to_owned(), 0)],
+    };
+    let stats = Arc::new(Stats::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    // An intake of one that nobody reads: the line is stalled.
+    let (in_tx, _stalled) = tokio::sync::mpsc::channel(1);
+    let (reply_tx, reply_rx) = tokio::sync::mpsc::channel(4);
+    let task = tokio::spawn(link.run(in_tx, reply_rx, stats.clone(), stop.clone()));
+    let mes = Publisher::start(port, "mes");
+    // Until the link has subscribed, commands go nowhere: send until one is dropped.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while Stats::get(&stats.commands_dropped) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no command reached the link"
+        );
+        mes.send(CMD, cmd("x", "comment", "")).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..300 {
+        mes.send(CMD, cmd(&format!("f-{i}"), "comment", "")).await;
+    }
+    wait_until("the flood counted", WAIT, || {
+        Stats::get(&stats.commands_dropped) >= 290
+    })
+    .await;
+    // The link is still serving: a reply handed to it now is published.
+    let replies = Consumer::start(port, "mes-replies", "pdtf/s1/a1/l1/cmd/reply/#").await;
+    reply_tx
+        .send(("pdtf/s1/a1/l1/cmd/reply/late".into(), b"{}".to_vec()))
+        .await
+        .unwrap();
+    wait_until("the reply published", WAIT, || {
+        !replies.snapshot().is_empty()
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap();
+}

@@ -9,6 +9,7 @@
 //! applies once. The connection reconnects with backoff and subscribes again.
 
 use crate::mqtt::{link_down, link_up, BrokerConfig, Link, LinkError};
+use crate::repeat::{Repeats, Report};
 use crate::Stats;
 use rumqttc::{Event, Packet, QoS};
 use std::sync::Arc;
@@ -34,8 +35,11 @@ pub struct CommandLink {
 const COMPONENT: &str = "commands";
 
 impl CommandLink {
-    /// Runs until `shutdown`. Commands go to `out` (when it is full the link waits: TCP
-    /// back-pressure, nothing dropped); replies come from `replies`.
+    /// Runs until `shutdown`. Commands go to `out`; replies come from `replies`. When `out`
+    /// is full (a line stalled on a failing commit) a command is dropped and counted
+    /// (`commands_dropped`), never waited for: waiting would stop the connection's keep-alive
+    /// and the replies with it. A dropped command is neither recorded nor answered, like one
+    /// sent while the agent is down; the sender retries with its request id.
     pub async fn run(
         self,
         out: mpsc::Sender<Incoming>,
@@ -84,6 +88,7 @@ impl CommandLink {
         backoff: &mut crate::mqtt::Backoff,
     ) -> Option<String> {
         let mut up = false;
+        let mut dropped = Repeats::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -115,8 +120,20 @@ impl CommandLink {
                             continue;
                         };
                         let cmd = Incoming { line, topic: p.topic.clone(), payload: p.payload.to_vec() };
-                        if out.send(cmd).await.is_err() {
-                            return None; // the lines have stopped
+                        let now = std::time::Instant::now();
+                        match out.try_send(cmd) {
+                            Ok(()) => {
+                                if let Some(e) = dropped.succeeded(now) {
+                                    info!(dropped = e.failures, "Command intake takes commands again.");
+                                }
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return None, // the lines have stopped
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                Stats::add(&stats.commands_dropped, 1);
+                                if dropped.failed("intake full", now) != Report::Quiet {
+                                    warn!(dropped = dropped.failures(), "Command intake full (a line is not keeping up): commands dropped, neither recorded nor answered; the sender retries with its request id.");
+                                }
+                            }
                         }
                     }
                     Some(Ok(_)) => {}

@@ -40,6 +40,9 @@ pub struct Stats {
     pub live_events_dropped: AtomicU64,
     /// Replies to commands not handed to the reply publisher (its queue full or closed).
     pub command_replies_dropped: AtomicU64,
+    /// Commands not taken because the lines' intake was full (a line stalled, e.g. on a
+    /// failing disk): neither recorded nor answered; the sender retries with its request id.
+    pub commands_dropped: AtomicU64,
     pub alerts_published: AtomicU64,
     pub commit_errors: AtomicU64,
     pub records_purged: AtomicU64,

@@ -339,6 +339,14 @@ impl Collector for Exposition {
         one(
             &mut e,
             &line,
+            "pdtf_commands_dropped",
+            "Commands not taken because the lines' intake was full; not recorded, not answered (the sender retries).",
+            MetricType::Counter,
+            Stats::get(&s.commands_dropped),
+        )?;
+        one(
+            &mut e,
+            &line,
             "pdtf_alarms_active",
             "Limit alarms currently active.",
             MetricType::Gauge,
