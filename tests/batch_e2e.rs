@@ -15,6 +15,9 @@ const WAIT: Duration = Duration::from_secs(20);
 const CMD: &str = "pdtf/s1/a1/l1/cmd/batch";
 
 const BATCH: &str = r#"
+[health]
+listen = "127.0.0.1:0"
+
 [batch]
 commands = true
 allow_users = { abort = ["qa-lead"] }
@@ -240,6 +243,42 @@ async fn a_command_driven_batch_runs_to_complete_with_every_command_recorded_and
     assert_eq!(state["recipe"]["id"], "gran");
     assert_eq!(state["phases"].as_array().map(Vec::len), Some(2));
     assert_eq!(state["materials"][0]["charged"].as_f64(), Some(50.2));
+
+    // The HTTP API: the line now, the batches from the journal, one batch in full.
+    let addr = agent.health_addr.expect("health endpoint bound");
+    let get = |path: &'static str| async move {
+        let (code, body) = http_get(addr, path).await;
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default(),
+        )
+    };
+    let (code, lines) = get("/lines").await;
+    assert_eq!(code, 200);
+    assert_eq!(lines[0]["line"], "l1");
+    assert_eq!(lines[0]["batch"]["state"], "complete");
+    let (code, now) = get("/lines/l1/batch").await;
+    assert_eq!((code, now["batch_id"].as_str()), (200, Some("B-1")));
+    assert_eq!(get("/lines/nope/batch").await.0, 404);
+    let (code, list) = get("/batches?line=l1&from=2000-01-01T00%3A00%3A00Z").await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list[0]["state"], "complete");
+    assert_eq!(
+        get("/batches?to=2000-01-01T00:00:00Z").await.1,
+        serde_json::json!([])
+    );
+    assert_eq!(get("/batches?from=yesterday").await.0, 400);
+    let (code, one) = get("/batches/B-1").await;
+    assert_eq!(code, 200);
+    assert_eq!(one["alarm_count"], 1);
+    assert_eq!(one["alarms"][0]["phase"], "spraying");
+    assert_eq!(one["summary"]["materials"][0]["within_tolerance"], true);
+    assert_eq!(
+        one["summary"]["chain_head"].as_str().map(str::len),
+        Some(64)
+    );
+    assert_eq!(get("/batches/B-404").await.0, 404);
     agent.shutdown(Duration::from_secs(2)).await;
 }
 

@@ -421,4 +421,41 @@ name = "spraying"
             .collect::<Vec<_>>(),
         ["preheat", "spraying"]
     );
+    assert_eq!(
+        summary.chain_head.len(),
+        64,
+        "the chain head before the summary"
+    );
+    drop(j);
+
+    // QA reads the batch back from the stopped agent's journal.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pdtf-agent"))
+            .arg("batch")
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, list) = cli(&["list"]);
+    assert_eq!(code, Some(0));
+    assert!(list.contains("B-1") && list.contains("complete"), "{list}");
+    let (code, show) = cli(&["show", "B-1", "--format", "json"]);
+    assert_eq!(code, Some(0), "{show}");
+    let v: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(v["state"], "complete");
+    assert!(v["downtime_ms"].as_u64().unwrap() > 0);
+    assert_eq!(
+        v["summary"]["chain_head"].as_str(),
+        Some(summary.chain_head.as_str())
+    );
+    assert_eq!(cli(&["show", "B-2"]).0, Some(1), "no such batch");
+    let (code, export) = cli(&["export", "B-1"]);
+    assert_eq!(code, Some(0));
+    assert!(export.lines().count() as u64 >= v["events"].as_u64().unwrap());
 }

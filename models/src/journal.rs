@@ -71,6 +71,18 @@ pub trait Journal: Send + Sync {
         Ok(None)
     }
 
+    /// Up to `max` seqs `>= from` of the batch records (`alarms`: of the alarm records inside
+    /// a batch), from an index the engine keeps in the same transaction as the records, and
+    /// the seq the index starts at. `None`: the engine keeps no index (scan instead).
+    fn batch_index(
+        &self,
+        _alarms: bool,
+        _from: Seq,
+        _max: usize,
+    ) -> Result<Option<(Seq, Vec<Seq>)>, JournalError> {
+        Ok(None)
+    }
+
     /// After a failed write: closes and reopens the store and checks that it still ends
     /// where the writer's head says (nothing committed lost, nothing half-written kept).
     /// Returns what was checked, or `None` when nothing was reopened. An engine that refuses

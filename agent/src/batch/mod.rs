@@ -2,7 +2,9 @@
 //! duplicate window (`requests`). The decisions are pure; the line pipeline commits them
 //! and only then applies them and answers.
 
+pub mod cli;
 pub mod command;
+pub mod history;
 pub mod requests;
 pub mod restore;
 pub mod state;
@@ -19,6 +21,9 @@ use tracing::info;
 
 /// A reply to publish: topic and payload (QoS 1, not retained).
 pub type Reply = (String, Vec<u8>);
+
+/// Each batch-tracking line's latest `P/batch` payload, for the HTTP API (`/lines`).
+pub type Live = std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>;
 
 /// Replies waiting for the publisher, per agent; when full the reply is dropped and
 /// counted (the command's record, with its outcome, is already committed).
@@ -40,6 +45,8 @@ pub struct LineBatch {
     pub replies: Option<mpsc::Sender<Reply>>,
     /// When to snapshot and which snapshot cursors to move (see `restore`).
     pub snap: Snapshots,
+    /// Where the HTTP API reads the line's batch state.
+    pub live: Option<Live>,
 }
 
 /// A line's snapshot book-keeping.
@@ -89,6 +96,7 @@ impl LineBatch {
             state_topic: format!("{}/batch", c.line_prefix(line)),
             replies: None,
             snap: Snapshots::new(line.name(), Duration::from_secs(b.snapshot_interval_s)),
+            live: None,
         })
     }
 
@@ -119,10 +127,7 @@ impl LineBatch {
         }
         self.seen = found.seen;
         if let Some(plan) = down_since.and_then(|from| self.twin.downtime(from, now)) {
-            out.extend(plan.events.into_iter().map(|e| Entry {
-                time: now,
-                body: RecordBody::Batch(Box::new(e)),
-            }));
+            out.extend(event_entries(plan.events, now));
             self.twin = plan.next;
         }
         info!(
@@ -139,6 +144,17 @@ impl LineBatch {
             body: restore::snapshot(&self.twin, &self.seen, now),
         });
     }
+}
+
+/// Batch events as journal entries made at `at`.
+pub fn event_entries(
+    events: Vec<pdtf_models::batch::BatchEvent>,
+    at: Timestamp,
+) -> impl Iterator<Item = Entry> {
+    events.into_iter().map(move |e| Entry {
+        time: at,
+        body: RecordBody::Batch(Box::new(e)),
+    })
 }
 
 /// Each line's batch twin (`None`: the line tracks no batch), restored from `journal`

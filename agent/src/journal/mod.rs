@@ -80,6 +80,22 @@ pub fn verify_offline(
     verify_state_dir(state_dir, progress)
 }
 
+/// Opens the journal a stopped agent left in `state_dir`, whichever engine wrote it (as the
+/// agent does at start: an older format is migrated); an error when there is none.
+pub fn open_existing(state_dir: &Path) -> Result<Arc<dyn Store>, JournalError> {
+    let engine = if state_dir.join("journal.sled").is_dir() {
+        Engine::Sled
+    } else if state_dir.join("journal.redb").is_file() {
+        Engine::Redb
+    } else {
+        return Err(JournalError::Storage(format!(
+            "no journal in {} (neither journal.redb nor journal.sled)",
+            state_dir.display()
+        )));
+    };
+    open(engine, state_dir)
+}
+
 /// Opens the engine's journal in `state_dir` with the default page cache.
 pub fn open(engine: Engine, state_dir: &Path) -> Result<Arc<dyn Store>, JournalError> {
     open_with_cache(engine, state_dir, redb_store::CACHE_BYTES)
@@ -110,7 +126,7 @@ pub fn open_with_cache(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use pdtf_models::{record::Audit, Entry, RecordBody, Seq, Timestamp};
 
@@ -210,14 +226,7 @@ mod tests {
                 .unwrap()
                 .next;
             let plan = twin.command(ProcCommand::Stop, t, Actor::Agent).unwrap();
-            let events: Vec<Entry> = plan
-                .events
-                .into_iter()
-                .map(|e| Entry {
-                    time: t,
-                    body: RecordBody::Batch(Box::new(e)),
-                })
-                .collect();
+            let events: Vec<Entry> = crate::batch::event_entries(plan.events, t).collect();
             let committed = j.append(events).unwrap();
             let ended = |r: &pdtf_models::Record| match &r.body {
                 RecordBody::Batch(e) => match &e.change {

@@ -15,6 +15,11 @@
 //!   backfilled at its first open from its last 500,000 records (as far as the start-up scan
 //!   looked before), and `alarm_index_since` is then 1. Derived data: a start reads the last
 //!   state of each condition from it instead of scanning the journal.
+//! - tables `batch_events` and `batch_alarms`: `u64` seq → `()`, the seqs of every batch
+//!   record and of every alarm record inside a batch, written in the same transaction and
+//!   purged with the records; they hold what was committed from `batch_index_since` (u64 LE
+//!   in `meta`, the next seq when the store first opened with them). Derived data: the HTTP
+//!   API finds batches and their alarms without scanning samples.
 //!
 //! Invariants: one `append` is one write transaction committed with `Durability::Immediate`,
 //! so when it returns the records are on disk (redb's commit is atomic and checksummed). The
@@ -42,6 +47,8 @@ const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Alarm condition (bincode 2 of `Condition`, standard config) → seq of its last transition.
 const ALARMS: TableDefinition<&[u8], u64> = TableDefinition::new("alarm_index");
+const BATCH_EVENTS: TableDefinition<u64, ()> = TableDefinition::new("batch_events");
+const BATCH_ALARMS: TableDefinition<u64, ()> = TableDefinition::new("batch_alarms");
 
 /// The upstream sync's cursor; purges never pass it.
 use pdtf_connectors::upstream::CURSOR as UPSTREAM_CURSOR;
@@ -214,6 +221,11 @@ impl RedbJournal {
             alarms::backfill(&tx)?;
             meta_set(&tx, "alarm_index_since", &1u64.to_le_bytes())?;
         }
+        tx.open_table(BATCH_EVENTS).map_err(storage)?;
+        tx.open_table(BATCH_ALARMS).map_err(storage)?;
+        if meta_get(&tx, "batch_index_since")?.is_none() {
+            meta_set(&tx, "batch_index_since", &head.next.to_le_bytes())?;
+        }
         tx.commit().map_err(storage)?;
         Ok(Self {
             db: RwLock::new(Some(db)),
@@ -366,6 +378,27 @@ impl RedbJournal {
             }
         }
         drop(alarms);
+        let (mut events, mut in_batch) = (None, None);
+        for r in &e.records {
+            let slot = match &r.body {
+                pdtf_models::RecordBody::Batch(_) => &mut events,
+                pdtf_models::RecordBody::Alarm(a) if a.batch_id.is_some() => &mut in_batch,
+                _ => continue,
+            };
+            let t = match slot {
+                Some(t) => t,
+                None => slot.insert(
+                    tx.open_table(if matches!(r.body, pdtf_models::RecordBody::Batch(_)) {
+                        BATCH_EVENTS
+                    } else {
+                        BATCH_ALARMS
+                    })
+                    .map_err(storage)?,
+                ),
+            };
+            t.insert(r.seq.0, ()).map_err(storage)?;
+        }
+        drop((events, in_batch));
         meta_set(tx, "head", &e.link)?;
         Ok(e)
     }
@@ -416,6 +449,12 @@ impl Journal for RedbJournal {
             meta_set(&tx, "record_bytes", &left.to_le_bytes())?;
             anchor
         };
+        for table in [BATCH_EVENTS, BATCH_ALARMS] {
+            tx.open_table(table)
+                .map_err(storage)?
+                .retain_in(..=through.0, |_, _| false)
+                .map_err(storage)?;
+        }
         meta_set(&tx, "anchor", &anchor)?;
         meta_set(&tx, "purged_through", &through.0.to_le_bytes())?;
         let e = Self::append_in(&tx, &head, vec![audit])?;
@@ -504,6 +543,31 @@ impl Journal for RedbJournal {
             );
         }
         Ok(out)
+    }
+
+    fn batch_index(
+        &self,
+        alarms: bool,
+        from: Seq,
+        max: usize,
+    ) -> Result<Option<(Seq, Vec<Seq>)>, JournalError> {
+        let db = self.db()?;
+        let rtx = db.begin_read().map_err(storage)?;
+        let since = rtx
+            .open_table(META)
+            .map_err(storage)?
+            .get("batch_index_since")
+            .map_err(storage)?
+            .map(|v| u64_from(Some(v.value().to_vec())));
+        let Some(since) = since else { return Ok(None) };
+        let t = rtx
+            .open_table(if alarms { BATCH_ALARMS } else { BATCH_EVENTS })
+            .map_err(storage)?;
+        let mut out = Vec::new();
+        for item in t.range(from.0..).map_err(storage)?.take(max) {
+            out.push(Seq(item.map_err(storage)?.0.value()));
+        }
+        Ok(Some((Seq(since), out)))
     }
 
     fn last_alarm_transitions(&self) -> Result<Option<(Seq, Vec<Record>)>, JournalError> {

@@ -44,10 +44,7 @@ impl LinePipeline {
             body: RecordBody::Command(Box::new(d.record.clone())),
         });
         if let Some(p) = &d.plan {
-            entries.extend(p.events.iter().map(|e| Entry {
-                time: at,
-                body: RecordBody::Batch(Box::new(e.clone())),
-            }));
+            entries.extend(crate::batch::event_entries(p.events.clone(), at));
         }
         let records = self.commit(entries).await;
         let Some(seq) = records.get(command_at).map(|r| r.seq.0) else {
@@ -130,10 +127,7 @@ impl LinePipeline {
             }
             TagOutcome::Plan(p) => {
                 let p = *p;
-                out.extend(p.events.into_iter().map(|e| Entry {
-                    time: s.agent_time,
-                    body: RecordBody::Batch(Box::new(e)),
-                }));
+                out.extend(crate::batch::event_entries(p.events, s.agent_time));
                 b.twin = p.next;
                 out.push(Entry {
                     time: s.agent_time,
@@ -145,14 +139,22 @@ impl LinePipeline {
         }
     }
 
-    /// The retained `P/batch` (see `batch::state`); also at start, so a subscriber sees the
-    /// line's state before its first batch event.
+    /// The retained `P/batch` (see `batch::state`), and the HTTP API's copy; also at start,
+    /// so a subscriber sees the line's state before its first batch event.
     pub fn publish_batch_state(&self) {
-        let (Some(b), Some(board)) = (&self.batch, &self.board) else {
+        let Some(b) = &self.batch else {
             return;
         };
-        let payload = crate::batch::state::payload(board.agent_id(), &b.twin, now());
-        board.set_retained(b.state_topic.clone(), payload);
+        let agent_id = self.board.as_ref().map_or("", |a| a.agent_id());
+        let payload = crate::batch::state::payload(agent_id, &b.twin, now());
+        if let Some(live) = &b.live {
+            if let Ok(mut m) = live.lock() {
+                m.insert(b.twin.line.clone(), payload.clone());
+            }
+        }
+        if let Some(board) = &self.board {
+            board.set_retained(b.state_topic.clone(), payload);
+        }
     }
 
     /// At each tick: every `snapshot_interval_s`, a snapshot while a batch is open or a

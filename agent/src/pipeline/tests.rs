@@ -152,6 +152,7 @@ fn batch_pipeline(dir: &std::path::Path) -> (LinePipeline, mpsc::Receiver<crate:
         state_topic: "pdtf/s/a/gran1/batch".into(),
         replies: Some(tx),
         snap: crate::batch::Snapshots::new("gran1", std::time::Duration::from_secs(60)),
+        live: None,
     });
     (p, rx)
 }

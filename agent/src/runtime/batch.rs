@@ -24,6 +24,7 @@ pub(crate) fn wire(
     lines: &[LineConfig],
     pipelines: &mut [LinePipeline],
     batches: Vec<Option<LineBatch>>,
+    live: &crate::batch::Live,
     controls: &[mpsc::Sender<Control>],
     stats: &Arc<Stats>,
     sup: &Supervisor,
@@ -40,6 +41,7 @@ pub(crate) fn wire(
             topics.push((format!("{}/cmd/batch", c.line_prefix(l)), i));
         }
         p.twin.set_batch(b.twin.batch_id(), b.twin.phase());
+        b.live = Some(live.clone());
         p.batch = Some(b);
         p.publish_batch_state();
     }

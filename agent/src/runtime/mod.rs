@@ -356,11 +356,13 @@ impl Agent {
             .map(|_| mpsc::channel(crate::pipeline::CONTROL_CHANNEL))
             .unzip();
         let mut pipelines = pipelines;
+        let live = crate::batch::Live::default();
         sinks.extend(batch::wire(
             c,
             &lines,
             &mut pipelines,
             batches,
+            &live,
             &controls,
             &stats,
             &sup,
@@ -402,7 +404,16 @@ impl Agent {
             sinks.push(sup.spawn(
                 "health",
                 &sinks_stop,
-                crate::health::serve(listener, stats.clone(), sinks_stop.clone()),
+                crate::health::serve(
+                    listener,
+                    crate::health::Api {
+                        stats: stats.clone(),
+                        journal: journal.clone(),
+                        lines: lines.iter().map(|l| l.name().to_owned()).collect(),
+                        batches: live.clone(),
+                    },
+                    sinks_stop.clone(),
+                ),
             ));
         }
         // Verification before reporting ready: the tail after the verified checkpoint, or the
