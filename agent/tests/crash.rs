@@ -327,6 +327,7 @@ async fn sigkill_mid_batch_restores_the_batch_its_duplicate_window_and_records_t
         r#"
 [batch]
 commands = true
+snapshot_interval_s = 1
 [[recipes]]
 id = "gran"
 version = 1
@@ -336,6 +337,9 @@ product_code = "G-1"
 name = "preheat"
 [[recipes.phases]]
 name = "spraying"
+[recipes.trajectories]
+tags = ["temp"]
+resolution_ms = 100
 "#,
     );
     std::fs::write(&config, format!("{text}{}", harness::TEST_TAGS)).unwrap();
@@ -350,10 +354,23 @@ name = "spraying"
         )
     };
     let start = req("r-1", "start", r#","batch_id":"B-1","recipe":"gran""#);
+    // A temperature now (the tag takes its source time from `ts`).
+    let temp = |v: f64| {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        format!(r#"{{"v":{v},"ts":{ms}}}"#)
+    };
 
     let mut child = spawn_agent(&config, &log);
     let first = answered(&mes, &replies, cmd, "r-1", &start).await;
     assert_eq!(first["accepted"], true, "{first}");
+    // Preheat values, kept by a periodic snapshot (every second) before the kill.
+    for v in [40.0, 41.0, 42.0] {
+        mes.send("line/temp", temp(v)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let phase = answered(&mes, &replies, cmd, "r-2", &req("r-2", "phase", "")).await;
     assert_eq!(phase["phase"], "spraying");
     // Killed right after the answer: the snapshot's cursor may not be written yet.
@@ -369,6 +386,10 @@ name = "spraying"
         (Some(true), &first["seq"]),
         "{again}"
     );
+    for v in [60.0, 61.0] {
+        mes.send("line/temp", temp(v)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     // The batch went on where it was: the next phase command completes it.
     let done = answered(&mes, &replies, cmd, "r-3", &req("r-3", "phase", "")).await;
     assert_eq!(
@@ -426,6 +447,30 @@ name = "spraying"
         64,
         "the chain head before the summary"
     );
+    // The trajectories kept the preheat values from before the kill and the spraying ones
+    // after it, in one batch's trajectories.
+    let trajectories = bodies
+        .iter()
+        .rev()
+        .find_map(|b| match b {
+            RecordBody::BatchSnapshot(s) => s.trajectories.clone(),
+            _ => None,
+        })
+        .expect("a snapshot with trajectories");
+    let lasts: Vec<(String, Vec<f64>)> = trajectories
+        .phases
+        .iter()
+        .map(|p| {
+            (
+                p.phase.clone(),
+                p.series(0).iter().map(|pt| pt.last).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(lasts.len(), 2, "{lasts:?}");
+    assert_eq!(lasts[0].0, "preheat");
+    assert!(lasts[0].1.contains(&42.0), "{lasts:?}");
+    assert!(lasts[1].1.contains(&61.0), "{lasts:?}");
     drop(j);
 
     // QA reads the batch back from the stopped agent's journal.

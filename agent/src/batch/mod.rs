@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod command;
+pub mod feed;
 pub mod history;
 pub mod requests;
 pub mod restore;
@@ -47,6 +48,8 @@ pub struct LineBatch {
     pub snap: Snapshots,
     /// Where the HTTP API reads the line's batch state.
     pub live: Option<Live>,
+    /// Trajectories and quality values from the line's samples.
+    pub feed: feed::Feed,
 }
 
 /// A line's snapshot book-keeping.
@@ -58,8 +61,12 @@ pub struct Snapshots {
     pub dirty: bool,
     /// A committed snapshot whose cursors are not written yet.
     pub pending: Option<u64>,
+    /// The same for a snapshot that holds trajectories.
+    pub pending_trajectories: Option<u64>,
     /// `restore::cursors` of the line.
     pub cursors: (String, String),
+    /// `restore::trajectory_cursor` of the line.
+    pub trajectory_cursor: String,
 }
 
 impl Snapshots {
@@ -69,7 +76,9 @@ impl Snapshots {
             last: Instant::now(),
             dirty: false,
             pending: None,
+            pending_trajectories: None,
             cursors: restore::cursors(line),
+            trajectory_cursor: restore::trajectory_cursor(line),
         }
     }
 }
@@ -97,6 +106,16 @@ impl LineBatch {
             replies: None,
             snap: Snapshots::new(line.name(), Duration::from_secs(b.snapshot_interval_s)),
             live: None,
+            feed: feed::Feed::new(
+                c.recipes
+                    .iter()
+                    .filter_map(|r| {
+                        let t = r.trajectories.as_ref()?;
+                        let tags = t.tags.iter().filter_map(|n| ids(n)).collect();
+                        Some((r.id.clone(), t.spec(), tags))
+                    })
+                    .collect(),
+            ),
         })
     }
 
@@ -125,6 +144,7 @@ impl LineBatch {
             self.twin = s.twin;
             self.twin.complete_transients = complete_transients;
         }
+        self.feed.follow(&self.twin, found.trajectories);
         self.seen = found.seen;
         if let Some(plan) = down_since.and_then(|from| self.twin.downtime(from, now)) {
             out.extend(event_entries(plan.events, now));
@@ -141,7 +161,7 @@ impl LineBatch {
         );
         out.push(Entry {
             time: now,
-            body: restore::snapshot(&self.twin, &self.seen, now),
+            body: restore::snapshot(&self.twin, &self.seen, self.feed.current.as_ref(), now),
         });
     }
 }
@@ -191,12 +211,16 @@ pub fn cursors_after_start(
 ) -> Result<(), JournalError> {
     for b in lines.iter().flatten() {
         let (snap, through) = &b.snap.cursors;
-        match restore::snapshot_seq(opened, &b.twin.line) {
+        let (latest, with_trajectories) = restore::snapshot_seqs(opened, &b.twin.line);
+        match latest {
             Some(s) => {
                 journal.set_cursor(snap, Seq(s))?;
                 journal.set_cursor(through, Seq(s))?;
             }
             None => journal.set_cursor(through, Seq(last))?,
+        }
+        if let Some(s) = with_trajectories {
+            journal.set_cursor(&b.snap.trajectory_cursor, Seq(s))?;
         }
     }
     Ok(())

@@ -18,7 +18,7 @@
 //! cursor at all (a line new to batches, or a journal older than them) starts the line Idle.
 
 use super::requests::RequestWindow;
-use pdtf_models::batch::{BatchSnapshot, BatchTwin, SeenRequest};
+use pdtf_models::batch::{BatchSnapshot, BatchTwin, SeenRequest, Trajectories};
 use pdtf_models::command::CommandOutcome;
 use pdtf_models::{Journal, JournalError, Record, RecordBody, Seq, Timestamp};
 use tracing::warn;
@@ -36,6 +36,12 @@ pub fn cursors(line: &str) -> (String, String) {
     )
 }
 
+/// The journal cursor of `line`'s latest snapshot that holds trajectories (only the
+/// periodic snapshots do: they are the large part).
+pub fn trajectory_cursor(line: &str) -> String {
+    format!("batch/{line}/trajectories")
+}
+
 /// What a start found for one line.
 #[derive(Debug, Default)]
 pub struct Found {
@@ -45,6 +51,9 @@ pub struct Found {
     pub seen: RequestWindow,
     /// Records scanned forward from the cursors.
     pub scanned: u64,
+    /// The latest trajectories of the snapshot's batch, if a snapshot of that batch held
+    /// them.
+    pub trajectories: Option<Trajectories>,
 }
 
 impl Found {
@@ -89,6 +98,23 @@ pub fn find(journal: &dyn Journal, line: &str, last: u64) -> Result<Found, Journ
     if from <= last {
         warn!(%line, scanned = found.scanned, "The batch state scan stopped at its bound before the journal's end; later commands may be missing from the duplicate window.");
     }
+    let key = |t: &BatchTwin| t.batch.as_ref().map(|b| (b.id.clone(), b.started));
+    let wanted = found.snapshot.as_ref().and_then(|s| key(&s.twin));
+    if found.trajectories.is_none() && wanted.is_some() {
+        let at = journal.cursor(&trajectory_cursor(line))?.0;
+        if at > 0 {
+            if let Some(RecordBody::BatchSnapshot(s)) = journal
+                .read_from(Seq(at), 1)?
+                .pop()
+                .filter(|r| r.seq.0 == at)
+                .map(|r| r.body)
+            {
+                if s.twin.line == line && key(&s.twin) == wanted {
+                    found.trajectories = s.trajectories;
+                }
+            }
+        }
+    }
     Ok(found)
 }
 
@@ -96,7 +122,18 @@ fn take(found: &mut Found, line: &str, r: &Record) {
     match &r.body {
         RecordBody::BatchSnapshot(s) if s.twin.line == line => {
             found.seen = RequestWindow::from_vec(s.requests.clone());
-            found.snapshot = Some((**s).clone());
+            let same_batch = found.snapshot.as_ref().is_some_and(|old| {
+                old.twin.batch.as_ref().map(|b| (&b.id, b.started))
+                    == s.twin.batch.as_ref().map(|b| (&b.id, b.started))
+            });
+            if s.trajectories.is_some() {
+                found.trajectories = s.trajectories.clone();
+            } else if !same_batch {
+                found.trajectories = None;
+            }
+            let mut s = (**s).clone();
+            s.trajectories = None;
+            found.snapshot = Some(s);
         }
         RecordBody::Command(c) if c.line == line => {
             let refused = match &c.outcome {
@@ -116,22 +153,40 @@ fn take(found: &mut Found, line: &str, r: &Record) {
     }
 }
 
-/// The snapshot record of `twin` with `seen`, taken `at`.
-pub fn snapshot(twin: &BatchTwin, seen: &RequestWindow, at: Timestamp) -> RecordBody {
+/// The snapshot record of `twin` with `seen` (and `trajectories`, in a periodic one), taken
+/// `at`.
+pub fn snapshot(
+    twin: &BatchTwin,
+    seen: &RequestWindow,
+    trajectories: Option<&Trajectories>,
+    at: Timestamp,
+) -> RecordBody {
     RecordBody::BatchSnapshot(Box::new(BatchSnapshot {
         twin: twin.clone(),
-        trajectories: None,
+        trajectories: trajectories.cloned(),
         requests: seen.to_vec(),
         at,
     }))
 }
 
-/// The seq of the last snapshot of `line` among `records`.
-pub fn snapshot_seq(records: &[Record], line: &str) -> Option<u64> {
-    records.iter().rev().find_map(|r| match &r.body {
-        RecordBody::BatchSnapshot(s) if s.twin.line == line => Some(r.seq.0),
-        _ => None,
-    })
+/// The seqs of the last snapshot of `line` among `records`, and of the last one holding
+/// trajectories.
+pub fn snapshot_seqs(records: &[Record], line: &str) -> (Option<u64>, Option<u64>) {
+    let mut out = (None, None);
+    for r in records.iter().rev() {
+        if let RecordBody::BatchSnapshot(s) = &r.body {
+            if s.twin.line == line {
+                out.0 = out.0.or(Some(r.seq.0));
+                if s.trajectories.is_some() {
+                    out.1 = out.1.or(Some(r.seq.0));
+                }
+            }
+        }
+        if out.0.is_some() && out.1.is_some() {
+            break;
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ impl LinePipeline {
             // restart's scan finds after it (see `batch::restore`).
             entries.push(Entry {
                 time: at,
-                body: restore::snapshot(&p.next, &b.seen, at),
+                body: restore::snapshot(&p.next, &b.seen, None, at),
             });
         }
         let command_at = entries.len();
@@ -71,6 +71,7 @@ impl LinePipeline {
         }
         if let Some(p) = d.plan {
             b.twin = p.next;
+            b.feed.follow(&b.twin, None);
             self.twin.set_batch(b.twin.batch_id(), b.twin.phase());
             self.publish_batch_state();
         }
@@ -116,6 +117,7 @@ impl LinePipeline {
         let Some(b) = self.batch.as_mut() else {
             return;
         };
+        b.feed.on_sample(&mut b.twin, s);
         if !b.tags.watches(s.tag) {
             return;
         }
@@ -129,9 +131,10 @@ impl LinePipeline {
                 let p = *p;
                 out.extend(crate::batch::event_entries(p.events, s.agent_time));
                 b.twin = p.next;
+                b.feed.follow(&b.twin, None);
                 out.push(Entry {
                     time: s.agent_time,
-                    body: restore::snapshot(&b.twin, &b.seen, s.agent_time),
+                    body: restore::snapshot(&b.twin, &b.seen, None, s.agent_time),
                 });
                 self.twin.set_batch(b.twin.batch_id(), b.twin.phase());
                 self.publish_batch_state();
@@ -167,12 +170,14 @@ impl LinePipeline {
         let mut through = None;
         if b.snap.last.elapsed() >= b.snap.every {
             b.snap.last = std::time::Instant::now();
-            if b.snap.dirty || b.open() {
+            if b.snap.dirty || b.open() || b.feed.unsaved {
                 b.snap.dirty = false;
+                let trajectories = b.feed.current.as_ref().filter(|_| b.feed.unsaved);
                 let entry = Entry {
                     time: at,
-                    body: restore::snapshot(&b.twin, &b.seen, at),
+                    body: restore::snapshot(&b.twin, &b.seen, trajectories, at),
                 };
+                b.feed.unsaved = false;
                 self.commit(vec![entry]).await;
             } else if b.snap.pending.is_none() {
                 through = Some(*self.committed.borrow());
@@ -183,11 +188,18 @@ impl LinePipeline {
         };
         let (snap, through_key) = b.snap.cursors.clone();
         let pending = b.snap.pending.take();
-        let writes: Vec<(String, u64)> = match (pending, through) {
+        let pending_trajectories = b.snap.pending_trajectories.take();
+        let mut writes: Vec<(String, u64)> = match (pending, through) {
             (Some(s), _) => vec![(snap, s), (through_key, s)],
             (None, Some(t)) => vec![(through_key, t)],
-            (None, None) => return,
+            (None, None) => vec![],
         };
+        if let Some(s) = pending_trajectories {
+            writes.push((b.snap.trajectory_cursor.clone(), s));
+        }
+        if writes.is_empty() {
+            return;
+        }
         let j = self.journal.clone();
         let done = tokio::task::spawn_blocking(move || {
             writes
@@ -199,6 +211,7 @@ impl LinePipeline {
             warn!(line = %self.line, "Batch snapshot cursor not written; the next start scans a little further back.");
             if let Some(b) = self.batch.as_mut() {
                 b.snap.pending = pending;
+                b.snap.pending_trajectories = pending_trajectories;
             }
         }
     }
@@ -206,9 +219,9 @@ impl LinePipeline {
     /// A committed snapshot of this line: its cursors are written at the next tick.
     pub(super) fn batch_committed(&mut self, records: &[pdtf_models::Record]) {
         if let Some(b) = self.batch.as_mut() {
-            if let Some(s) = restore::snapshot_seq(records, &b.twin.line) {
-                b.snap.pending = Some(s);
-            }
+            let (latest, with_trajectories) = restore::snapshot_seqs(records, &b.twin.line);
+            b.snap.pending = latest.or(b.snap.pending);
+            b.snap.pending_trajectories = with_trajectories.or(b.snap.pending_trajectories);
         }
     }
 

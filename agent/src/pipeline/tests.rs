@@ -153,6 +153,7 @@ fn batch_pipeline(dir: &std::path::Path) -> (LinePipeline, mpsc::Receiver<crate:
         replies: Some(tx),
         snap: crate::batch::Snapshots::new("gran1", std::time::Duration::from_secs(60)),
         live: None,
+        feed: Default::default(),
     });
     (p, rx)
 }
@@ -282,6 +283,13 @@ async fn the_tick_writes_snapshot_cursors_and_snapshots_an_open_batch_with_its_w
     let dir = tempfile::tempdir().unwrap();
     let (mut p, _replies) = batch_pipeline(dir.path());
     let (snap, through) = restore::cursors("gran1");
+    let spec = pdtf_models::batch::TrajectorySpec {
+        resolution_ms: 1000,
+        max_points: 100,
+        max_phases: 4,
+    };
+    p.batch.as_mut().unwrap().feed =
+        crate::batch::feed::Feed::new(vec![("gran".into(), spec, vec![TagId(0)])]);
     p.control(command(r#"{"request_id":"r-1","user":"alice","reason":"go","command":"start","batch_id":"B-1","recipe":"gran"}"#)).await;
     assert_eq!(
         p.journal.cursor(&snap).unwrap(),
@@ -311,6 +319,23 @@ async fn the_tick_writes_snapshot_cursors_and_snapshots_an_open_batch_with_its_w
             .collect::<Vec<_>>(),
         ["r-1"]
     );
+    // A value of the trajectory tag lands in the batch's trajectories; the next periodic
+    // snapshot holds them, and its own cursor names it.
+    feed(&mut p, 42.0).await;
+    p.control(Control::Tick).await;
+    let with = p
+        .journal
+        .cursor(&restore::trajectory_cursor("gran1"))
+        .unwrap();
+    let RecordBody::BatchSnapshot(s) = &p.journal.read_from(with, 1).unwrap()[0].body else {
+        panic!("the trajectory cursor names a snapshot");
+    };
+    let t = s
+        .trajectories
+        .as_ref()
+        .expect("trajectories in the periodic snapshot");
+    assert_eq!(t.phases[0].phase, "preheat");
+    assert_eq!(t.phases[0].series(0)[0].last, 42.0);
 
     // After the batch is reset the idle line writes no more snapshots; `through` moves on.
     for (id, c) in [("r-2", "stop"), ("r-3", "reset")] {

@@ -78,7 +78,7 @@ fn a_start_restores_the_open_batch_and_its_window_from_one_snapshot_and_a_short_
         .start("B-1", &b.recipes[0], t(1), Actor::Agent, true)
         .unwrap();
     let mut bodies = vec![
-        snapshot(&plan.next, &b.seen, t(1)),
+        snapshot(&plan.next, &b.seen, None, t(1)),
         command("l", "r-1", CommandOutcome::Accepted),
     ];
     bodies.extend(
@@ -151,7 +151,7 @@ fn a_start_restores_the_open_batch_and_its_window_from_one_snapshot_and_a_short_
     held.state = ProcState::Held;
     j.append(entries(
         t(101),
-        vec![snapshot(&held, &RequestWindow::default(), t(101))],
+        vec![snapshot(&held, &RequestWindow::default(), None, t(101))],
     ))
     .unwrap();
     let found = find(j.as_ref(), "l", last + 1).unwrap();
@@ -168,11 +168,72 @@ fn a_journal_without_cursors_starts_the_line_idle_without_reading_it_back() {
     let recs = j
         .append(entries(
             t(0),
-            vec![snapshot(&twin, &RequestWindow::default(), t(0))],
+            vec![snapshot(&twin, &RequestWindow::default(), None, t(0))],
         ))
         .unwrap();
     let (lines, out) = prepare(&c, &|_| None, j.as_ref(), recs[0].seq.0, t(5)).unwrap();
     assert!(out.is_empty());
     assert!(lines[0].as_ref().unwrap().seen.is_empty());
     assert_eq!(find(j.as_ref(), "l", recs[0].seq.0).unwrap().scanned, 0);
+}
+
+#[test]
+fn trajectories_come_back_from_the_latest_periodic_snapshot_of_the_same_batch() {
+    use pdtf_models::batch::{Trajectories, TrajectorySpec};
+    let dir = tempfile::tempdir().unwrap();
+    let j = crate::journal::open(Engine::Redb, dir.path()).unwrap();
+    let recipe = crate::batch::test_recipe(1, &["a", "b"]);
+    let running = pdtf_models::batch::BatchTwin::new("l", true)
+        .start("B-1", &recipe, t(0), Actor::Agent, true)
+        .unwrap()
+        .next;
+    let spec = TrajectorySpec {
+        resolution_ms: 1000,
+        max_points: 10,
+        max_phases: 4,
+    };
+    let mut traj = Trajectories::new(spec, &[pdtf_models::TagId(0)]);
+    traj.begin_phase("a", t(0));
+    traj.add(&pdtf_models::Sample::new(
+        pdtf_models::TagId(0),
+        7.0,
+        pdtf_models::Quality::Good,
+        None,
+        t(1),
+    ));
+    let w = RequestWindow::default();
+    // A periodic snapshot (with trajectories), then an event snapshot (without).
+    let periodic = j
+        .append(entries(
+            t(1),
+            vec![snapshot(&running, &w, Some(&traj), t(1))],
+        ))
+        .unwrap();
+    let next = running.phase_to(None, t(2), Actor::Agent).unwrap().next;
+    let event = j
+        .append(entries(t(2), vec![snapshot(&next, &w, None, t(2))]))
+        .unwrap();
+    let (snap, through) = cursors("l");
+    j.set_cursor(&snap, event[0].seq).unwrap();
+    j.set_cursor(&through, event[0].seq).unwrap();
+    j.set_cursor(&trajectory_cursor("l"), periodic[0].seq)
+        .unwrap();
+    let found = find(j.as_ref(), "l", event[0].seq.0).unwrap();
+    assert_eq!(found.trajectories.as_ref(), Some(&traj));
+    assert!(
+        found.snapshot.as_ref().unwrap().trajectories.is_none(),
+        "kept once, in `trajectories`"
+    );
+
+    // Another batch's trajectories are not this one's.
+    let other = pdtf_models::batch::BatchTwin::new("l", true)
+        .start("B-2", &recipe, t(5), Actor::Agent, true)
+        .unwrap()
+        .next;
+    let later = j
+        .append(entries(t(5), vec![snapshot(&other, &w, None, t(5))]))
+        .unwrap();
+    let found = find(j.as_ref(), "l", later[0].seq.0).unwrap();
+    assert_eq!(found.snapshot.unwrap().twin.batch_id(), Some("B-2"));
+    assert!(found.trajectories.is_none());
 }
