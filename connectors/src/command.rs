@@ -88,12 +88,18 @@ impl CommandLink {
         backoff: &mut crate::mqtt::Backoff,
     ) -> Option<String> {
         let mut up = false;
+        let mut replies_open = true;
         let mut dropped = Repeats::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
-                r = replies.recv(), if up => {
-                    let (topic, payload) = r?;
+                r = replies.recv(), if up && replies_open => {
+                    // Closed (and drained): the lines have stopped, the agent is shutting
+                    // down; the link stays until it is told to stop.
+                    let Some((topic, payload)) = r else {
+                        replies_open = false;
+                        continue;
+                    };
                     if let Err(e) = link.client.publish(topic, QoS::AtLeastOnce, false, payload).await {
                         return Some(format!("reply publish failed: {e}"));
                     }
@@ -127,7 +133,7 @@ impl CommandLink {
                                     info!(dropped = e.failures, "Command intake takes commands again.");
                                 }
                             }
-                            Err(mpsc::error::TrySendError::Closed(_)) => return None, // the lines have stopped
+                            Err(mpsc::error::TrySendError::Closed(_)) => {} // the lines have stopped: shutting down
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 Stats::add(&stats.commands_dropped, 1);
                                 if dropped.failed("intake full", now) != Report::Quiet {

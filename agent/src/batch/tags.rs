@@ -7,7 +7,9 @@
 //!   batch is ended first: Complete on a line without a state tag, where the id's change is
 //!   how the end is told; on a line with one, the equipment should have said so, so the end is
 //!   recorded as irregular); an empty text, or the number 0 (a PLC's "no batch"), ends the
-//!   open batch the same way. A numeric id is kept as its decimal text (`1002`).
+//!   open batch the same way when the tag named that batch before: a PLC's "no batch" at
+//!   start-up (or on reconnect, an OPC UA initial value) does not end a batch an MES
+//!   command started. A numeric id is kept as its decimal text (`1002`).
 //! - **phase**: the value is matched against the running recipe's phases' `start_on`.
 //! - **state**: the value is matched against `state_values`; the twin follows the equipment.
 //!
@@ -32,6 +34,8 @@ pub struct BatchTags {
     pub state_values: Vec<(Marker, ProcState)>,
     /// The last value that produced a note, per tag kind, so repeats stay quiet.
     last_note: [Option<String>; 3],
+    /// The batch id tag's previous value (as an id), since the agent started.
+    last_id: Option<String>,
 }
 
 /// What one batch-tag value does.
@@ -74,6 +78,7 @@ impl BatchTags {
             phase_markers,
             state_values,
             last_note: Default::default(),
+            last_id: None,
         }
     }
 
@@ -95,7 +100,9 @@ impl BatchTags {
             by,
         };
         let (slot, result) = if Some(s.tag) == self.batch_id {
-            (0, self.batch_id_changed(i, recipes))
+            let r = self.batch_id_changed(i, recipes);
+            self.last_id = id_of(&s.value);
+            (0, r)
         } else if Some(s.tag) == self.phase {
             (1, self.phase_changed(i))
         } else {
@@ -117,14 +124,15 @@ impl BatchTags {
 
     fn batch_id_changed(&self, i: Input<'_>, recipes: &[Recipe]) -> Result<Option<Plan>, String> {
         let Input { twin, v, at, by } = i;
-        let id = match v {
-            Value::Text(t) => t.trim().to_owned(),
-            // PLCs number batches; 0 is their "no batch".
-            Value::Num(n) if *n == 0.0 => String::new(),
-            Value::Num(n) if n.is_finite() => format!("{n}"),
-            _ => return Err("the batch id tag carries no text or number".into()),
+        let Some(id) = id_of(v) else {
+            return Err("the batch id tag carries no text or number".into());
         };
         if twin.batch_id() == Some(id.as_str()) {
+            return Ok(None);
+        }
+        if id.is_empty() && self.last_id.as_deref() != twin.batch_id() {
+            // "No batch", but the tag never named the open one (a command started it, or
+            // this is the first value since the agent started): nothing ends.
             return Ok(None);
         }
         let open = twin.batch.is_some() && !twin.state.is_final();
@@ -222,6 +230,18 @@ fn show(v: &Value) -> String {
         other => other
             .as_f64()
             .map_or("(no value)".to_owned(), |n| n.to_string()),
+    }
+}
+
+/// A batch id tag's value as an id: trimmed text, or a number's decimal text; `""` for an
+/// empty text or the number 0 (a PLC's "no batch"); `None` for anything else.
+fn id_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Text(t) => Some(t.trim().to_owned()),
+        // PLCs number batches; 0 is their "no batch".
+        Value::Num(n) if *n == 0.0 => Some(String::new()),
+        Value::Num(n) if n.is_finite() => Some(format!("{n}")),
+        _ => None,
     }
 }
 

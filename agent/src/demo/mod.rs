@@ -1,9 +1,12 @@
 //! `pdtf-agent demo`: the whole job on one machine with nothing installed.
 //!
 //! An embedded broker on a free loopback port, the simulated granulator publishing to it, and
-//! the agent running `config/demo.toml` with every broker pointed at the embedded one. A
-//! status line every second; a summary at the end.
+//! the agent running `config/demo.toml` with every broker pointed at the embedded one. The
+//! granulator runs batches (its PLC publishes batch id and phase over OPC UA); the demo's own
+//! MES starts the first one with an MQTT command and records a material charge. A status line
+//! every second; a summary at the end, with each batch's phase durations and alarms.
 
+mod mes;
 mod sim;
 
 use crate::config::{self, Config};
@@ -101,8 +104,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         plc.endpoint, plc.endpoint
     );
     let agent = Agent::start(&c).context("starting the agent")?;
-    let sim = tokio::spawn(sim::run(port, stop_sim.clone()));
-    let plc_sim = tokio::spawn(sim::run_plc(plc, stop_sim.clone()));
+    let clock = Instant::now();
+    let sim = tokio::spawn(sim::run(port, clock, stop_sim.clone()));
+    let plc_sim = tokio::spawn(sim::run_plc(plc, clock, stop_sim.clone()));
+    let mes = tokio::spawn(mes::run(
+        port,
+        c.line_prefix(&c.lines()[0]),
+        c.agent.line.clone(),
+        agent.batches.clone(),
+        stop_sim.clone(),
+    ));
     let scale_sim = tokio::spawn(sim::run_scale(scale.state.clone(), stop_sim.clone()));
 
     let started = Instant::now();
@@ -117,7 +128,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             _ = tick.tick() => {
                 let s = &agent.stats;
                 let samples = Stats::get(&s.samples_in);
-                let line = status_line(started.elapsed(), samples - last_samples, s);
+                let batch = batch_status(&agent.batches, &c.agent.line);
+                let line = status_line(started.elapsed(), samples - last_samples, s, &batch);
                 last_samples = samples;
                 if tty {
                     eprint!("\r{line}   ");
@@ -136,6 +148,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     stop_sim.cancel();
     let _sim_done = sim.await;
+    let _mes_done = mes.await;
     let plc = plc_sim.await.ok();
     let _scale_done = scale_sim.await;
     drop(scale);
@@ -151,12 +164,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&plc_pki);
     let by_source = samples_by_source(&c, &tag_ids, store.as_ref());
     print_summary(started.elapsed(), &stats, &by_source, &journal);
+    print_batches(store.as_ref());
     Ok(ExitCode::SUCCESS)
 }
 
-fn status_line(t: Duration, samples_last_s: u64, s: &Stats) -> String {
+/// `batch GR-2026-0142 spraying` (or `no batch`) from the line's `P/batch` state.
+fn batch_status(live: &crate::batch::Live, line: &str) -> String {
+    let state: Option<serde_json::Value> = live
+        .lock()
+        .ok()
+        .and_then(|m| m.get(line).and_then(|b| serde_json::from_slice(b).ok()));
+    match state {
+        Some(v) if v["batch_id"].is_string() => format!(
+            "batch {} {}",
+            v["batch_id"].as_str().unwrap_or_default(),
+            v["phase"]
+                .as_str()
+                .unwrap_or(v["state"].as_str().unwrap_or_default())
+        ),
+        _ => "no batch".to_owned(),
+    }
+}
+
+fn status_line(t: Duration, samples_last_s: u64, s: &Stats, batch: &str) -> String {
     format!(
-        "[{:>4}s] samples/s {:>4} | active alarms {} | records committed {} | upstream backlog {} | malformed {}",
+        "[{:>4}s] {batch} | samples/s {:>4} | active alarms {} | records committed {} | upstream backlog {} | malformed {}",
         t.as_secs(),
         samples_last_s,
         Stats::get(&s.alarms_active),
@@ -164,6 +196,62 @@ fn status_line(t: Duration, samples_last_s: u64, s: &Stats) -> String {
         s.upstream_backlog(),
         Stats::get(&s.malformed_in),
     )
+}
+
+/// The batches the journal holds: how many, then each with its phases (duration and alarms
+/// from the end-of-batch summary, or still running).
+fn print_batches(journal: &dyn crate::journal::Store) {
+    use crate::batch::history;
+    let all = match history::batch_records(journal, &mut |_, _| {}) {
+        Ok(r) => history::fold(&r),
+        Err(e) => {
+            println!("  batches                 unreadable: {e}");
+            return;
+        }
+    };
+    let done = all.iter().filter(|b| !b.is_open()).count();
+    println!(
+        "  batches started         {} ({done} ended, {} running)",
+        all.len(),
+        all.len() - done
+    );
+    for b in &all {
+        let phases: Vec<String> = match &b.summary {
+            Some(s) => s
+                .phases
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} {:.1} s{}",
+                        p.name,
+                        p.duration_ms as f64 / 1000.0,
+                        if p.alarms > 0 {
+                            format!(" ({} alarms)", p.alarms)
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect(),
+            None => b.phases.iter().map(|p| p.name.clone()).collect(),
+        };
+        let charged: Vec<String> = b
+            .materials
+            .iter()
+            .map(|m| format!("{} {} {} lot {}", m.material, m.quantity, m.unit, m.lot))
+            .collect();
+        println!(
+            "    {} {}: {}{}",
+            b.batch_id,
+            b.state,
+            phases.join(", "),
+            if charged.is_empty() {
+                String::new()
+            } else {
+                format!("; charged {}", charged.join(", "))
+            }
+        );
+    }
 }
 
 /// Committed sample records per source (`id (kind) count`), read back from the journal.

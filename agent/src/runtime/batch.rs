@@ -70,7 +70,11 @@ pub(crate) fn wire(
                 _ = stop_fwd.cancelled() => return,
                 m = in_rx.recv() => match m {
                     Some(m) => m,
-                    None => return,
+                    None => {
+                        // The link ended (only on its stop): wait for ours.
+                        stop_fwd.cancelled().await;
+                        return;
+                    }
                 },
             };
             let Some(tx) = controls.get(cmd.line) else {

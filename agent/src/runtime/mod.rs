@@ -51,6 +51,8 @@ pub struct Agent {
     pub registry: TagRegistry,
     /// Where `/healthz`, `/readyz` and `/metrics` are served, when configured.
     pub health_addr: Option<std::net::SocketAddr>,
+    /// Each batch-tracking line's current batch state (its `P/batch` payload).
+    pub batches: crate::batch::Live,
     sources_stop: CancellationToken,
     sinks_stop: CancellationToken,
     sources: Vec<JoinHandle<()>>,
@@ -466,6 +468,7 @@ impl Agent {
             tag_ids,
             registry,
             health_addr,
+            batches: live,
             sources_stop,
             sinks_stop,
             sources,

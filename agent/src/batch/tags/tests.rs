@@ -140,3 +140,38 @@ fn with_a_state_tag_the_twin_follows_it_and_an_unannounced_end_is_irregular() {
     );
     assert_eq!(twin.batch_id(), Some("B-2"));
 }
+
+#[test]
+fn no_batch_on_the_tag_ends_only_a_batch_the_tag_named() {
+    let mut t = tags(false);
+    // An MES command started B-1; the PLC's first value (an OPC UA initial value) says "no
+    // batch": B-1 goes on.
+    let mut twin = BatchTwin::new("l", true)
+        .start(
+            "B-1",
+            &recipes()[0],
+            Timestamp::from_unix_millis(0),
+            Actor::Agent,
+            true,
+        )
+        .unwrap()
+        .next;
+    assert_eq!(
+        feed(&mut t, &mut twin, ID, Value::Text(String::new()), 1),
+        TagOutcome::Nothing
+    );
+    assert_eq!(twin.batch_id(), Some("B-1"));
+    assert_eq!(twin.state, ProcState::Running);
+    // The PLC names its own batch: B-1 ends, B-2 starts; its "no batch" then ends B-2.
+    feed(&mut t, &mut twin, ID, Value::Text("B-2".into()), 2);
+    assert_eq!(
+        (twin.batch_id(), twin.state),
+        (Some("B-2"), ProcState::Running)
+    );
+    let o = feed(&mut t, &mut twin, ID, Value::Num(0.0), 3);
+    assert!(!events(&o).is_empty());
+    assert_eq!(
+        (twin.batch_id(), twin.state),
+        (Some("B-2"), ProcState::Complete)
+    );
+}
