@@ -34,21 +34,7 @@ tolerance_pct = 1.0
 /// `[batch]` and the tags in `batch`, then recipe `gran` (phases preheat, spraying, marked
 /// 1 and 2 for a phase tag), then `recipe_extra` (tables of the recipe, e.g. materials).
 fn batch_config(batch: &str, recipe_extra: &str) -> String {
-    format!(
-        r#"{batch}
-[[recipes]]
-id = "gran"
-version = 1
-product = "Granulate"
-product_code = "G-1"
-[[recipes.phases]]
-name = "preheat"
-start_on = 1
-[[recipes.phases]]
-name = "spraying"
-start_on = 2
-{recipe_extra}"#
-    )
+    format!("{batch}{GRAN_RECIPE}{recipe_extra}")
 }
 
 /// The test agent, on the embedded broker at `port`, with `batch_config(batch, recipe_extra)`.

@@ -252,6 +252,22 @@ source = "plc"
 topic = "line/flow"
 "#;
 
+/// Recipe `gran` (product Granulate, phases preheat and spraying, marked 1 and 2 for a phase
+/// tag), for the batch tests; tables of the recipe (materials, trajectories) may follow it.
+pub const GRAN_RECIPE: &str = r#"
+[[recipes]]
+id = "gran"
+version = 1
+product = "Granulate"
+product_code = "G-1"
+[[recipes.phases]]
+name = "preheat"
+start_on = 1
+[[recipes.phases]]
+name = "spraying"
+start_on = 2
+"#;
+
 /// The `[agent]` section every test config starts with; the journal goes in `dir/state`.
 pub fn agent_section(dir: &Path) -> String {
     format!(

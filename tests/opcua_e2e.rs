@@ -38,8 +38,9 @@ async fn sim(port: u16, pki: &Path, secure: bool) -> SimServer {
     SimServer::start(options(port, pki, secure)).await.unwrap()
 }
 
-fn agent_config(dir: &Path, endpoint: &str, security: &str) -> config::Config {
-    let text = format!(
+/// The agent, the server and source `plc` on it, with `security` in the server's table.
+fn head(dir: &Path, endpoint: &str, security: &str) -> String {
+    format!(
         r#"
 {agent}
 [opcua_servers.line]
@@ -56,25 +57,36 @@ server = "line"
 publishing_interval_ms = 100
 create_chunk_size = 2
 flush_interval_ms = 10
+"#,
+        agent = agent_section(dir)
+    )
+}
 
-[[tags]]
+/// Tag `temp` (Line1.Temp, hi 80) and tag `batch` (Line1.Batch, text).
+const TEMP_TAG: &str = r#"[[tags]]
 name = "temp"
 source = "plc"
 node = "nsu=urn:pdtf:sim;s=Line1.Temp"
-limits = {{ hi = 80.0 }}
+limits = { hi = 80.0 }
+"#;
+const BATCH_TAG: &str = r#"[[tags]]
+name = "batch"
+source = "plc"
+node = "nsu=urn:pdtf:sim;s=Line1.Batch"
+value_type = "string"
+"#;
 
+fn agent_config(dir: &Path, endpoint: &str, security: &str) -> config::Config {
+    let text = format!(
+        r#"{head}
+{TEMP_TAG}
 [[tags]]
 name = "running"
 source = "plc"
 node = "ns=2;s=Line1.Running"
 value_type = "bool"
 
-[[tags]]
-name = "batch"
-source = "plc"
-node = "nsu=urn:pdtf:sim;s=Line1.Batch"
-value_type = "string"
-
+{BATCH_TAG}
 [[tags]]
 name = "spectrum"
 source = "plc"
@@ -92,7 +104,7 @@ name = "missing"
 source = "plc"
 node = "nsu=urn:pdtf:sim;s=Line1.NoSuchNode"
 "#,
-        agent = agent_section(dir)
+        head = head(dir, endpoint, security)
     );
     config::load_str(&text, &dir.join("agent.toml"), &|k| {
         (k == "OPCUA_PW").then(|| "s3cret".to_owned())
@@ -497,5 +509,92 @@ async fn a_reload_swaps_monitored_items_without_reconnecting() {
         "a reload is not an outage"
     );
     agent.shutdown(Duration::from_secs(1)).await;
+    server.stop().await;
+}
+
+/// A tag-driven batch over OPC UA: the PLC's String batch id and Int32 phase number drive
+/// the batch twin, and an alarm inside it carries its batch and phase.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plcs_batch_id_and_phase_over_opc_ua_drive_a_batch_to_complete() {
+    use pdtf_models::batch::{BatchChange, ProcState};
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(0, &dir.path().join("server-pki"), false);
+    opts.variables = vec![
+        ("Temp".into(), Variant::Double(20.0)),
+        ("Batch".into(), Variant::String("".into())),
+        ("Phase".into(), Variant::Int32(0)),
+    ];
+    let server = SimServer::start(opts).await.unwrap();
+    let text = format!(
+        r#"{head}
+[batch]
+batch_id_tag = "batch"
+phase_tag = "phase"
+recipe = "gran"
+{GRAN_RECIPE}
+{TEMP_TAG}
+{BATCH_TAG}
+[[tags]]
+name = "phase"
+source = "plc"
+node = "nsu=urn:pdtf:sim;s=Line1.Phase"
+"#,
+        head = head(dir.path(), &server.endpoint, "")
+    );
+    let c = config::load_str(&text, &dir.path().join("agent.toml"), &|_| None).unwrap();
+    let agent = Agent::start(&c).unwrap();
+    wait_for_sample(&agent, 0, "temp", |_| true).await;
+    let changes = |agent: &Agent| -> Vec<(String, Option<String>, ProcState)> {
+        records(agent)
+            .into_iter()
+            .filter_map(|r| match r.body {
+                RecordBody::Batch(e) => {
+                    let kind = match e.change {
+                        BatchChange::Started { .. } => "started",
+                        BatchChange::Phase { .. } => "phase",
+                        BatchChange::State { .. } => "state",
+                        BatchChange::Ended(_) => "ended",
+                        _ => "other",
+                    };
+                    Some((format!("{kind} {}", e.batch_id), e.phase, e.state))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let until = |n: usize, what: &'static str| {
+        let agent = &agent;
+        async move { wait_until(what, WAIT, || changes(agent).len() >= n).await }
+    };
+    server.set("Batch", Variant::String("GR-7".into()), StatusCode::Good);
+    until(1, "the batch started").await;
+    server.set("Phase", Variant::Int32(1), StatusCode::Good);
+    until(2, "preheat").await;
+    server.set("Temp", Variant::Double(85.0), StatusCode::Good);
+    wait_until("alarm raised", WAIT, || {
+        Stats::get(&agent.stats.alarms_active) == 1
+    })
+    .await;
+    server.set("Phase", Variant::Int32(2), StatusCode::Good);
+    until(3, "spraying").await;
+    server.set("Batch", Variant::String("".into()), StatusCode::Good);
+    until(5, "the batch ended").await;
+    let p = |s: &str| Some(s.to_owned());
+    assert_eq!(
+        changes(&agent),
+        [
+            ("started GR-7".into(), None, ProcState::Running),
+            ("phase GR-7".into(), p("preheat"), ProcState::Running),
+            ("phase GR-7".into(), p("spraying"), ProcState::Running),
+            ("state GR-7".into(), None, ProcState::Complete),
+            ("ended GR-7".into(), None, ProcState::Complete),
+        ]
+    );
+    let alarm = records(&agent).into_iter().find_map(|r| match r.body {
+        RecordBody::Alarm(a) => Some((a.batch_id, a.phase)),
+        _ => None,
+    });
+    assert_eq!(alarm, Some((p("GR-7"), p("preheat"))));
+    agent.shutdown(Duration::from_secs(2)).await;
     server.stop().await;
 }

@@ -320,28 +320,31 @@ async fn sigkill_mid_batch_restores_the_batch_its_duplicate_window_and_records_t
     let port = broker();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.toml");
+    let historian = Consumer::start(port, "historian", "pdtf/s1/a1/l1/records").await;
+    // A free port for the HTTP API (the agent is a child process).
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let text = harness::agent_toml(
         dir.path(),
         port,
         port,
-        r#"
-[batch]
-commands = true
-snapshot_interval_s = 1
-[[recipes]]
-id = "gran"
-version = 1
-product = "Granulate"
-product_code = "G-1"
-[[recipes.phases]]
-name = "preheat"
-[[recipes.phases]]
-name = "spraying"
+        &format!(
+            r#"
+[health]
+listen = "{http}"
+"#
+        ),
+    );
+    let text = text
+        + "\n[batch]\ncommands = true\nsnapshot_interval_s = 1\n"
+        + harness::GRAN_RECIPE
+        + r#"
 [recipes.trajectories]
 tags = ["temp"]
 resolution_ms = 100
-"#,
-    );
+"#;
     std::fs::write(&config, format!("{text}{}", harness::TEST_TAGS)).unwrap();
     let log = dir.path().join("agent.log");
     let state = dir.path().join("state");
@@ -397,11 +400,35 @@ resolution_ms = 100
         (Some(true), Some("complete")),
         "{done}"
     );
+    // Upstream gets the whole batch, the span the kill left unacknowledged included.
+    let ended_upstream = |h: &Consumer| {
+        h.snapshot().iter().find_map(|m| {
+            m.json()["records"].as_array().and_then(|rs| {
+                rs.iter()
+                    .find(|r| !r["body"]["batch"]["change"]["ended"].is_null())
+                    .and_then(|r| r["seq"].as_u64())
+            })
+        })
+    };
+    wait_until("the batch's end upstream", Duration::from_secs(30), || {
+        ended_upstream(&historian).is_some()
+    })
+    .await;
+    let ended_seq = ended_upstream(&historian).unwrap();
+    let (code, over_http) = harness::http_get(http, "/batches/B-1").await;
+    assert_eq!(code, 200, "{over_http}");
+    let over_http: serde_json::Value = serde_json::from_str(&over_http).unwrap();
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(child.wait().unwrap().success());
 
     let j = pdtf_agent::journal::open(engine(), &state).unwrap();
+    let (upstream, _) = upstream_seqs(&historian.snapshot());
+    assert_eq!(
+        upstream[..ended_seq as usize],
+        (1..=ended_seq).collect::<Vec<_>>()[..],
+        "a hole upstream before the batch's end"
+    );
     let bodies: Vec<RecordBody> = j
         .read_from(Seq(1), usize::MAX)
         .unwrap()
@@ -493,6 +520,7 @@ resolution_ms = 100
     let (code, show) = cli(&["show", "B-1", "--format", "json"]);
     assert_eq!(code, Some(0), "{show}");
     let v: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(v, over_http, "the CLI and the HTTP API give the same batch");
     assert_eq!(v["state"], "complete");
     assert!(v["downtime_ms"].as_u64().unwrap() > 0);
     assert_eq!(
