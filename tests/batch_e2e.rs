@@ -279,6 +279,7 @@ name = "batch_id"
 source = "plc"
 topic = "line/batch"
 value_pointer = "/v"
+text = true
 
 [[tags]]
 name = "phase"
@@ -321,8 +322,8 @@ async fn a_tag_driven_batch_follows_the_equipments_batch_id_and_phase_tags_to_co
             wait_until("batch events", WAIT, || batch_events(agent).len() >= n).await;
         }
     };
-    // MQTT tags carry numbers: PLCs number their batches (0 = no batch).
-    plc.send("line/batch", r#"{"v":1001}"#).await;
+    // The batch id as text (`text = true`).
+    plc.send("line/batch", r#"{"v":"GR-1001"}"#).await;
     step(1).await;
     plc.send("line/phase", r#"{"v":1}"#).await;
     step(2).await;
@@ -335,10 +336,10 @@ async fn a_tag_driven_batch_follows_the_equipments_batch_id_and_phase_tags_to_co
     plc.send("line/phase", r#"{"v":2}"#).await;
     step(3).await;
     // The equipment clears the batch id at the end of the batch.
-    plc.send("line/batch", r#"{"v":0}"#).await;
+    plc.send("line/batch", r#"{"v":""}"#).await;
     step(5).await;
     let ev = batch_events(&agent);
-    let b = Some("1001".to_owned());
+    let b = Some("GR-1001".to_owned());
     assert_eq!(
         ev.iter()
             .map(|(k, id, p)| (k.as_str(), id.clone(), p.clone()))

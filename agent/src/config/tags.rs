@@ -95,6 +95,10 @@ pub struct MqttAddress {
     pub value_pointer: Option<String>,
     pub time_pointer: Option<String>,
     pub quality_pointer: Option<String>,
+    /// The value is text (batch ids, phase names): the whole payload, or the JSON string at
+    /// `value_pointer`. Default: a number (a JSON boolean is 0/1).
+    #[serde(default)]
+    pub text: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

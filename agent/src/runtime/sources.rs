@@ -52,6 +52,7 @@ pub(crate) fn topic_map(c: &Config, ids: &[TagId], source: &str) -> TopicMap {
                 value_pointer: a.value_pointer.clone(),
                 time_pointer: a.time_pointer.clone(),
                 quality_pointer: a.quality_pointer.clone(),
+                text: a.text,
             },
         );
     }

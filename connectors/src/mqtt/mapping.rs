@@ -7,10 +7,14 @@
 //!   or an RFC 3339 string; optional `quality_pointer` selects "good"/"uncertain"/"bad" or an
 //!   OPC UA status code.
 //!
+//! A text binding (the tag's `text = true`: batch ids, recipe names, phase names) takes the
+//! whole payload as UTF-8 text (trimmed), or with `value_pointer` a JSON string; at most
+//! `MAX_TEXT_BYTES`.
+//!
 //! Anything else is an error that the caller records as `Malformed`: a wrong type is never
 //! coerced into a number.
 
-use pdtf_models::{Quality, Sample, TagId, Timestamp};
+use pdtf_models::{Quality, Sample, TagId, Timestamp, Value as SampleValue};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -20,7 +24,12 @@ pub struct TopicBinding {
     pub value_pointer: Option<String>,
     pub time_pointer: Option<String>,
     pub quality_pointer: Option<String>,
+    /// The value is text, not a number.
+    pub text: bool,
 }
+
+/// The longest text value kept (a batch id or phase name, not a document).
+pub const MAX_TEXT_BYTES: usize = 256;
 
 /// Exact topic → bindings. Several tags may share one topic (one JSON payload, many fields).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -61,7 +70,8 @@ impl TopicMap {
         let mut errors = Vec::new();
         for b in bindings {
             let result = match &b.value_pointer {
-                None => bare_number(payload).map(|v| (v, None, Quality::Good)),
+                None if b.text => bare_text(payload).map(|v| (v, None, Quality::Good)),
+                None => bare_number(payload).map(|v| (SampleValue::Num(v), None, Quality::Good)),
                 Some(ptr) => {
                     let doc = json.get_or_insert_with(|| {
                         serde_json::from_slice(payload)
@@ -75,7 +85,9 @@ impl TopicMap {
             };
             match result {
                 Ok((value, source_time, quality)) => {
-                    out.push(Sample::new(b.tag, value, quality, source_time, now))
+                    let mut s = Sample::new(b.tag, 0.0, quality, source_time, now);
+                    s.value = value;
+                    out.push(s)
                 }
                 Err(e) => errors.push(e),
             }
@@ -97,6 +109,21 @@ fn bare_number(payload: &[u8]) -> Result<f64, String> {
     }
 }
 
+fn bare_text(payload: &[u8]) -> Result<SampleValue, String> {
+    let text = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8".to_owned())?;
+    text_value(text.trim())
+}
+
+fn text_value(t: &str) -> Result<SampleValue, String> {
+    if t.len() > MAX_TEXT_BYTES {
+        return Err(format!(
+            "text value of {} bytes is over {MAX_TEXT_BYTES}",
+            t.len()
+        ));
+    }
+    Ok(SampleValue::Text(t.to_owned()))
+}
+
 fn truncate(s: &str, n: usize) -> &str {
     match s.char_indices().nth(n) {
         Some((i, _)) => &s[..i],
@@ -104,14 +131,22 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
-type Decoded = (f64, Option<Timestamp>, Quality);
+type Decoded = (SampleValue, Option<Timestamp>, Quality);
 
 fn from_json(doc: &Value, ptr: &str, b: &TopicBinding) -> Result<Decoded, String> {
     let value = match doc.pointer(ptr) {
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .ok_or_else(|| format!("{ptr}: number out of range"))?,
-        Some(Value::Bool(v)) => f64::from(u8::from(*v)),
+        Some(Value::String(t)) if b.text => text_value(t.trim())?,
+        Some(other) if b.text => {
+            return Err(format!(
+                "{ptr}: expected a string, found {}",
+                type_name(other)
+            ))
+        }
+        Some(Value::Number(n)) => SampleValue::Num(
+            n.as_f64()
+                .ok_or_else(|| format!("{ptr}: number out of range"))?,
+        ),
+        Some(Value::Bool(v)) => SampleValue::Num(f64::from(u8::from(*v))),
         Some(other) => {
             return Err(format!(
                 "{ptr}: expected a number, found {}",
@@ -190,6 +225,7 @@ mod tests {
                 value_pointer: None,
                 time_pointer: None,
                 quality_pointer: None,
+                text: false,
             },
         );
         for (tag, ptr) in [(1, "/a/v"), (2, "/b")] {
@@ -200,6 +236,7 @@ mod tests {
                     value_pointer: Some(ptr.into()),
                     time_pointer: Some("/ts".into()),
                     quality_pointer: Some("/q".into()),
+                    text: false,
                 },
             );
         }
@@ -226,6 +263,42 @@ mod tests {
             let (s, e) = decode(&map(), "plant/temp", bad);
             assert!(s.is_empty() && e.len() == 1, "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn text_bindings_take_text_and_refuse_other_types() {
+        let mut m = TopicMap::default();
+        for (topic, ptr) in [("plant/batch", None), ("plant/batch.json", Some("/v"))] {
+            m.insert(
+                topic.into(),
+                TopicBinding {
+                    tag: TagId(7),
+                    value_pointer: ptr.map(str::to_owned),
+                    time_pointer: None,
+                    quality_pointer: None,
+                    text: true,
+                },
+            );
+        }
+        let text = |s: &[Sample]| s.first().map(|s| s.value.clone());
+        let (s, e) = decode(&m, "plant/batch", b" GR-2026-0142\n");
+        assert!(e.is_empty());
+        assert_eq!(text(&s), Some(SampleValue::Text("GR-2026-0142".into())));
+        assert_eq!(s[0].quality, Quality::Good);
+        let (s, _) = decode(&m, "plant/batch", b"");
+        assert_eq!(text(&s), Some(SampleValue::Text(String::new())), "no batch");
+        let (s, e) = decode(&m, "plant/batch.json", br#"{"v":"B-7"}"#);
+        assert!(e.is_empty());
+        assert_eq!(text(&s), Some(SampleValue::Text("B-7".into())));
+        for bad in [&br#"{"v":7}"#[..], br#"{"v":null}"#, b"{"] {
+            let (s, e) = decode(&m, "plant/batch.json", bad);
+            assert!(s.is_empty() && e.len() == 1, "{bad:?} accepted");
+        }
+        let long = vec![b'x'; MAX_TEXT_BYTES + 1];
+        let (s, e) = decode(&m, "plant/batch", &long);
+        assert!(s.is_empty() && e[0].contains("over 256"), "{e:?}");
+        let (s, e) = decode(&m, "plant/batch", b"\xff");
+        assert!(s.is_empty() && e.len() == 1);
     }
 
     #[test]
