@@ -104,6 +104,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         plc.endpoint, plc.endpoint
     );
     let agent = Agent::start(&c).context("starting the agent")?;
+    if let Some(addr) = agent.health_addr {
+        eprintln!("HTTP API: http://{addr}/lines, http://{addr}/batches, http://{addr}/metrics");
+    }
     let clock = Instant::now();
     let sim = tokio::spawn(sim::run(port, clock, stop_sim.clone()));
     let plc_sim = tokio::spawn(sim::run_plc(plc, clock, stop_sim.clone()));
