@@ -8,6 +8,7 @@
 //! its conditions in the journal (the journal is the snapshot).
 
 mod limits;
+pub mod signal;
 
 pub use limits::LimitDetector;
 
