@@ -10,6 +10,7 @@ pub mod command;
 pub mod compress;
 pub mod detect;
 pub mod journal;
+pub mod lifecycle;
 pub mod record;
 pub mod registry;
 pub mod sample;
