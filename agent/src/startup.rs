@@ -33,6 +33,8 @@ pub fn line_tag_table(c: &Config, ids: &[TagId], id_space: usize, line: Option<u
                 deadband: l.deadband,
                 on_delay_ms: l.on_delay_ms,
             }),
+            // The tag map has no keys for them yet (issue 13).
+            signals: Default::default(),
         });
     }
     TagTable::new(specs)

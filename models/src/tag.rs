@@ -31,6 +31,8 @@ pub struct TagSpec {
     pub name: String,
     pub unit: String,
     pub limits: Option<LimitSpec>,
+    /// The detectors beyond limits (stale, frozen, rate, CUSUM, EWMA, SPC).
+    pub signals: crate::detect::signals::SignalSpec,
 }
 
 /// The configured tags of an agent, indexed by durable `TagId` over the whole registry: an
@@ -68,6 +70,14 @@ impl TagTable {
         self.specs
             .iter()
             .map(|s| s.as_ref().and_then(|s| s.limits))
+            .collect()
+    }
+
+    /// Each id's detectors beyond limits (empty for an id not configured now).
+    pub fn signals(&self) -> Vec<crate::detect::signals::SignalSpec> {
+        self.specs
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.signals.clone()).unwrap_or_default())
             .collect()
     }
 }

@@ -378,6 +378,7 @@ mod tests {
                         name: "t".into(),
                         unit: String::new(),
                         limits,
+                        signals: Default::default(),
                     })
                 })
                 .collect(),

@@ -9,6 +9,7 @@
 
 mod limits;
 pub mod signal;
+pub mod signals;
 
 pub use limits::LimitDetector;
 

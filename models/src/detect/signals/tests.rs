@@ -1,0 +1,147 @@
+use super::*;
+use crate::{Quality, TagSpec};
+
+fn at(ms: u64) -> Timestamp {
+    Timestamp::from_unix_millis(1_800_000_000_000 + ms as i64)
+}
+
+fn sample(tag: u32, v: f64, ms: u64) -> Sample {
+    Sample::new(TagId(tag), v, Quality::Good, Some(at(ms)), at(ms))
+}
+
+/// (kind, active after) of each alarm record.
+fn alarms(out: &[RecordBody]) -> Vec<(ConditionKind, Option<Level>)> {
+    out.iter()
+        .filter_map(|b| match b {
+            RecordBody::Alarm(a) => Some((
+                a.condition.kind,
+                match a.state {
+                    AlarmState::Active(l) => Some(l),
+                    AlarmState::Inactive => None,
+                },
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn stale_raises_at_the_tick_and_clears_with_the_next_value() {
+    let mut d = SignalDetector::new(vec![SignalSpec {
+        stale_ms: Some(5_000),
+        ..SignalSpec::default()
+    }]);
+    let twin = LineTwin::new(1);
+    let mut out = vec![];
+    d.on_sample(&sample(0, 1.0, 0), &twin, &mut out);
+    d.on_tick(at(4_000), &twin, &mut out);
+    assert!(out.is_empty());
+    d.on_tick(at(6_000), &twin, &mut out);
+    assert_eq!(alarms(&out), [(ConditionKind::Stale, Some(Level::Hi))]);
+    let RecordBody::Alarm(a) = &out[0] else {
+        unreachable!()
+    };
+    assert_eq!((a.value, a.limit), (6.0, 5.0), "seconds since, allowed");
+    assert_eq!(d.active_count(), 1);
+    d.on_tick(at(7_000), &twin, &mut out);
+    assert_eq!(out.len(), 1, "no repeat while stale");
+    d.on_sample(&sample(0, 1.0, 8_000), &twin, &mut out);
+    assert_eq!(alarms(&out)[1], (ConditionKind::Stale, None));
+}
+
+#[test]
+fn each_configured_detector_is_its_own_condition_on_the_tag() {
+    let spec = SignalSpec {
+        frozen: Some((0.001, 5_000)),
+        rate: Some(RateSpec {
+            window_ms: 4_000,
+            rising: Some(1.0),
+            falling: None,
+        }),
+        cusum: Some(Shift {
+            target: 50.0,
+            sigma: 1.0,
+            a: 0.5,
+            b: 4.0,
+        }),
+        spc: Some(SpcSpec {
+            target: 50.0,
+            sigma: 1.0,
+            rules: vec![Rule::We1],
+        }),
+        ..SignalSpec::default()
+    };
+    let mut d = SignalDetector::new(vec![spec.clone()]);
+    assert_eq!(
+        d.conditions().iter().map(|c| c.kind).collect::<Vec<_>>(),
+        [
+            ConditionKind::Frozen,
+            ConditionKind::Rate,
+            ConditionKind::Cusum,
+            ConditionKind::Spc
+        ]
+    );
+    let twin = LineTwin::new(1);
+    let mut out = vec![];
+    // A jump to 55 (5 σ): SPC at once, CUSUM after a sum over 4, the rate while the window
+    // sees the step; then held flat: frozen after 5 s.
+    d.on_sample(&sample(0, 50.0, 0), &twin, &mut out);
+    for s in 1..=8 {
+        d.on_sample(&sample(0, 55.0, s * 1000), &twin, &mut out);
+    }
+    let kinds = alarms(&out);
+    for k in [
+        ConditionKind::Spc,
+        ConditionKind::Cusum,
+        ConditionKind::Rate,
+        ConditionKind::Frozen,
+    ] {
+        assert!(
+            kinds.contains(&(k, Some(Level::Hi))),
+            "{k:?} raised: {kinds:?}"
+        );
+    }
+    assert!(
+        kinds.contains(&(ConditionKind::Rate, None)),
+        "the rate clears once the step left the window: {kinds:?}"
+    );
+    // Restore takes its own conditions only.
+    let RecordBody::Alarm(cusum) = out
+        .iter()
+        .find(|b| matches!(b, RecordBody::Alarm(a) if a.condition.kind == ConditionKind::Cusum))
+        .unwrap()
+        .clone()
+    else {
+        unreachable!()
+    };
+    let mut fresh = SignalDetector::new(vec![spec]);
+    assert!(fresh.restore(&cusum));
+    assert_eq!(fresh.active_count(), 1);
+    let mut limit = cusum.clone();
+    limit.condition.kind = ConditionKind::Limit;
+    assert!(!fresh.restore(&limit));
+}
+
+#[test]
+fn a_reload_that_drops_a_detector_clears_its_active_alarm() {
+    let spec = SignalSpec {
+        stale_ms: Some(1_000),
+        ..SignalSpec::default()
+    };
+    let mut d = SignalDetector::new(vec![spec]);
+    let twin = LineTwin::new(1);
+    let mut out = vec![];
+    d.on_tick(at(0), &twin, &mut out);
+    d.on_tick(at(2_000), &twin, &mut out);
+    assert_eq!(d.active_count(), 1);
+    let table = TagTable::new(vec![Some(TagSpec {
+        name: "t".into(),
+        unit: String::new(),
+        limits: None,
+        signals: SignalSpec::default(),
+    })]);
+    d.reconfigure(&table, at(3_000), &twin, &mut out);
+    assert_eq!(alarms(&out).last(), Some(&(ConditionKind::Stale, None)));
+    assert_eq!(d.active_count(), 0);
+    assert!(d.is_empty());
+}
