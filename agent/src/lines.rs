@@ -9,7 +9,11 @@ use crate::startup::line_tag_table;
 use pdtf_connectors::alert::AlertBoard;
 use pdtf_connectors::Stats;
 use pdtf_models::compress::TagCompressor;
+use pdtf_models::detect::signals::SignalDetector;
 use pdtf_models::detect::{Detector, LimitDetector};
+
+/// The detectors of each line, in `pipelines` order.
+const DETECTORS_PER_LINE: usize = 2;
 use pdtf_models::twin::LineTwin;
 use pdtf_models::{Journal, Record, TagId, TagRegistry};
 use std::sync::Arc;
@@ -74,9 +78,16 @@ pub(crate) fn pipelines(
         .collect();
     // One restore over every line's detectors (one scan of the journal), then each line
     // takes its own back.
+    // Each line: its limit alarms and its detectors beyond limits (`[tags.detect]`; kept
+    // when none is configured, so a reload can add some).
     let mut detectors: Vec<Box<dyn Detector>> = tables
         .iter()
-        .map(|t| Box::new(LimitDetector::new(t.limits())) as Box<dyn Detector>)
+        .flat_map(|t| {
+            [
+                Box::new(LimitDetector::new(t.limits())) as Box<dyn Detector>,
+                Box::new(SignalDetector::new(t.signals())),
+            ]
+        })
         .collect();
     let restored = crate::startup::restore_alarms(
         s.journal.as_ref(),
@@ -85,7 +96,9 @@ pub(crate) fn pipelines(
         s.board.as_deref(),
     )?;
     let mut out = Vec::with_capacity(lines.len());
-    for (i, (line, d)) in lines.iter().zip(detectors).enumerate() {
+    let mut detectors = detectors.into_iter();
+    for (i, line) in lines.iter().enumerate() {
+        let d: Vec<Box<dyn Detector>> = detectors.by_ref().take(DETECTORS_PER_LINE).collect();
         let mut compressors: Vec<TagCompressor> =
             (0..space).map(|_| TagCompressor::new(None)).collect();
         for (t, id) in c.tags.iter().zip(s.tag_ids) {
@@ -93,10 +106,10 @@ pub(crate) fn pipelines(
                 compressors[id.index()] = TagCompressor::new(crate::runtime::compression_spec(t));
             }
         }
-        let active = d.active_count() as u64;
+        let active = d.iter().map(|d| d.active_count() as u64).sum();
         let mut p = LinePipeline::new(
             LineTwin::new(space),
-            vec![d],
+            d,
             compressors,
             s.journal.clone(),
             s.board.clone(),

@@ -33,8 +33,7 @@ pub fn line_tag_table(c: &Config, ids: &[TagId], id_space: usize, line: Option<u
                 deadband: l.deadband,
                 on_delay_ms: l.on_delay_ms,
             }),
-            // The tag map has no keys for them yet (issue 13).
-            signals: Default::default(),
+            signals: t.detect.as_ref().map(|d| d.spec()).unwrap_or_default(),
         });
     }
     TagTable::new(specs)

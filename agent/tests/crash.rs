@@ -334,7 +334,15 @@ async fn sigkill_mid_batch_restores_the_batch_its_duplicate_window_and_records_t
             r#"
 [health]
 listen = "{http}"
-"#
+
+[journal]
+engine = "{engine}"
+"#,
+            engine = if engine() == Engine::Sled {
+                "sled"
+            } else {
+                "redb"
+            }
         ),
     );
     let text = text

@@ -31,6 +31,8 @@ pub struct TagConfig {
     pub limits: Option<LimitsConfig>,
     /// Thins the *recorded* samples (detectors still see all of them).
     pub compression: Option<CompressionConfig>,
+    /// Detectors beyond the limits: `[tags.detect]`.
+    pub detect: Option<DetectConfig>,
     /// Where the value comes from; its kind is the kind of `source`.
     pub address: TagAddress,
 }
@@ -44,6 +46,7 @@ impl TagConfig {
             source,
             limits,
             compression,
+            detect,
         } = common;
         Self {
             name,
@@ -52,6 +55,7 @@ impl TagConfig {
             source,
             limits,
             compression,
+            detect,
             address,
         }
     }
@@ -77,6 +81,126 @@ pub(crate) struct TagCommon {
     pub source: String,
     pub limits: Option<LimitsConfig>,
     pub compression: Option<CompressionConfig>,
+    pub detect: Option<DetectConfig>,
+}
+
+/// `[tags.detect]`: a tag's detectors beyond fixed limits, each optional, each its own alarm
+/// (`P/alarms/{tag}/{kind}`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Alarm (`stale`) when no new value came for this long, judged every second.
+    pub stale_ms: Option<u64>,
+    /// Alarm (`frozen`) when a Good value stays within `tolerance` for `window_ms`.
+    pub frozen: Option<FrozenConfig>,
+    /// Alarm (`rate`) when the change over `window_ms` is faster than `rising` (units per
+    /// second, upwards) or `falling` (downwards).
+    pub rate: Option<RateConfig>,
+    /// Two-sided tabular CUSUM (`cusum`) around `target`, `k` and `h` in units of `sigma`.
+    pub cusum: Option<CusumConfig>,
+    /// EWMA chart (`ewma`) around `target`, `lambda` and `l` (limits in σ of the statistic).
+    pub ewma: Option<EwmaConfig>,
+    /// Run rules (`spc`) around `target` ± `sigma`: `we1`..`we4`, `nelson1`..`nelson8`.
+    pub spc: Option<SpcConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FrozenConfig {
+    pub tolerance: f64,
+    pub window_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    pub window_ms: u64,
+    pub rising: Option<f64>,
+    pub falling: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CusumConfig {
+    pub target: f64,
+    pub sigma: f64,
+    #[serde(default = "default_cusum_k")]
+    pub k: f64,
+    #[serde(default = "default_cusum_h")]
+    pub h: f64,
+}
+
+const fn default_cusum_k() -> f64 {
+    0.5
+}
+const fn default_cusum_h() -> f64 {
+    5.0
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EwmaConfig {
+    pub target: f64,
+    pub sigma: f64,
+    #[serde(default = "default_ewma_lambda")]
+    pub lambda: f64,
+    #[serde(default = "default_ewma_l")]
+    pub l: f64,
+}
+
+const fn default_ewma_lambda() -> f64 {
+    0.2
+}
+const fn default_ewma_l() -> f64 {
+    3.0
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpcConfig {
+    pub target: f64,
+    pub sigma: f64,
+    /// Default: Western Electric 1–4.
+    #[serde(default = "default_spc_rules")]
+    pub rules: Vec<String>,
+}
+
+fn default_spc_rules() -> Vec<String> {
+    ["we1", "we2", "we3", "we4"].map(String::from).to_vec()
+}
+
+impl DetectConfig {
+    /// The models' view (rules by name; an unknown name was refused by validation).
+    pub fn spec(&self) -> pdtf_models::detect::signals::SignalSpec {
+        use pdtf_models::detect::signal::Rule;
+        use pdtf_models::detect::signals::{RateSpec, Shift, SignalSpec, SpcSpec};
+        SignalSpec {
+            stale_ms: self.stale_ms,
+            frozen: self.frozen.map(|f| (f.tolerance, f.window_ms)),
+            rate: self.rate.map(|r| RateSpec {
+                window_ms: r.window_ms,
+                rising: r.rising,
+                falling: r.falling,
+            }),
+            cusum: self.cusum.map(|c| Shift {
+                target: c.target,
+                sigma: c.sigma,
+                a: c.k,
+                b: c.h,
+            }),
+            ewma: self.ewma.map(|e| Shift {
+                target: e.target,
+                sigma: e.sigma,
+                a: e.lambda,
+                b: e.l,
+            }),
+            spc: self.spc.as_ref().map(|p| SpcSpec {
+                target: p.target,
+                sigma: p.sigma,
+                rules: p.rules.iter().filter_map(|r| Rule::from_name(r)).collect(),
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -347,6 +347,11 @@ fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
                 k.err(format!("{p}.compression.max_interval_ms"), "must be >= 1");
             }
         }
+        if let Some(d) = &t.detect {
+            for (key, msg) in detect_problems(d) {
+                k.err(format!("{p}.detect.{key}"), msg);
+            }
+        }
         if let Some(l) = &t.limits {
             for (key, msg) in limit_problems(l) {
                 k.err(format!("{p}.limits{key}"), msg);
@@ -457,6 +462,78 @@ fn opcua_address(k: &mut Check<'_>, p: &str, a: &super::OpcuaAddress) {
             );
         }
     }
+}
+
+/// What is wrong with a `[tags.detect]` table, each as (the key's path below it, why).
+fn detect_problems(d: &super::tags::DetectConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut bad = |key: &str, msg: &str| out.push((key.to_owned(), msg.to_owned()));
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if d.stale_ms == Some(0) {
+        bad("stale_ms", "must be > 0");
+    }
+    if let Some(f) = &d.frozen {
+        if !(f.tolerance.is_finite() && f.tolerance >= 0.0) {
+            bad("frozen.tolerance", "must be a finite number >= 0");
+        }
+        if f.window_ms == 0 {
+            bad("frozen.window_ms", "must be > 0");
+        }
+    }
+    if let Some(r) = &d.rate {
+        if r.window_ms == 0 {
+            bad("rate.window_ms", "must be > 0");
+        }
+        if r.rising.is_none() && r.falling.is_none() {
+            bad("rate", "needs rising and/or falling (units per second)");
+        }
+        for (key, v) in [("rate.rising", r.rising), ("rate.falling", r.falling)] {
+            if v.is_some_and(|v| !positive(v)) {
+                bad(key, "must be a number > 0 (units per second)");
+            }
+        }
+    }
+    let centre = |prefix: &str, target: f64, sigma: f64, out: &mut Vec<(String, String)>| {
+        if !target.is_finite() {
+            out.push((format!("{prefix}.target"), "must be a finite number".into()));
+        }
+        if !positive(sigma) {
+            out.push((format!("{prefix}.sigma"), "must be a number > 0".into()));
+        }
+    };
+    if let Some(c) = &d.cusum {
+        centre("cusum", c.target, c.sigma, &mut out);
+        if !(c.k.is_finite() && c.k >= 0.0) {
+            out.push(("cusum.k".into(), "must be a finite number >= 0 (σ)".into()));
+        }
+        if !positive(c.h) {
+            out.push(("cusum.h".into(), "must be a number > 0 (σ)".into()));
+        }
+    }
+    if let Some(e) = &d.ewma {
+        centre("ewma", e.target, e.sigma, &mut out);
+        if !(e.lambda > 0.0 && e.lambda <= 1.0) {
+            out.push(("ewma.lambda".into(), "must be in (0, 1]".into()));
+        }
+        if !positive(e.l) {
+            out.push(("ewma.l".into(), "must be a number > 0 (σ)".into()));
+        }
+    }
+    if let Some(p) = &d.spc {
+        centre("spc", p.target, p.sigma, &mut out);
+        if p.rules.is_empty() {
+            out.push(("spc.rules".into(), "must name at least one rule".into()));
+        }
+        for (i, r) in p.rules.iter().enumerate() {
+            if pdtf_models::detect::signal::Rule::from_name(r).is_none() {
+                out.push((
+                    format!("spc.rules[{i}]"),
+                    format!("unknown rule {r:?} (we1..we4, nelson1..nelson8)"),
+                ));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
