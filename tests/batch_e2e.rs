@@ -43,6 +43,11 @@ fn start(dir: &std::path::Path, port: u16, batch: &str, recipe_extra: &str) -> A
     Agent::start(&agent_config_with(dir, port, port, &sections, "")).unwrap()
 }
 
+/// Waits until the agent has `n` active alarms.
+async fn until_active(agent: &Agent, n: u64, what: &str) {
+    wait_until(what, WAIT, || Stats::get(&agent.stats.alarms_active) == n).await;
+}
+
 fn cmd(id: &str, command: &str, extra: &str) -> String {
     format!(
         r#"{{"request_id":"{id}","user":"alice","reason":"test","command":"{command}"{extra}}}"#
@@ -142,10 +147,7 @@ async fn a_command_driven_batch_runs_to_complete_with_every_command_recorded_and
     publisher
         .send("line/temp", r#"{"v":85.0,"ts":1763800000000}"#)
         .await;
-    wait_until("alarm raised", WAIT, || {
-        Stats::get(&agent.stats.alarms_active) == 1
-    })
-    .await;
+    until_active(&agent, 1, "alarm raised").await;
     let scada = Consumer::start(port, "scada", "pdtf/s1/a1/l1/alarms/temp").await;
     wait_until("retained alarm", WAIT, || !scada.snapshot().is_empty()).await;
     let alarm = scada.snapshot()[0].json();
@@ -329,10 +331,7 @@ async fn a_tag_driven_batch_follows_the_equipments_batch_id_and_phase_tags_to_co
     step(2).await;
     plc.send("line/temp", r#"{"v":85.0,"ts":1763800000000}"#)
         .await;
-    wait_until("alarm raised", WAIT, || {
-        Stats::get(&agent.stats.alarms_active) == 1
-    })
-    .await;
+    until_active(&agent, 1, "alarm raised").await;
     plc.send("line/phase", r#"{"v":2}"#).await;
     step(3).await;
     // The equipment clears the batch id at the end of the batch.
@@ -410,4 +409,45 @@ async fn a_full_command_intake_drops_and_counts_commands_and_keeps_replying() {
     .await;
     stop.cancel();
     task.await.unwrap();
+}
+
+/// A recipe's phase limits replace the tag's own while the phase runs: `temp` alarms above
+/// 50 in spraying (its own hi is 80), and the alarm clears once the batch leaves spraying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phases_limits_apply_only_while_the_phase_runs() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let spraying_limits = "[recipes.phases.limits]\ntemp = { hi = 50.0, deadband = 1.0 }\n";
+    let agent = start(dir.path(), port, BATCH, spraying_limits);
+    let publisher = Publisher::start(port, "mes");
+    let replies = Consumer::start(port, "mes-replies", "pdtf/s1/a1/l1/cmd/reply/#").await;
+    wait_until_sample(&agent, &publisher).await;
+    let start = cmd("p-1", "start", r#","batch_id":"B-9","recipe":"gran""#);
+    until_answered(&publisher, &replies, "p-1", &start).await;
+    // Preheat: 60 is fine by temp's own limits.
+    publisher
+        .send("line/temp", r#"{"v":60.0,"ts":1763800000000}"#)
+        .await;
+    until_answered(&publisher, &replies, "p-2", &cmd("p-2", "phase", "")).await;
+    publisher
+        .send("line/temp", r#"{"v":60.0,"ts":1763800001000}"#)
+        .await;
+    until_active(&agent, 1, "spraying's hi alarm").await;
+    let done = until_answered(&publisher, &replies, "p-3", &cmd("p-3", "phase", "")).await;
+    assert_eq!(done["state"], "complete");
+    publisher
+        .send("line/temp", r#"{"v":60.0,"ts":1763800002000}"#)
+        .await;
+    until_active(&agent, 0, "cleared after the phase").await;
+    let alarms: Vec<(bool, f64, Option<String>)> = journal_bodies(&agent)
+        .into_iter()
+        .filter_map(|b| match b {
+            RecordBody::Alarm(a) => Some((a.is_raise(), a.limit, a.phase)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(alarms.len(), 2, "{alarms:?}");
+    assert_eq!(alarms[0], (true, 50.0, Some("spraying".into())));
+    assert!(!alarms[1].0);
+    agent.shutdown(Duration::from_secs(2)).await;
 }

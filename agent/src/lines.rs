@@ -78,13 +78,16 @@ pub(crate) fn pipelines(
         .collect();
     // One restore over every line's detectors (one scan of the journal), then each line
     // takes its own back.
-    // Each line: its limit alarms and its detectors beyond limits (`[tags.detect]`; kept
+    // Each line: its limit alarms (with its recipes' phase limits) and its detectors beyond
+    // limits (`[tags.detect]`; kept
     // when none is configured, so a reload can add some).
     let mut detectors: Vec<Box<dyn Detector>> = tables
         .iter()
-        .flat_map(|t| {
+        .enumerate()
+        .flat_map(|(i, t)| {
+            let phases = crate::startup::phase_limits(c, s.tag_ids, space, i);
             [
-                Box::new(LimitDetector::new(t.limits())) as Box<dyn Detector>,
+                Box::new(LimitDetector::new(t.limits()).with_phases(phases)) as Box<dyn Detector>,
                 Box::new(SignalDetector::new(t.signals())),
             ]
         })

@@ -25,18 +25,63 @@ pub fn line_tag_table(c: &Config, ids: &[TagId], id_space: usize, line: Option<u
         specs[id.index()] = Some(TagSpec {
             name: t.name.clone(),
             unit: t.unit.clone(),
-            limits: t.limits.map(|l| LimitSpec {
-                lolo: l.lolo,
-                lo: l.lo,
-                hi: l.hi,
-                hihi: l.hihi,
-                deadband: l.deadband,
-                on_delay_ms: l.on_delay_ms,
-            }),
+            limits: t.limits.as_ref().map(limit_spec),
             signals: t.detect.as_ref().map(|d| d.spec()).unwrap_or_default(),
         });
     }
     TagTable::new(specs)
+}
+
+/// The detector's view of configured limits.
+pub fn limit_spec(l: &crate::config::LimitsConfig) -> LimitSpec {
+    LimitSpec {
+        lolo: l.lolo,
+        lo: l.lo,
+        hi: l.hi,
+        hihi: l.hihi,
+        deadband: l.deadband,
+        on_delay_ms: l.on_delay_ms,
+    }
+}
+
+/// The phase limits of the recipes line `line` may run (`[batch]`'s `recipes`, or all), by
+/// durable tag id over an id space of `id_space`; none for a line without `[batch]`.
+pub fn phase_limits(
+    c: &Config,
+    ids: &[TagId],
+    id_space: usize,
+    line: usize,
+) -> Vec<pdtf_models::detect::PhaseLimits> {
+    let lines = c.lines();
+    let Some(b) = lines.get(line).and_then(|l| l.batch.as_ref()) else {
+        return Vec::new();
+    };
+    let id_of = |name: &str| {
+        c.tags
+            .iter()
+            .zip(ids)
+            .find(|(t, _)| t.name == name && c.line_of(&t.source) == line)
+            .map(|(_, id)| *id)
+    };
+    c.recipes
+        .iter()
+        .filter(|r| b.recipes.is_empty() || b.recipes.contains(&r.id))
+        .flat_map(|r| {
+            r.phases.iter().filter(|p| !p.limits.is_empty()).map(|p| {
+                let mut specs = vec![None; id_space];
+                for (tag, l) in &p.limits {
+                    if let Some(id) = id_of(tag) {
+                        specs[id.index()] = Some(limit_spec(l));
+                    }
+                }
+                pdtf_models::detect::PhaseLimits {
+                    recipe: r.id.clone(),
+                    phase: p.name.clone(),
+                    specs,
+                }
+            })
+        })
+        .collect()
 }
 
 /// How far back the start-up scan for the last alarm state of each tag looks, where the

@@ -19,6 +19,8 @@ pub struct LineTwin {
     tags: Vec<Option<TagValue>>,
     /// The batch context the batch twin last set (`set_batch`): every alarm carries it.
     batch_id: Option<String>,
+    /// The running batch's recipe id (phase-aware limits are per recipe and phase).
+    recipe: Option<String>,
     phase: Option<String>,
 }
 
@@ -27,6 +29,7 @@ impl LineTwin {
         Self {
             tags: vec![None; tag_count],
             batch_id: None,
+            recipe: None,
             phase: None,
         }
     }
@@ -72,9 +75,14 @@ impl LineTwin {
         self.phase.as_deref()
     }
 
-    /// The batch and phase running now (after each batch event).
-    pub fn set_batch(&mut self, batch_id: Option<&str>, phase: Option<&str>) {
+    pub fn recipe(&self) -> Option<&str> {
+        self.recipe.as_deref()
+    }
+
+    /// The batch, its recipe and the phase running now (after each batch event).
+    pub fn set_batch(&mut self, batch_id: Option<&str>, recipe: Option<&str>, phase: Option<&str>) {
         self.batch_id = batch_id.map(str::to_owned);
+        self.recipe = recipe.map(str::to_owned);
         self.phase = phase.map(str::to_owned);
     }
 }

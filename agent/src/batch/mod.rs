@@ -119,6 +119,16 @@ impl LineBatch {
         })
     }
 
+    /// The batch context every later alarm carries, into the line twin.
+    pub fn set_context(&self, line: &mut pdtf_models::twin::LineTwin) {
+        let recipe = self
+            .twin
+            .batch
+            .as_ref()
+            .map(|b| b.recipe.reference.id.as_str());
+        line.set_batch(self.twin.batch_id(), recipe, self.twin.phase());
+    }
+
     /// The twin's open batch, if any (not yet Complete, Stopped or Aborted).
     pub fn open(&self) -> bool {
         self.twin.batch.as_ref().is_some_and(|b| b.ended.is_none())

@@ -72,7 +72,7 @@ impl LinePipeline {
         if let Some(p) = d.plan {
             b.twin = p.next;
             b.feed.follow(&b.twin, None);
-            self.twin.set_batch(b.twin.batch_id(), b.twin.phase());
+            b.set_context(&mut self.twin);
             self.publish_batch_state();
         }
         let Some(b) = self.batch.as_mut() else {
@@ -136,7 +136,7 @@ impl LinePipeline {
                     time: s.agent_time,
                     body: restore::snapshot(&b.twin, &b.seen, None, s.agent_time),
                 });
-                self.twin.set_batch(b.twin.batch_id(), b.twin.phase());
+                b.set_context(&mut self.twin);
                 self.publish_batch_state();
             }
         }

@@ -40,7 +40,7 @@ pub(crate) fn wire(
             b.replies = Some(reply_tx.clone());
             topics.push((format!("{}/cmd/batch", c.line_prefix(l)), i));
         }
-        p.twin.set_batch(b.twin.batch_id(), b.twin.phase());
+        b.set_context(&mut p.twin);
         b.live = Some(live.clone());
         p.batch = Some(b);
         p.publish_batch_state();

@@ -8,6 +8,10 @@
 //!   after the wanted level has held for `on_delay_ms` (measured on sample agent time); a
 //!   clear or de-escalation happens at once.
 //! - Bad-quality samples neither raise nor clear: the alarm keeps its state until a usable value.
+//! - Phase-aware: a recipe's phase may replace a tag's limits while it runs (`PhaseLimits`);
+//!   the line twin's recipe and phase say which apply to each sample. Outside the phases
+//!   that name a tag its own limits apply; a tag with none is not judged there, and an alarm
+//!   the phase's limits raised clears at the first sample after the phase ended.
 
 use super::Detector;
 use crate::{
@@ -21,9 +25,19 @@ struct TagAlarm {
     pending: Option<(Level, Timestamp)>,
 }
 
+/// Limits that replace tags' own while one phase of one recipe runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseLimits {
+    pub recipe: String,
+    pub phase: String,
+    /// `specs[i]` replaces `TagId(i)`'s limits in the phase; `None`: the tag's own apply.
+    pub specs: Vec<Option<LimitSpec>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct LimitDetector {
     specs: Vec<Option<LimitSpec>>,
+    phases: Vec<PhaseLimits>,
     state: Vec<TagAlarm>,
 }
 
@@ -31,7 +45,46 @@ impl LimitDetector {
     /// `specs[i]` belongs to `TagId(i)`; `None` means the tag has no limits.
     pub fn new(specs: Vec<Option<LimitSpec>>) -> Self {
         let state = vec![TagAlarm::default(); specs.len()];
-        Self { specs, state }
+        Self {
+            specs,
+            phases: Vec::new(),
+            state,
+        }
+    }
+
+    /// With the recipes' phase limits.
+    pub fn with_phases(mut self, phases: Vec<PhaseLimits>) -> Self {
+        let len = phases
+            .iter()
+            .map(|p| p.specs.len())
+            .max()
+            .unwrap_or(0)
+            .max(self.state.len());
+        self.state.resize(len, TagAlarm::default());
+        self.phases = phases;
+        self
+    }
+
+    /// The limits of tag `i` now: the running phase's, else the tag's own.
+    fn spec_now(&self, i: usize, twin: &LineTwin) -> Option<LimitSpec> {
+        let phase = match (twin.recipe(), twin.phase()) {
+            (Some(r), Some(p)) => self
+                .phases
+                .iter()
+                .find(|l| l.recipe == r && l.phase == p)
+                .and_then(|l| l.specs.get(i).copied().flatten()),
+            _ => None,
+        };
+        phase.or_else(|| self.specs.get(i).copied().flatten())
+    }
+
+    /// Whether tag `i` has limits anywhere (its own, or in some phase).
+    fn watched(&self, i: usize) -> bool {
+        self.specs.get(i).is_some_and(Option::is_some)
+            || self
+                .phases
+                .iter()
+                .any(|p| p.specs.get(i).is_some_and(Option::is_some))
     }
 
     /// Currently active level of a tag, if any.
@@ -91,9 +144,28 @@ fn is_worsening(from: Option<Level>, to: Option<Level>) -> bool {
 impl Detector for LimitDetector {
     fn on_sample(&mut self, sample: &Sample, twin: &LineTwin, out: &mut Vec<RecordBody>) {
         let i = sample.tag.index();
-        let (Some(Some(spec)), Some(st)) = (self.specs.get(i), self.state.get_mut(i)) else {
+        let spec = if self.phases.is_empty() {
+            self.specs.get(i).copied().flatten()
+        } else {
+            self.spec_now(i, twin)
+        };
+        let Some(st) = self.state.get_mut(i) else {
             return;
         };
+        let Some(spec) = spec.or_else(|| {
+            // No limits now (a phase's ended): an alarm they raised clears.
+            st.active.map(|_| LimitSpec {
+                lolo: None,
+                lo: None,
+                hi: None,
+                hihi: None,
+                deadband: 0.0,
+                on_delay_ms: 0,
+            })
+        }) else {
+            return;
+        };
+        let spec = &spec;
         let Some(value) = sample.number().filter(|v| v.is_finite()) else {
             return;
         };
@@ -145,11 +217,9 @@ impl Detector for LimitDetector {
     }
 
     fn conditions(&self) -> Vec<Condition> {
-        self.specs
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.is_some())
-            .map(|(i, _)| Condition::tag_limit(TagId(i as u32)))
+        (0..self.state.len())
+            .filter(|i| self.watched(*i))
+            .map(|i| Condition::tag_limit(TagId(i as u32)))
             .collect()
     }
 
@@ -159,7 +229,7 @@ impl Detector for LimitDetector {
         else {
             return false;
         };
-        if self.specs.get(tag.index()).is_none_or(Option::is_none) {
+        if !self.watched(tag.index()) {
             return false;
         }
         let level = match last.state {
@@ -182,14 +252,23 @@ impl Detector for LimitDetector {
         out: &mut Vec<RecordBody>,
     ) {
         let specs = tags.limits();
-        self.state.resize(specs.len(), TagAlarm::default());
+        let in_phases: Vec<bool> = (0..specs.len())
+            .map(|i| {
+                self.phases
+                    .iter()
+                    .any(|p| p.specs.get(i).is_some_and(Option::is_some))
+            })
+            .collect();
+        self.state
+            .resize(specs.len().max(self.state.len()), TagAlarm::default());
         for (i, (st, new)) in self.state.iter_mut().zip(&specs).enumerate() {
             let old = self.specs.get(i).copied().flatten();
             if old != *new {
                 // New limits judge the next sample; a half-run on-delay starts again.
                 st.pending = None;
             }
-            let (Some(level), None) = (st.active, new) else {
+            // A tag that lost its own limits but has a phase's keeps its state.
+            let (Some(level), None, false) = (st.active, new, in_phases[i]) else {
                 continue;
             };
             let tag = TagId(i as u32);
@@ -465,5 +544,64 @@ mod tests {
                 (Some(TagId(2)), AlarmState::Active(Level::Hi))
             ]
         );
+    }
+
+    #[test]
+    fn a_phases_limits_replace_the_tags_own_while_it_runs_and_clear_after_it() {
+        let mut spraying = spec();
+        spraying.hi = Some(50.0);
+        let only_in_phase = LimitSpec {
+            lolo: None,
+            lo: None,
+            hi: Some(12.0),
+            hihi: None,
+            deadband: 0.0,
+            on_delay_ms: 0,
+        };
+        // Tag 0 has its own limits (hi 80) and spraying's (hi 50); tag 1 only spraying's.
+        let mut det = LimitDetector::new(vec![Some(spec()), None]).with_phases(vec![PhaseLimits {
+            recipe: "gran".into(),
+            phase: "spraying".into(),
+            specs: vec![Some(spraying), Some(only_in_phase)],
+        }]);
+        assert_eq!(det.conditions().len(), 2, "both tags are watched");
+        let mut twin = LineTwin::new(2);
+        let mut out = Vec::new();
+        let moist = |v: f64, ms: i64| {
+            Sample::new(
+                TagId(1),
+                v,
+                Quality::Good,
+                None,
+                Timestamp::from_unix_millis(ms),
+            )
+        };
+        // Outside the phase: tag 0 judged on its own limits, tag 1 not at all.
+        det.on_sample(&sample(60.0, 0, Quality::Good), &twin, &mut out);
+        det.on_sample(&moist(15.0, 0), &twin, &mut out);
+        assert!(out.is_empty());
+        twin.set_batch(Some("B-1"), Some("gran"), Some("spraying"));
+        det.on_sample(&sample(60.0, 1, Quality::Good), &twin, &mut out);
+        det.on_sample(&moist(15.0, 1), &twin, &mut out);
+        assert_eq!(
+            det.active(TagId(0)),
+            Some(Level::Hi),
+            "60 > spraying's hi 50"
+        );
+        assert_eq!(det.active(TagId(1)), Some(Level::Hi));
+        let RecordBody::Alarm(a) = &out[0] else {
+            unreachable!()
+        };
+        assert_eq!((a.limit, a.phase.as_deref()), (50.0, Some("spraying")));
+        // Another recipe's phase of the same name is not this one.
+        twin.set_batch(Some("B-2"), Some("coat"), Some("spraying"));
+        det.on_sample(&sample(60.0, 2, Quality::Good), &twin, &mut out);
+        assert_eq!(det.active(TagId(0)), None, "back to its own hi 80");
+        // The phase ends: tag 1's alarm clears, it has no limits of its own.
+        twin.set_batch(Some("B-1"), Some("gran"), Some("drying"));
+        det.on_sample(&moist(15.0, 3), &twin, &mut out);
+        assert_eq!(det.active(TagId(1)), None);
+        det.on_sample(&moist(30.0, 4), &twin, &mut out);
+        assert_eq!(det.active(TagId(1)), None, "not judged outside the phase");
     }
 }

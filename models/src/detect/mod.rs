@@ -11,7 +11,7 @@ mod limits;
 pub mod signal;
 pub mod signals;
 
-pub use limits::LimitDetector;
+pub use limits::{LimitDetector, PhaseLimits};
 
 use crate::{twin::LineTwin, AlarmEvent, Condition, RecordBody, Sample, TagTable, Timestamp};
 
