@@ -61,7 +61,11 @@ fn stream(n: usize) -> Vec<Sample> {
             let tag = i % TAGS;
             let u1 = rng.f64().max(1e-12);
             let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * rng.f64()).cos();
-            let shift = if tag % 10 == 0 && i > n / 2 { 0.5 } else { 0.0 };
+            let shift = if tag.is_multiple_of(10) && i > n / 2 {
+                0.5
+            } else {
+                0.0
+            };
             let at = Timestamp::from_unix_millis(t0 + (i / 10) as i64); // 10 kHz
             Sample::new(
                 TagId(tag as u32),
