@@ -86,9 +86,10 @@ pub(crate) fn pipelines(
         .enumerate()
         .flat_map(|(i, t)| {
             let phases = crate::startup::phase_limits(c, s.tag_ids, space, i);
+            let targets = crate::startup::phase_targets(c, s.tag_ids, space, i);
             [
                 Box::new(LimitDetector::new(t.limits()).with_phases(phases)) as Box<dyn Detector>,
-                Box::new(SignalDetector::new(t.signals())),
+                Box::new(SignalDetector::new(t.signals()).with_phase_targets(targets)),
             ]
         })
         .collect();

@@ -44,6 +44,67 @@ pub fn limit_spec(l: &crate::config::LimitsConfig) -> LimitSpec {
     }
 }
 
+/// The recipes of line `line` (`[batch]`'s `recipes`, or all; none without `[batch]`) and a
+/// lookup of its tags' durable ids by name.
+fn line_recipes<'a>(
+    c: &'a Config,
+    ids: &'a [TagId],
+    line: usize,
+) -> (
+    Vec<&'a crate::config::RecipeConfig>,
+    impl Fn(&str) -> Option<TagId> + 'a,
+) {
+    let allowed = c
+        .lines()
+        .get(line)
+        .and_then(|l| l.batch.as_ref())
+        .map(|b| b.recipes.clone());
+    let recipes = match allowed {
+        None => Vec::new(),
+        Some(only) => c
+            .recipes
+            .iter()
+            .filter(|r| only.is_empty() || only.contains(&r.id))
+            .collect(),
+    };
+    let id_of = move |name: &str| {
+        c.tags
+            .iter()
+            .zip(ids)
+            .find(|(t, _)| t.name == name && c.line_of(&t.source) == line)
+            .map(|(_, id)| *id)
+    };
+    (recipes, id_of)
+}
+
+/// The per-phase centre lines (`targets`) of line `line`'s recipes, by durable tag id.
+pub fn phase_targets(
+    c: &Config,
+    ids: &[TagId],
+    id_space: usize,
+    line: usize,
+) -> Vec<pdtf_models::detect::signals::PhaseTargets> {
+    let (recipes, id_of) = line_recipes(c, ids, line);
+    recipes
+        .into_iter()
+        .flat_map(|r| {
+            r.phases.iter().filter(|p| !p.targets.is_empty()).map(|p| {
+                let mut targets = vec![None; id_space];
+                for (tag, v) in &p.targets {
+                    if let Some(id) = id_of(tag) {
+                        targets[id.index()] = Some(*v);
+                    }
+                }
+                pdtf_models::detect::signals::PhaseTargets {
+                    recipe: r.id.clone(),
+                    phase: p.name.clone(),
+                    targets,
+                }
+            })
+        })
+        .collect()
+}
+
 /// The phase limits of the recipes line `line` may run (`[batch]`'s `recipes`, or all), by
 /// durable tag id over an id space of `id_space`; none for a line without `[batch]`.
 pub fn phase_limits(
@@ -52,20 +113,9 @@ pub fn phase_limits(
     id_space: usize,
     line: usize,
 ) -> Vec<pdtf_models::detect::PhaseLimits> {
-    let lines = c.lines();
-    let Some(b) = lines.get(line).and_then(|l| l.batch.as_ref()) else {
-        return Vec::new();
-    };
-    let id_of = |name: &str| {
-        c.tags
-            .iter()
-            .zip(ids)
-            .find(|(t, _)| t.name == name && c.line_of(&t.source) == line)
-            .map(|(_, id)| *id)
-    };
-    c.recipes
-        .iter()
-        .filter(|r| b.recipes.is_empty() || b.recipes.contains(&r.id))
+    let (recipes, id_of) = line_recipes(c, ids, line);
+    recipes
+        .into_iter()
         .flat_map(|r| {
             r.phases.iter().filter(|p| !p.limits.is_empty()).map(|p| {
                 let mut specs = vec![None; id_space];

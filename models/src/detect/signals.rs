@@ -191,17 +191,86 @@ fn transition(
     }));
 }
 
+/// A recipe phase's centre lines (its `targets`): while it runs they replace the tags'
+/// configured `target` for CUSUM, EWMA and SPC (sigma stays the tag's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PhaseTargets {
+    pub recipe: String,
+    pub phase: String,
+    /// `targets[i]` for `TagId(i)`; `None`: the tag's own target.
+    pub targets: Vec<Option<f64>>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SignalDetector {
     /// `specs[i]` belongs to `TagId(i)`.
     specs: Vec<SignalSpec>,
     state: Vec<TagState>,
+    phases: Vec<PhaseTargets>,
+    /// The (recipe, phase) the centre lines were last taken from, and its entry in `phases`.
+    current: Option<(String, String)>,
+    current_targets: Option<usize>,
 }
 
 impl SignalDetector {
     pub fn new(specs: Vec<SignalSpec>) -> Self {
         let state = specs.iter().map(TagState::of).collect();
-        SignalDetector { specs, state }
+        SignalDetector {
+            specs,
+            state,
+            ..SignalDetector::default()
+        }
+    }
+
+    /// With the recipes' per-phase centre lines.
+    pub fn with_phase_targets(mut self, phases: Vec<PhaseTargets>) -> Self {
+        self.phases = phases;
+        self
+    }
+
+    /// A new phase (or none): its centre lines apply, and the shift detectors start afresh
+    /// (points judged against another centre line no longer count).
+    fn follow_phase(&mut self, twin: &LineTwin) {
+        let now = match (twin.recipe(), twin.phase()) {
+            (Some(r), Some(p)) => Some((r, p)),
+            _ => None,
+        };
+        let same = match (&self.current, now) {
+            (Some((r, p)), Some((nr, np))) => r == nr && p == np,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return;
+        }
+        self.current = now.map(|(r, p)| (r.to_owned(), p.to_owned()));
+        self.current_targets = now.and_then(|(r, p)| {
+            self.phases
+                .iter()
+                .position(|t| t.recipe == r && t.phase == p)
+        });
+        for st in &mut self.state {
+            if let Some(w) = st.cusum.as_mut() {
+                w.core.reset();
+            }
+            if let Some(w) = st.ewma.as_mut() {
+                w.core.reset();
+            }
+            if let Some(w) = st.spc.as_mut() {
+                w.core.reset();
+            }
+        }
+    }
+
+    /// The centre line of tag `i` now for the detector `of` picks: the running phase's, else
+    /// the configured one (`None` when the detector is not configured).
+    fn spec_target(&self, i: usize, of: impl Fn(&SignalSpec) -> Option<f64>) -> Option<f64> {
+        let configured = of(self.specs.get(i)?)?;
+        Some(
+            self.current_targets
+                .and_then(|k| self.phases[k].targets.get(i).copied().flatten())
+                .unwrap_or(configured),
+        )
     }
 
     /// Whether any tag has anything configured (else the pipeline can leave it out).
@@ -212,7 +281,15 @@ impl SignalDetector {
 
 impl Detector for SignalDetector {
     fn on_sample(&mut self, s: &Sample, twin: &LineTwin, out: &mut Vec<RecordBody>) {
+        if !self.phases.is_empty() {
+            self.follow_phase(twin);
+        }
         let i = s.tag.index();
+        let targets = (
+            self.spec_target(i, |s| s.cusum.map(|c| c.target)),
+            self.spec_target(i, |s| s.ewma.map(|c| c.target)),
+            self.spec_target(i, |s| s.spc.as_ref().map(|c| c.target)),
+        );
         let (Some(spec), Some(st)) = (self.specs.get(i), self.state.get_mut(i)) else {
             return;
         };
@@ -267,7 +344,7 @@ impl Detector for SignalDetector {
             }
         }
         if let (Some(w), Some(c)) = (st.cusum.as_mut(), spec.cusum) {
-            let side = w.core.push((v - c.target) / c.sigma);
+            let side = w.core.push((v - targets.0.unwrap_or(c.target)) / c.sigma);
             let (hi, lo) = w.core.sums();
             let j = Judged {
                 kind: ConditionKind::Cusum,
@@ -278,7 +355,7 @@ impl Detector for SignalDetector {
             transition(s.tag, &mut w.active, j, at, twin, out);
         }
         if let (Some(w), Some(e)) = (st.ewma.as_mut(), spec.ewma) {
-            let side = w.core.push((v - e.target) / e.sigma);
+            let side = w.core.push((v - targets.1.unwrap_or(e.target)) / e.sigma);
             let j = Judged {
                 kind: ConditionKind::Ewma,
                 want: level(side),
@@ -288,7 +365,7 @@ impl Detector for SignalDetector {
             transition(s.tag, &mut w.active, j, at, twin, out);
         }
         if let (Some(w), Some(p)) = (st.spc.as_mut(), spec.spc.as_ref()) {
-            let z = (v - p.target) / p.sigma;
+            let z = (v - targets.2.unwrap_or(p.target)) / p.sigma;
             let fired = w.core.push(z);
             let want = (!fired.is_empty()).then_some(if z >= 0.0 { Level::Hi } else { Level::Lo });
             let j = Judged {

@@ -145,3 +145,47 @@ fn a_reload_that_drops_a_detector_clears_its_active_alarm() {
     assert_eq!(d.active_count(), 0);
     assert!(d.is_empty());
 }
+
+#[test]
+fn a_phases_centre_line_replaces_the_tags_target_and_a_new_phase_starts_afresh() {
+    let spec = SignalSpec {
+        cusum: Some(Shift {
+            target: 50.0,
+            sigma: 1.0,
+            a: 0.5,
+            b: 4.0,
+        }),
+        ..SignalSpec::default()
+    };
+    let phases = vec![PhaseTargets {
+        recipe: "gran".into(),
+        phase: "spraying".into(),
+        targets: vec![Some(40.0)],
+    }];
+    let mut d = SignalDetector::new(vec![spec.clone()]).with_phase_targets(phases.clone());
+    let mut twin = LineTwin::new(1);
+    let mut out = vec![];
+    twin.set_batch(Some("B"), Some("gran"), Some("spraying"));
+    for s in 0..50 {
+        d.on_sample(&sample(0, 40.0, s * 1000), &twin, &mut out);
+    }
+    assert!(out.is_empty(), "40 is spraying's centre line");
+    // Drying has no centre line of its own: the tag's 50 applies, 40 is far below it.
+    twin.set_batch(Some("B"), Some("gran"), Some("drying"));
+    for s in 50..60 {
+        d.on_sample(&sample(0, 40.0, s * 1000), &twin, &mut out);
+    }
+    assert_eq!(alarms(&out), [(ConditionKind::Cusum, Some(Level::Lo))]);
+    // Back in spraying: the sums start again from zero, and clear.
+    twin.set_batch(Some("B"), Some("gran"), Some("spraying"));
+    d.on_sample(&sample(0, 40.0, 61_000), &twin, &mut out);
+    assert_eq!(alarms(&out).last(), Some(&(ConditionKind::Cusum, None)));
+    // The same phase name in another recipe is not this one.
+    let mut d = SignalDetector::new(vec![spec]).with_phase_targets(phases);
+    let mut out = vec![];
+    twin.set_batch(Some("B"), Some("coat"), Some("spraying"));
+    for s in 0..10 {
+        d.on_sample(&sample(0, 40.0, s * 1000), &twin, &mut out);
+    }
+    assert_eq!(alarms(&out), [(ConditionKind::Cusum, Some(Level::Lo))]);
+}
