@@ -50,6 +50,7 @@ fn signals() -> SignalSpec {
             sigma: 1.0,
             rules: Rule::WESTERN_ELECTRIC.to_vec(),
         }),
+        state: None,
     }
 }
 

@@ -102,6 +102,27 @@ pub struct DetectConfig {
     pub ewma: Option<EwmaConfig>,
     /// Run rules (`spc`) around `target` ± `sigma`: `we1`..`we4`, `nelson1`..`nelson8`.
     pub spc: Option<SpcConfig>,
+    /// Discrete-state alarm (`state`): active while the value is one of `alarm_on`, and,
+    /// with `phases`, only while one of them runs.
+    pub state: Option<StateConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// The values in alarm: booleans, numbers (an enumeration's codes) or texts.
+    pub alarm_on: Vec<StateValue>,
+    #[serde(default)]
+    pub phases: Vec<String>,
+}
+
+/// One value of a discrete-state tag.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum StateValue {
+    Bool(bool),
+    Number(f64),
+    Text(String),
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
@@ -173,7 +194,8 @@ impl DetectConfig {
     /// The models' view (rules by name; an unknown name was refused by validation).
     pub fn spec(&self) -> pdtf_models::detect::signals::SignalSpec {
         use pdtf_models::detect::signal::Rule;
-        use pdtf_models::detect::signals::{RateSpec, Shift, SignalSpec, SpcSpec};
+        use pdtf_models::detect::signals::{RateSpec, Shift, SignalSpec, SpcSpec, StateSpec};
+        use pdtf_models::Value;
         SignalSpec {
             stale_ms: self.stale_ms,
             frozen: self.frozen.map(|f| (f.tolerance, f.window_ms)),
@@ -198,6 +220,18 @@ impl DetectConfig {
                 target: p.target,
                 sigma: p.sigma,
                 rules: p.rules.iter().filter_map(|r| Rule::from_name(r)).collect(),
+            }),
+            state: self.state.as_ref().map(|st| StateSpec {
+                values: st
+                    .alarm_on
+                    .iter()
+                    .map(|v| match v {
+                        StateValue::Bool(b) => Value::Bool(*b),
+                        StateValue::Number(n) => Value::Num(*n),
+                        StateValue::Text(t) => Value::Text(t.clone()),
+                    })
+                    .collect(),
+                phases: st.phases.clone(),
             }),
         }
     }

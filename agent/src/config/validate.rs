@@ -519,6 +519,12 @@ fn detect_problems(d: &super::tags::DetectConfig) -> Vec<(String, String)> {
             out.push(("ewma.l".into(), "must be a number > 0 (σ)".into()));
         }
     }
+    if d.state.as_ref().is_some_and(|st| st.alarm_on.is_empty()) {
+        out.push((
+            "state.alarm_on".into(),
+            "must name at least one value in alarm".into(),
+        ));
+    }
     if let Some(p) = &d.spc {
         centre("spc", p.target, p.sigma, &mut out);
         if p.rules.is_empty() {

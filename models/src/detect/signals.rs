@@ -1,5 +1,5 @@
 //! The detectors beyond fixed limits, per tag, as one `Detector`: stale, frozen, rate of
-//! change, CUSUM, EWMA and SPC run rules (the cores are in `signal`). Each configured one is
+//! change, CUSUM, EWMA, SPC run rules (the cores are in `signal`) and discrete states. Each configured one is
 //! its own condition (`ConditionKind::Stale`, …) with its own alarm records and retained
 //! topic, so a rate alarm never overwrites the limit alarm of the same tag.
 //!
@@ -18,7 +18,7 @@ use super::signal::{Cusum, Ewma, Frozen, Rate, Rule, RunRules, Side, Stale};
 use super::Detector;
 use crate::{
     twin::LineTwin, AlarmEvent, AlarmState, Condition, ConditionKind, ConditionSource, Level,
-    RecordBody, Sample, TagId, TagTable, Timestamp,
+    RecordBody, Sample, TagId, TagTable, Timestamp, Value,
 };
 
 /// A tag's detectors beyond limits, from the tag map; each is optional.
@@ -32,6 +32,29 @@ pub struct SignalSpec {
     pub cusum: Option<Shift>,
     pub ewma: Option<Shift>,
     pub spc: Option<SpcSpec>,
+    pub state: Option<StateSpec>,
+}
+
+/// A discrete-state alarm: active while the tag's value is one of `values` (a boolean, a
+/// number such as an enumeration's code, a text), and — when `phases` names any — only while
+/// one of those phases runs (e.g. the door open while spraying).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSpec {
+    pub values: Vec<Value>,
+    pub phases: Vec<String>,
+}
+
+impl StateSpec {
+    fn matches(&self, v: &Value) -> bool {
+        self.values.iter().any(|want| match (want, v) {
+            (Value::Bool(w), Value::Bool(b)) => w == b,
+            (Value::Bool(w), Value::Num(n)) => (*n != 0.0) == *w,
+            (Value::Num(w), Value::Num(n)) => w == n,
+            (Value::Num(w), Value::Bool(b)) => *w == f64::from(u8::from(*b)),
+            (Value::Text(w), Value::Text(t)) => w == t,
+            _ => false,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,6 +95,7 @@ impl SignalSpec {
             (self.cusum.is_some(), ConditionKind::Cusum),
             (self.ewma.is_some(), ConditionKind::Ewma),
             (self.spc.is_some(), ConditionKind::Spc),
+            (self.state.is_some(), ConditionKind::State),
         ]
         .into_iter()
         .filter_map(|(on, k)| on.then_some(k))
@@ -101,6 +125,7 @@ struct TagState {
     cusum: Option<Watch<Cusum>>,
     ewma: Option<Watch<Ewma>>,
     spc: Option<Watch<RunRules>>,
+    state: Option<Watch<()>>,
 }
 
 impl TagState {
@@ -117,6 +142,7 @@ impl TagState {
                 .spc
                 .as_ref()
                 .map(|s| Watch::new(RunRules::new(s.rules.clone()))),
+            state: spec.state.as_ref().map(|_| Watch::new(())),
         }
     }
 
@@ -128,6 +154,7 @@ impl TagState {
             ConditionKind::Cusum => self.cusum.as_mut().map(|w| &mut w.active),
             ConditionKind::Ewma => self.ewma.as_mut().map(|w| &mut w.active),
             ConditionKind::Spc => self.spc.as_mut().map(|w| &mut w.active),
+            ConditionKind::State => self.state.as_mut().map(|w| &mut w.active),
             _ => None,
         }
     }
@@ -140,6 +167,7 @@ impl TagState {
             self.cusum.as_ref().map(|w| w.active),
             self.ewma.as_ref().map(|w| w.active),
             self.spc.as_ref().map(|w| w.active),
+            self.state.as_ref().map(|w| w.active),
         ]
         .into_iter()
         .filter(|a| matches!(a, Some(Some(_))))
@@ -306,6 +334,21 @@ impl Detector for SignalDetector {
                 limit: max as f64 / 1000.0,
             };
             transition(s.tag, &mut w.active, j, at, twin, out);
+        }
+        if let (Some(w), Some(d)) = (st.state.as_mut(), spec.state.as_ref()) {
+            if s.quality.is_usable() {
+                let in_phase = d.phases.is_empty()
+                    || twin
+                        .phase()
+                        .is_some_and(|p| d.phases.iter().any(|x| x == p));
+                let j = Judged {
+                    kind: ConditionKind::State,
+                    want: (in_phase && d.matches(&s.value)).then_some(Level::Hi),
+                    value: s.value.as_f64().unwrap_or(f64::NAN),
+                    limit: f64::NAN,
+                };
+                transition(s.tag, &mut w.active, j, at, twin, out);
+            }
         }
         let Some(v) = s.number().filter(|v| v.is_finite()) else {
             return;

@@ -189,3 +189,43 @@ fn a_phases_centre_line_replaces_the_tags_target_and_a_new_phase_starts_afresh()
     }
     assert_eq!(alarms(&out), [(ConditionKind::Cusum, Some(Level::Lo))]);
 }
+
+#[test]
+fn a_discrete_state_alarms_only_in_the_phases_it_names() {
+    let spec = SignalSpec {
+        state: Some(StateSpec {
+            values: vec![Value::Bool(true), Value::Text("OPEN".into())],
+            phases: vec!["spraying".into()],
+        }),
+        ..SignalSpec::default()
+    };
+    let mut d = SignalDetector::new(vec![spec]);
+    let mut twin = LineTwin::new(1);
+    let mut out = vec![];
+    let door = |v: Value, ms: u64| {
+        let mut s = sample(0, 0.0, ms);
+        s.value = v;
+        s
+    };
+    d.on_sample(&door(Value::Bool(true), 0), &twin, &mut out);
+    assert!(out.is_empty(), "open outside spraying is allowed");
+    twin.set_batch(Some("B"), Some("gran"), Some("spraying"));
+    d.on_sample(&door(Value::Bool(true), 1), &twin, &mut out);
+    assert_eq!(alarms(&out), [(ConditionKind::State, Some(Level::Hi))]);
+    d.on_sample(&door(Value::Bool(false), 2), &twin, &mut out);
+    d.on_sample(&door(Value::Text("OPEN".into()), 3), &twin, &mut out);
+    // A JSON boolean over MQTT arrives as 0/1.
+    d.on_sample(&door(Value::Num(0.0), 4), &twin, &mut out);
+    d.on_sample(&door(Value::Num(1.0), 5), &twin, &mut out);
+    assert_eq!(
+        alarms(&out)
+            .iter()
+            .map(|a| a.1.is_some())
+            .collect::<Vec<_>>(),
+        [true, false, true, false, true]
+    );
+    // The phase ends: the next value clears it.
+    twin.set_batch(Some("B"), Some("gran"), Some("drying"));
+    d.on_sample(&door(Value::Bool(true), 6), &twin, &mut out);
+    assert_eq!(alarms(&out).last(), Some(&(ConditionKind::State, None)));
+}
