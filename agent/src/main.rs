@@ -4,6 +4,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use pdtf_agent::{config, opcua_cli, Agent};
 use std::path::PathBuf;
+
+mod batch_command;
+mod man_pages;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -80,7 +83,7 @@ enum Command {
     /// `agent.state_dir` of --config); a running agent serves the same on its HTTP API.
     Batch {
         #[command(subcommand)]
-        command: BatchCommand,
+        command: batch_command::BatchCommand,
     },
     /// OPC UA servers: browse the address space, trust a server certificate.
     Opcua {
@@ -102,30 +105,6 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
-}
-
-/// Every command's man page: `pdtf-agent.1`, then `pdtf-agent-CMD.1` and
-/// `pdtf-agent-CMD-SUB.1` for the subcommands (hidden ones left out).
-fn write_manpages(out: &std::path::Path) -> anyhow::Result<usize> {
-    fn walk(cmd: &clap::Command, name: String, out: &std::path::Path) -> anyhow::Result<usize> {
-        let cmd = cmd.clone().display_name(name.clone());
-        let path = out.join(format!("{name}.1"));
-        let mut page = Vec::new();
-        clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
-        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
-        let mut n = 1;
-        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-            if sub.get_name() == "help" {
-                continue;
-            }
-            n += walk(sub, format!("{name}-{}", sub.get_name()), out)?;
-        }
-        Ok(n)
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut cmd = <Cli as clap::CommandFactory>::command();
-    cmd.build();
-    walk(&cmd, "pdtf-agent".into(), out)
 }
 
 /// The journal's directory: `--state-dir`, or `agent.state_dir` of `--config`.
@@ -173,109 +152,6 @@ struct ServerArgs {
     /// `opc.tcp://host:port/path` (security None, anonymous).
     #[arg(long, value_name = "URL")]
     endpoint: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum BatchCommand {
-    /// One line per batch, oldest first: line, batch id, recipe, state, start, end, seqs.
-    List {
-        #[command(flatten)]
-        state: StateArgs,
-        /// Only this line's batches.
-        #[arg(long, value_name = "LINE")]
-        line: Option<String>,
-        /// Only batches still running at or after this time (RFC 3339, e.g. 2026-12-01T06:00:00Z).
-        #[arg(long, value_name = "TIME", value_parser = parse_time)]
-        from: Option<pdtf_models::Timestamp>,
-        /// Only batches started at or before this time (RFC 3339).
-        #[arg(long, value_name = "TIME", value_parser = parse_time)]
-        to: Option<pdtf_models::Timestamp>,
-        #[arg(long, value_enum, default_value = "text")]
-        format: pdtf_agent::batch::cli::Format,
-    },
-    /// One batch: phases, materials, alarms inside it and the end-of-batch summary. Exits 1
-    /// when the journal has no such batch.
-    Show {
-        /// The batch id (the latest batch with it, when one was run twice).
-        id: String,
-        #[command(flatten)]
-        state: StateArgs,
-        /// The batch's line, when batch ids repeat across lines.
-        #[arg(long, value_name = "LINE")]
-        line: Option<String>,
-        #[arg(long, value_enum, default_value = "text")]
-        format: pdtf_agent::batch::cli::Format,
-    },
-    /// Every record from the batch's first record to its last (all lines), one JSON record
-    /// per line on stdout, as upstream receives them; the count on stderr.
-    Export {
-        /// The batch id.
-        id: String,
-        #[command(flatten)]
-        state: StateArgs,
-        /// The batch's line, when batch ids repeat across lines.
-        #[arg(long, value_name = "LINE")]
-        line: Option<String>,
-    },
-}
-
-fn parse_time(s: &str) -> Result<pdtf_models::Timestamp, String> {
-    humantime::parse_rfc3339_weak(s)
-        .map(pdtf_models::Timestamp::from_system)
-        .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-12-01T06:00:00Z)"))
-}
-
-/// `pdtf-agent batch ...`: exit 0, 1 (no such batch) or 2 (no journal, bad input).
-fn batch(command: BatchCommand) -> ExitCode {
-    use pdtf_agent::batch::cli::{self, CliError};
-    let state = match &command {
-        BatchCommand::List { state, .. }
-        | BatchCommand::Show { state, .. }
-        | BatchCommand::Export { state, .. } => state.clone(),
-    };
-    let dir = match state.dir() {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
-    let j = match pdtf_agent::journal::open_existing(&dir) {
-        Ok(j) => j,
-        Err(e) => {
-            eprintln!("error: {e} (is the agent still running? stop it first)");
-            return ExitCode::from(2);
-        }
-    };
-    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
-    let result = match command {
-        BatchCommand::List {
-            line,
-            from,
-            to,
-            format,
-            ..
-        } => {
-            let filter = pdtf_agent::batch::history::Filter { line, from, to };
-            cli::list(j.as_ref(), &filter, format, &mut out, &mut err).map(|_| ())
-        }
-        BatchCommand::Show {
-            id, line, format, ..
-        } => cli::show(j.as_ref(), &id, line.as_deref(), format, &mut out, &mut err),
-        BatchCommand::Export { id, line, .. } => {
-            cli::export(j.as_ref(), &id, line.as_deref(), &mut out, &mut err)
-                .map(|n| eprintln!("exported {n} records"))
-        }
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e @ CliError::NotFound(_)) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
 }
 
 #[derive(Subcommand)]
@@ -625,14 +501,14 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Manpages { out } => write_manpages(&out).map(|n| {
+        Command::Manpages { out } => man_pages::write::<Cli>(&out).map(|n| {
             println!("wrote {n} man pages to {}", out.display());
             ExitCode::SUCCESS
         }),
         Command::Verify { state } => {
             return state.dir().map_or_else(|code| code, |d| verify(&d));
         }
-        Command::Batch { command } => return batch(command),
+        Command::Batch { command } => return batch_command::run(command),
         Command::Migrate { state } => {
             pdtf_agent::logging::init("info");
             return state.dir().map_or_else(|code| code, |d| migrate(&d));

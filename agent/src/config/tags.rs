@@ -219,7 +219,16 @@ impl DetectConfig {
             spc: self.spc.as_ref().map(|p| SpcSpec {
                 target: p.target,
                 sigma: p.sigma,
-                rules: p.rules.iter().filter_map(|r| Rule::from_name(r)).collect(),
+                rules: p.rules.iter().filter_map(|r| Rule::from_name(r)).fold(
+                    Vec::new(),
+                    |mut v, r| {
+                        // Each rule once (there are 12: within `RunRules`' 16).
+                        if !v.contains(&r) {
+                            v.push(r);
+                        }
+                        v
+                    },
+                ),
             }),
             state: self.state.as_ref().map(|st| StateSpec {
                 values: st

@@ -30,7 +30,7 @@
 //! the journal.
 
 use super::chain::{corrupt, hash_from, u64_from, VerifyReport};
-use super::migrate::{Progress, CHUNK};
+use super::migrate::CHUNK;
 use super::writer::{check_purge, purge_anchor, Encoded, Head, Writer};
 use pdtf_models::journal::{check_registry, registry_from};
 use pdtf_models::{Entry, Journal, JournalError, Record, Seq, TagRegistry};
@@ -40,15 +40,12 @@ use redb::{
 };
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard};
-use tracing::{info, warn};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Alarm condition (bincode 2 of `Condition`, standard config) → seq of its last transition.
 const ALARMS: TableDefinition<&[u8], u64> = TableDefinition::new("alarm_index");
-const BATCH_EVENTS: TableDefinition<u64, ()> = TableDefinition::new("batch_events");
-const BATCH_ALARMS: TableDefinition<u64, ()> = TableDefinition::new("batch_alarms");
 
 /// The upstream sync's cursor; purges never pass it.
 use pdtf_connectors::upstream::CURSOR as UPSTREAM_CURSOR;
@@ -171,8 +168,8 @@ impl RedbJournal {
         match format.as_deref() {
             None if empty => {}
             // Stores written before the meta table existed hold format 1 records.
-            None => migrate(&db, 1)?,
-            Some([v @ 1..=4]) => migrate(&db, *v)?,
+            None => upgrade::migrate(&db, 1)?,
+            Some([v @ 1..=4]) => upgrade::migrate(&db, *v)?,
             Some([pdtf_models::record::FORMAT_VERSION]) => {}
             Some(other) => {
                 return Err(storage(format!(
@@ -221,11 +218,7 @@ impl RedbJournal {
             alarms::backfill(&tx)?;
             meta_set(&tx, "alarm_index_since", &1u64.to_le_bytes())?;
         }
-        tx.open_table(BATCH_EVENTS).map_err(storage)?;
-        tx.open_table(BATCH_ALARMS).map_err(storage)?;
-        if meta_get(&tx, "batch_index_since")?.is_none() {
-            meta_set(&tx, "batch_index_since", &head.next.to_le_bytes())?;
-        }
+        batches::open(&tx, head.next)?;
         tx.commit().map_err(storage)?;
         Ok(Self {
             db: RwLock::new(Some(db)),
@@ -272,79 +265,6 @@ impl RedbJournal {
     }
 }
 
-/// Rewrites every record of format `from` in the current format, a chunk per transaction
-/// (see `migrate.rs`); resumes from the marker a crash left.
-fn migrate(db: &Database, from: u8) -> Result<(), JournalError> {
-    let mut p = {
-        let tx = db.begin_write().map_err(storage)?;
-        let marker = meta_get(&tx, "migration")?;
-        tx.abort().map_err(storage)?;
-        match marker {
-            Some(m) => Progress::decode(&m)?,
-            None => Progress::start(from),
-        }
-    };
-    if p.from != from {
-        return Err(storage(format!(
-            "migration marker says format {}, the store says {from}; restore from a backup",
-            p.from
-        )));
-    }
-    let started = std::time::Instant::now();
-    loop {
-        let tx = db.begin_write().map_err(storage)?;
-        let rows = {
-            let t = tx.open_table(RECORDS).map_err(storage)?;
-            let mut rows = Vec::with_capacity(CHUNK);
-            for item in t.range(p.through + 1..).map_err(storage)?.take(CHUNK) {
-                let (k, v) = item.map_err(storage)?;
-                rows.push((k.value(), v.value().to_vec()));
-            }
-            rows
-        };
-        if rows.is_empty() {
-            meta_set(&tx, "format", &[pdtf_models::record::FORMAT_VERSION])?;
-            if p.records > 0 {
-                meta_set(&tx, "head", &p.link)?;
-            }
-            {
-                let mut meta = tx.open_table(META).map_err(storage)?;
-                meta.remove("migration").map_err(storage)?;
-                // Records changed size: the byte counter is recounted at the next open.
-                meta.remove("record_bytes").map_err(storage)?;
-            }
-            tx.commit().map_err(storage)?;
-            break;
-        }
-        let converted = p.convert(&rows)?;
-        drop(rows);
-        {
-            let mut t = tx.open_table(RECORDS).map_err(storage)?;
-            for (seq, bytes) in &converted {
-                t.insert(*seq, bytes.as_slice()).map_err(storage)?;
-            }
-        }
-        meta_set(&tx, "migration", &p.encode())?;
-        tx.commit().map_err(storage)?;
-        if p.records.is_multiple_of(10 * CHUNK as u64) {
-            info!(
-                records = p.records,
-                through = p.through,
-                "Migrating the journal ..."
-            );
-        }
-    }
-    warn!(
-        records = p.records,
-        from,
-        to = pdtf_models::record::FORMAT_VERSION,
-        old_head = p.old_head(),
-        secs = started.elapsed().as_secs_f64(),
-        "Journal migrated to the current record format."
-    );
-    Ok(())
-}
-
 impl RedbJournal {
     /// Appends within an open transaction; the caller commits, then advances `head`.
     fn append_in(
@@ -378,27 +298,7 @@ impl RedbJournal {
             }
         }
         drop(alarms);
-        let (mut events, mut in_batch) = (None, None);
-        for r in &e.records {
-            let slot = match &r.body {
-                pdtf_models::RecordBody::Batch(_) => &mut events,
-                pdtf_models::RecordBody::Alarm(a) if a.batch_id.is_some() => &mut in_batch,
-                _ => continue,
-            };
-            let t = match slot {
-                Some(t) => t,
-                None => slot.insert(
-                    tx.open_table(if matches!(r.body, pdtf_models::RecordBody::Batch(_)) {
-                        BATCH_EVENTS
-                    } else {
-                        BATCH_ALARMS
-                    })
-                    .map_err(storage)?,
-                ),
-            };
-            t.insert(r.seq.0, ()).map_err(storage)?;
-        }
-        drop((events, in_batch));
+        batches::index(tx, &e.records)?;
         meta_set(tx, "head", &e.link)?;
         Ok(e)
     }
@@ -449,12 +349,7 @@ impl Journal for RedbJournal {
             meta_set(&tx, "record_bytes", &left.to_le_bytes())?;
             anchor
         };
-        for table in [BATCH_EVENTS, BATCH_ALARMS] {
-            tx.open_table(table)
-                .map_err(storage)?
-                .retain_in(..=through.0, |_, _| false)
-                .map_err(storage)?;
-        }
+        batches::purge(&tx, through)?;
         meta_set(&tx, "anchor", &anchor)?;
         meta_set(&tx, "purged_through", &through.0.to_le_bytes())?;
         let e = Self::append_in(&tx, &head, vec![audit])?;
@@ -551,23 +446,7 @@ impl Journal for RedbJournal {
         from: Seq,
         max: usize,
     ) -> Result<Option<(Seq, Vec<Seq>)>, JournalError> {
-        let db = self.db()?;
-        let rtx = db.begin_read().map_err(storage)?;
-        let since = rtx
-            .open_table(META)
-            .map_err(storage)?
-            .get("batch_index_since")
-            .map_err(storage)?
-            .map(|v| u64_from(Some(v.value().to_vec())));
-        let Some(since) = since else { return Ok(None) };
-        let t = rtx
-            .open_table(if alarms { BATCH_ALARMS } else { BATCH_EVENTS })
-            .map_err(storage)?;
-        let mut out = Vec::new();
-        for item in t.range(from.0..).map_err(storage)?.take(max) {
-            out.push(Seq(item.map_err(storage)?.0.value()));
-        }
-        Ok(Some((Seq(since), out)))
+        batches::read(&*self.db()?, alarms, from, max)
     }
 
     fn last_alarm_transitions(&self) -> Result<Option<(Seq, Vec<Record>)>, JournalError> {
@@ -649,7 +528,9 @@ impl Journal for RedbJournal {
 }
 
 mod alarms;
+mod batches;
 mod older;
+mod upgrade;
 mod verify;
 pub use older::write_older_store;
 use verify::verify_db;

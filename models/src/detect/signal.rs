@@ -219,6 +219,16 @@ impl Rule {
     }
 }
 
+/// Which of a `RunRules`' rules held for one point (bit `i`: its `i`-th rule; at most 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fired(u16);
+
+impl Fired {
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
 /// Run rules over the last points of one tag.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRules {
@@ -237,17 +247,29 @@ impl RunRules {
         }
     }
 
-    /// One standardised value; the rules that hold with it, in the configured order.
-    pub fn push(&mut self, z: f64) -> Vec<Rule> {
+    /// One standardised value; the rules that hold with it (no allocation: this runs per
+    /// sample).
+    pub fn push(&mut self, z: f64) -> Fired {
         if self.last.len() == LONGEST_RUN {
             self.last.pop_front();
         }
         self.last.push_back(z);
+        let mut fired = Fired(0);
+        for (i, r) in self.rules.iter().enumerate().take(16) {
+            if r.holds(&self.last) {
+                fired.0 |= 1 << i;
+            }
+        }
+        fired
+    }
+
+    /// The rules in `fired`, in the configured order.
+    pub fn rules_in(&self, fired: Fired) -> impl Iterator<Item = Rule> + '_ {
         self.rules
             .iter()
-            .copied()
-            .filter(|r| r.holds(&self.last))
-            .collect()
+            .enumerate()
+            .filter(move |(i, _)| *i < 16 && fired.0 & (1 << i) != 0)
+            .map(|(_, r)| *r)
     }
 
     /// At a phase change (a new centre line): earlier points no longer count.

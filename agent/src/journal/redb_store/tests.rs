@@ -1,4 +1,5 @@
 use super::*;
+use crate::journal::migrate::Progress;
 use crate::journal::tests::entries;
 use pdtf_models::{record::Audit, record::GENESIS, RecordBody, Timestamp};
 

@@ -94,11 +94,11 @@ fn ewma_catches_a_half_sigma_shift_and_its_limits_start_narrow() {
 
 fn fired(rules: &[Rule], zs: &[f64]) -> Vec<Rule> {
     let mut r = RunRules::new(rules.to_vec());
-    let mut last = vec![];
+    let mut last = Fired(0);
     for z in zs {
         last = r.push(*z);
     }
-    last
+    r.rules_in(last).collect()
 }
 
 #[test]
