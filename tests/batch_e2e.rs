@@ -54,29 +54,6 @@ fn cmd(id: &str, command: &str, extra: &str) -> String {
     )
 }
 
-/// Publishes `payload` until a reply for `id` arrives (the command link may still be
-/// subscribing: a command sent before that is not delivered, and the same request id is
-/// answered once and applied once however often it is sent). Returns the replies for `id`.
-async fn until_answered(
-    p: &Publisher,
-    replies: &Consumer,
-    id: &str,
-    payload: &str,
-) -> serde_json::Value {
-    let topic = format!("pdtf/s1/a1/l1/cmd/reply/{id}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        p.send(CMD, payload.to_owned()).await;
-        for _ in 0..10 {
-            if let Some(m) = replies.snapshot().into_iter().find(|m| m.topic == topic) {
-                return m.json();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no reply for {id}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_driven_batch_runs_to_complete_with_every_command_recorded_and_answered() {
     let port = broker();
@@ -87,7 +64,7 @@ async fn a_command_driven_batch_runs_to_complete_with_every_command_recorded_and
     wait_until_sample(&agent, &publisher).await;
 
     let start = cmd("r-1", "start", r#","batch_id":"B-1","recipe":"gran""#);
-    let r = until_answered(&publisher, &replies, "r-1", &start).await;
+    let r = until_answered(&publisher, &replies, CMD, "r-1", &start).await;
     assert_eq!(r["accepted"], true, "{r}");
     assert_eq!(
         (r["batch_id"].as_str(), r["phase"].as_str()),
@@ -127,7 +104,8 @@ async fn a_command_driven_batch_runs_to_complete_with_every_command_recorded_and
     ] {
         publisher.send(CMD, junk.to_owned()).await;
     }
-    let illegal = until_answered(&publisher, &replies, "r-2", &cmd("r-2", "restart", "")).await;
+    let illegal =
+        until_answered(&publisher, &replies, CMD, "r-2", &cmd("r-2", "restart", "")).await;
     assert_eq!(illegal["accepted"], false);
     assert!(
         illegal["reason"]
@@ -136,14 +114,14 @@ async fn a_command_driven_batch_runs_to_complete_with_every_command_recorded_and
             .contains("accepted only in held"),
         "{illegal}"
     );
-    let denied = until_answered(&publisher, &replies, "r-3", &cmd("r-3", "abort", "")).await;
+    let denied = until_answered(&publisher, &replies, CMD, "r-3", &cmd("r-3", "abort", "")).await;
     assert_eq!(
         denied["reason"],
         "user \"alice\" is not allowed to send abort"
     );
 
     // An alarm in the batch carries batch and phase on its retained message.
-    until_answered(&publisher, &replies, "r-4", &cmd("r-4", "phase", "")).await;
+    until_answered(&publisher, &replies, CMD, "r-4", &cmd("r-4", "phase", "")).await;
     publisher
         .send("line/temp", r#"{"v":85.0,"ts":1763800000000}"#)
         .await;
@@ -162,10 +140,10 @@ async fn a_command_driven_batch_runs_to_complete_with_every_command_recorded_and
         r#","material":"API","lot":"L-1","quantity":50.2,"unit":"kg""#,
     );
     assert_eq!(
-        until_answered(&publisher, &replies, "r-5", &charge).await["accepted"],
+        until_answered(&publisher, &replies, CMD, "r-5", &charge).await["accepted"],
         true
     );
-    let done = until_answered(&publisher, &replies, "r-6", &cmd("r-6", "phase", "")).await;
+    let done = until_answered(&publisher, &replies, CMD, "r-6", &cmd("r-6", "phase", "")).await;
     assert_eq!(
         done["state"], "complete",
         "past the last phase the batch completes"
@@ -423,17 +401,17 @@ async fn a_phases_limits_apply_only_while_the_phase_runs() {
     let replies = Consumer::start(port, "mes-replies", "pdtf/s1/a1/l1/cmd/reply/#").await;
     wait_until_sample(&agent, &publisher).await;
     let start = cmd("p-1", "start", r#","batch_id":"B-9","recipe":"gran""#);
-    until_answered(&publisher, &replies, "p-1", &start).await;
+    until_answered(&publisher, &replies, CMD, "p-1", &start).await;
     // Preheat: 60 is fine by temp's own limits.
     publisher
         .send("line/temp", r#"{"v":60.0,"ts":1763800000000}"#)
         .await;
-    until_answered(&publisher, &replies, "p-2", &cmd("p-2", "phase", "")).await;
+    until_answered(&publisher, &replies, CMD, "p-2", &cmd("p-2", "phase", "")).await;
     publisher
         .send("line/temp", r#"{"v":60.0,"ts":1763800001000}"#)
         .await;
     until_active(&agent, 1, "spraying's hi alarm").await;
-    let done = until_answered(&publisher, &replies, "p-3", &cmd("p-3", "phase", "")).await;
+    let done = until_answered(&publisher, &replies, CMD, "p-3", &cmd("p-3", "phase", "")).await;
     assert_eq!(done["state"], "complete");
     publisher
         .send("line/temp", r#"{"v":60.0,"ts":1763800002000}"#)

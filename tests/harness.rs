@@ -551,3 +551,28 @@ pub fn journal_bodies(agent: &pdtf_agent::Agent) -> Vec<pdtf_models::RecordBody>
         .map(|r| r.body)
         .collect()
 }
+
+/// Publishes `payload` until a reply for `id` arrives (the command link may still be
+/// subscribing: a command sent before that is not delivered, and the same request id is
+/// answered once and applied once however often it is sent). Returns the replies for `id`.
+pub async fn until_answered(
+    p: &Publisher,
+    replies: &Consumer,
+    cmd_topic: &str,
+    id: &str,
+    payload: &str,
+) -> serde_json::Value {
+    let prefix = cmd_topic.rsplit_once('/').map_or("", |(p, _)| p);
+    let topic = format!("{prefix}/reply/{id}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        p.send(cmd_topic, payload.to_owned()).await;
+        for _ in 0..10 {
+            if let Some(m) = replies.snapshot().into_iter().find(|m| m.topic == topic) {
+                return m.json();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no reply for {id}");
+    }
+}

@@ -3,6 +3,7 @@
 //! Only this crate knows about everything; `pdtf-connectors` does protocol I/O and
 //! `pdtf-models` the pure domain logic.
 
+pub mod alarms;
 pub mod batch;
 #[cfg(feature = "demo")]
 pub mod broker;

@@ -93,7 +93,7 @@ pub(crate) fn pipelines(
             ]
         })
         .collect();
-    let restored = crate::startup::restore_alarms(
+    let (restored, lifecycles) = crate::startup::restore_alarms(
         s.journal.as_ref(),
         last,
         &mut detectors,
@@ -128,6 +128,11 @@ pub(crate) fn pipelines(
         p.refused_cursors = refusal_cursors(i, &line.id);
         p.active_reported = active;
         p.line = line.id.clone();
+        p.alarms =
+            crate::alarms::AlarmBook::new(&line.id, crate::alarms::settings(c, s.tag_ids, space));
+        for l in lifecycles.iter().filter(|l| l.line == line.id) {
+            p.alarms.restore(l);
+        }
         out.push(p);
     }
     Ok((out, restored))

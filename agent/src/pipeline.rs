@@ -28,6 +28,7 @@
 //! does what concerns the whole agent: purges, the host clock's steps and synchronisation,
 //! and the `journal_full` system alarm.
 
+mod alarms;
 mod batch;
 mod outage;
 mod quota;
@@ -35,6 +36,7 @@ mod reload;
 
 use crate::clock::{Clocks, SyncChange};
 use crate::config::FullPolicy;
+pub use alarms::Commands as AlarmCommands;
 pub use outage::{is_disk_full, RECOVERY_HOLD, STOP_GIVE_UP};
 use outage::{StorageOutage, MAX_RETRY_DELAY};
 use pdtf_connectors::repeat::Repeats;
@@ -78,6 +80,9 @@ pub enum Control {
     /// A payload received on the line's `P/cmd/batch`: decided, committed, then applied and
     /// answered (`pipeline/batch.rs`).
     BatchCommand { topic: String, payload: Vec<u8> },
+    /// A payload received on the line's `P/cmd/alarm`: decided, committed, then applied and
+    /// answered (`pipeline/alarms.rs`).
+    AlarmCommand { topic: String, payload: Vec<u8> },
     /// A validated tag-map change: committed, then applied; `done` gets the audit record's
     /// seq, or why nothing was applied.
     Reload {
@@ -137,6 +142,10 @@ pub struct LinePipeline {
     pub active_reported: u64,
     /// The line's batch twin, when the line tracks batches (`[batch]`).
     pub batch: Option<crate::batch::LineBatch>,
+    /// The lifecycle of every alarm of the line (`alarms`).
+    pub alarms: crate::alarms::AlarmBook,
+    /// What operator actions on `P/cmd/alarm` need (`None`: the line takes none).
+    pub alarm_commands: Option<alarms::Commands>,
 }
 
 impl LinePipeline {
@@ -176,6 +185,8 @@ impl LinePipeline {
             refused_cursors: refusal_cursors(0, ""),
             active_reported: 0,
             batch: None,
+            alarms: crate::alarms::AlarmBook::default(),
+            alarm_commands: None,
         }
     }
 
@@ -323,6 +334,7 @@ impl LinePipeline {
                     }
                     self.record_samples(&mut kept, out);
                     self.count_batch_alarms(scratch);
+                    self.alarms.follow(scratch, &self.twin, at);
                     out.extend(scratch.drain(..).map(|body| Entry { time: at, body }));
                 }
             }
@@ -370,6 +382,8 @@ impl LinePipeline {
                 for d in &mut self.detectors {
                     d.on_tick(now, &self.twin, &mut out);
                 }
+                self.alarms.follow(&mut out, &self.twin, now);
+                out.extend(self.alarms.tick(now, &self.twin));
                 entries.extend(out.into_iter().map(|body| Entry { time: now, body }));
                 self.commit(entries).await;
                 self.batch_tick(now).await;
@@ -378,6 +392,7 @@ impl LinePipeline {
             }
             Control::Audit { event, detail } => self.audit(&event, detail).await,
             Control::BatchCommand { topic, payload } => self.batch_command(topic, payload).await,
+            Control::AlarmCommand { topic, payload } => self.alarm_command(topic, payload).await,
             Control::Reload { plan, done } => {
                 let result = self.reload(*plan).await;
                 let _gone = done.send(result);
@@ -468,8 +483,8 @@ impl LinePipeline {
 
     fn accepted(&mut self, records: &[Record]) {
         for r in records {
-            if let RecordBody::Alarm(a) = &r.body {
-                if a.is_raise() {
+            if matches!(r.body, RecordBody::Alarm(_) | RecordBody::Lifecycle(_)) {
+                if matches!(&r.body, RecordBody::Alarm(a) if a.is_raise()) {
                     Stats::add(&self.stats.alarms_raised, 1);
                 }
                 if let Some(b) = &self.board {

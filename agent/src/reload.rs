@@ -327,6 +327,7 @@ impl Agent {
                 tags: line_tag_table(&new, &ids, space, Some(i)),
                 configured: crate::lines::line_ids(&new, &ids, i),
                 compressors,
+                alarm_settings: crate::alarms::settings(&new, &ids, space),
                 detail: detail.clone(),
                 primary: i == 0,
             });

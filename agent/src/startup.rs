@@ -5,6 +5,7 @@
 use crate::config::Config;
 use pdtf_connectors::alert::AlertBoard;
 use pdtf_models::detect::Detector;
+use pdtf_models::lifecycle::LifecycleEvent;
 use pdtf_models::record::Audit;
 use pdtf_models::{
     Condition, Entry, Gap, Journal, LimitSpec, RecordBody, Seq, TagId, TagSpec, TagTable,
@@ -141,50 +142,62 @@ const ALARM_RESTORE_SCAN_RECORDS: usize = 500_000;
 
 /// The last alarm transition of each detector condition: it seeds the detectors and the
 /// retained alarm board so a restart neither forgets an active alarm nor leaves a stale one
-/// standing. Read from the journal's alarm index (one record per condition, whatever the
-/// journal's size); older than the index, by scanning back from where it starts, newest
-/// first, within `ALARM_RESTORE_SCAN_RECORDS`.
+/// standing; and each condition's last lifecycle record (acknowledged, shelved, …), returned
+/// for the lines' alarm books. Read from the journal's alarm index (a record or two per
+/// condition, whatever the journal's size); older than the index, by scanning back from
+/// where it starts, newest first, within `ALARM_RESTORE_SCAN_RECORDS`.
 pub fn restore_alarms(
     journal: &dyn Journal,
     last: u64,
     detectors: &mut [Box<dyn Detector>],
     board: Option<&AlertBoard>,
-) -> Result<usize, pdtf_models::JournalError> {
-    let mut wanted: std::collections::BTreeSet<Condition> =
+) -> Result<(usize, Vec<LifecycleEvent>), pdtf_models::JournalError> {
+    let conditions: std::collections::BTreeSet<Condition> =
         detectors.iter().flat_map(|d| d.conditions()).collect();
+    let mut wanted = conditions.clone();
+    let mut wanted_lifecycle = conditions;
     let mut active = 0;
-    let mut take = |r: &pdtf_models::Record, wanted: &mut std::collections::BTreeSet<Condition>| {
-        let RecordBody::Alarm(a) = &r.body else {
-            return;
+    let mut lifecycles = Vec::new();
+    let mut take =
+        |r: &pdtf_models::Record,
+         wanted: &mut std::collections::BTreeSet<Condition>,
+         wanted_lifecycle: &mut std::collections::BTreeSet<Condition>| {
+            match &r.body {
+                RecordBody::Alarm(a) if wanted.remove(&a.condition) => {
+                    if detectors.iter_mut().any(|d| d.restore(a)) && a.is_raise() {
+                        active += 1;
+                    }
+                }
+                RecordBody::Lifecycle(l) if wanted_lifecycle.remove(&l.condition) => {
+                    lifecycles.push((**l).clone());
+                }
+                _ => return,
+            }
+            if let Some(b) = board {
+                b.accept(r);
+            }
         };
-        if !wanted.remove(&a.condition) {
-            return;
-        }
-        if detectors.iter_mut().any(|d| d.restore(a)) && a.is_raise() {
-            active += 1;
-        }
-        if let Some(b) = board {
-            b.accept(r);
-        }
-    };
     let mut before = last + 1;
     if let Some((since, records)) = journal.last_alarm_transitions()? {
         for r in &records {
-            take(r, &mut wanted);
+            take(r, &mut wanted, &mut wanted_lifecycle);
         }
         before = since.0.min(before);
     }
     let mut scanned = 0;
-    while !wanted.is_empty() && scanned < ALARM_RESTORE_SCAN_RECORDS && before > 1 {
+    while !(wanted.is_empty() && wanted_lifecycle.is_empty())
+        && scanned < ALARM_RESTORE_SCAN_RECORDS
+        && before > 1
+    {
         let chunk = journal.read_back(Seq(before), 10_000)?;
         let Some(oldest) = chunk.last() else { break };
         before = oldest.seq.0;
         scanned += chunk.len();
         for r in &chunk {
-            take(r, &mut wanted);
+            take(r, &mut wanted, &mut wanted_lifecycle);
         }
     }
-    Ok(active)
+    Ok((active, lifecycles))
 }
 
 /// SHA-256 over the agent file and every included tag file (in load order, each prefixed

@@ -11,8 +11,10 @@
 
 use crate::mqtt::{link_down, link_up, Backoff, BrokerConfig, Link, LinkError};
 use crate::Stats;
+use pdtf_models::lifecycle::{AlarmStatus, Lifecycle, LifecycleEvent, Shelf};
 use pdtf_models::{
-    AlarmEvent, AlarmState, Condition, ConditionKind, ConditionSource, Record, Timestamp,
+    AlarmEvent, AlarmState, Condition, ConditionKind, ConditionSource, Record, RecordBody,
+    Timestamp,
 };
 use rumqttc::{Event, Packet, QoS};
 use serde_json::json;
@@ -21,6 +23,28 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
+
+/// The operator's text for an alarm: what, how far, against which limit.
+fn message(name: &str, unit: &str, ev: &AlarmEvent) -> String {
+    let what = match (ev.condition.kind, ev.state) {
+        (ConditionKind::Limit, AlarmState::Active(l)) => format!("{} limit", l.name()),
+        (k, _) => k.name().to_owned(),
+    };
+    let unit = if unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {unit}")
+    };
+    let limit = if ev.limit.is_finite() {
+        format!(" (limit {}{unit})", ev.limit)
+    } else {
+        String::new()
+    };
+    match ev.state {
+        AlarmState::Active(_) => format!("{name} {what} alarm: {}{unit}{limit}", ev.value),
+        AlarmState::Inactive => format!("{name} {what} returned to normal: {}{unit}", ev.value),
+    }
+}
 
 pub fn rfc3339(t: Timestamp) -> String {
     humantime::format_rfc3339_millis(t.to_system()).to_string()
@@ -31,7 +55,16 @@ struct Board {
     /// topic → retained payload.
     entries: BTreeMap<String, Vec<u8>>,
     dirty: BTreeSet<String>,
-    raised_at: BTreeMap<Condition, Timestamp>,
+    shown: BTreeMap<Condition, Shown>,
+}
+
+/// What a condition's retained message is made of: its last alarm record (the process
+/// state) and its last lifecycle record, each with its seq, and when it was raised.
+#[derive(Default)]
+struct Shown {
+    alarm: Option<(u64, AlarmEvent)>,
+    lifecycle: Option<(u64, LifecycleEvent)>,
+    raised_at: Option<Timestamp>,
 }
 
 pub struct AlertBoard {
@@ -89,58 +122,117 @@ impl AlertBoard {
         Some((topic, name, unit))
     }
 
-    /// Takes an *accepted* record; alarm records update the retained state of their condition.
+    /// Takes an *accepted* record; alarm and lifecycle records update the retained state of
+    /// their condition (an older record than the one shown, as a start's restore may hand
+    /// over, changes nothing).
     pub fn accept(&self, record: &Record) {
-        let pdtf_models::RecordBody::Alarm(ev) = &record.body else {
-            return;
+        let seq = record.seq.0;
+        let condition = match &record.body {
+            RecordBody::Alarm(ev) => &ev.condition,
+            RecordBody::Lifecycle(l) => &l.condition,
+            _ => return,
         };
-        let Some((topic, name, unit)) = self.topic(&ev.condition) else {
+        let Some((topic, name, unit)) = self.topic(condition) else {
             return;
         };
         let mut b = self.inner.lock().expect("alert board lock poisoned");
-        let raised_at = match ev.state {
-            AlarmState::Active(_) => *b.raised_at.entry(ev.condition.clone()).or_insert(ev.time),
-            AlarmState::Inactive => b.raised_at.remove(&ev.condition).unwrap_or(ev.time),
+        let shown = b.shown.entry(condition.clone()).or_default();
+        let newer = |at: Option<u64>| at.is_none_or(|s| s < seq);
+        match &record.body {
+            RecordBody::Alarm(ev) if newer(shown.alarm.as_ref().map(|a| a.0)) => {
+                shown.raised_at = match ev.state {
+                    AlarmState::Active(_) => Some(shown.raised_at.unwrap_or(ev.time)),
+                    AlarmState::Inactive => None,
+                };
+                shown.alarm = Some((seq, ev.clone()));
+            }
+            RecordBody::Lifecycle(l) if newer(shown.lifecycle.as_ref().map(|l| l.0)) => {
+                shown.lifecycle = Some((seq, (**l).clone()));
+            }
+            _ => return,
+        }
+        let Some(payload) = self.payload(&name, &unit, shown) else {
+            return; // a lifecycle without its alarm yet
         };
-        let payload = self.payload(&name, &unit, record, ev, raised_at);
         b.entries.insert(topic.clone(), payload);
         b.dirty.insert(topic);
         drop(b);
         self.changed.notify_one();
     }
 
-    fn payload(
-        &self,
-        name: &str,
-        unit: &str,
-        r: &Record,
-        ev: &AlarmEvent,
-        raised_at: Timestamp,
-    ) -> Vec<u8> {
+    fn payload(&self, name: &str, unit: &str, shown: &Shown) -> Option<Vec<u8>> {
+        let (seq, ev) = shown.alarm.as_ref()?;
         let (state, level, cleared_at) = match ev.state {
             AlarmState::Active(l) => ("active", Some(l.name()), None),
             AlarmState::Inactive => ("inactive", None, Some(rfc3339(ev.time))),
         };
-        json!({
-            "agent_id": self.agent_id,
-            "tag": name,
-            "unit": unit,
-            "condition": ev.condition.kind.name(),
-            "state": state,
-            "level": level,
-            "previous_level": ev.previous.map(|l| l.name()),
-            "severity": ev.severity,
-            "value": ev.value,
-            "limit": if ev.limit.is_finite() { Some(ev.limit) } else { None },
-            "time": rfc3339(ev.time),
-            "raised_at": rfc3339(raised_at),
-            "cleared_at": cleared_at,
-            "batch_id": ev.batch_id,
-            "phase": ev.phase,
-            "seq": r.seq.0,
-        })
-        .to_string()
-        .into_bytes()
+        let lifecycle = shown.lifecycle.as_ref().map(|(_, l)| &l.lifecycle);
+        // Before any lifecycle record (an older journal): what the process state implies.
+        let status = lifecycle.map_or(
+            if ev.is_raise() {
+                AlarmStatus::UnackActive
+            } else {
+                AlarmStatus::Normal
+            },
+            |l| l.status,
+        );
+        let shelved_until = match lifecycle.and_then(|l| l.shelved) {
+            Some(Shelf::Until(t)) => Some(rfc3339(t)),
+            _ => None,
+        };
+        let last_action = shown
+            .lifecycle
+            .as_ref()
+            .filter(|(_, l)| l.user.is_some())
+            .map(|(s, l)| {
+                json!({"action": l.input.name(), "user": l.user, "reason": l.reason,
+                       "time": rfc3339(l.time), "seq": s})
+            });
+        let kind = ev.condition.kind.name();
+        let condition_id = match &ev.condition.source {
+            ConditionSource::Tag(_) => format!("{name}/{kind}"),
+            ConditionSource::Model(_) => format!("_model/{name}/{kind}"),
+        };
+        let event_id = shown
+            .lifecycle
+            .as_ref()
+            .map_or(*seq, |(s, _)| (*s).max(*seq));
+        let flag = |f: fn(&Lifecycle) -> bool| lifecycle.is_some_and(f);
+        let annunciated = lifecycle.map_or(status != AlarmStatus::Normal, Lifecycle::annunciated);
+        Some(
+            json!({
+                "agent_id": self.agent_id,
+                "tag": name,
+                "unit": unit,
+                "condition": kind,
+                "condition_id": condition_id,
+                "event_id": event_id,
+                "state": state,
+                "level": level,
+                "previous_level": ev.previous.map(|l| l.name()),
+                "severity": ev.severity,
+                "value": ev.value,
+                "limit": if ev.limit.is_finite() { Some(ev.limit) } else { None },
+                "message": message(name, unit, ev),
+                "time": rfc3339(ev.time),
+                "raised_at": rfc3339(shown.raised_at.unwrap_or(ev.time)),
+                "cleared_at": cleared_at,
+                "alarm_state": status.name(),
+                "acked": status.acknowledged(),
+                "latched": flag(|l| l.latched),
+                "shelved": flag(|l| l.shelved.is_some()),
+                "shelved_until": shelved_until,
+                "suppressed": flag(|l| l.suppressed),
+                "out_of_service": flag(|l| l.out_of_service),
+                "annunciated": annunciated,
+                "last_action": last_action,
+                "batch_id": ev.batch_id,
+                "phase": ev.phase,
+                "seq": seq,
+            })
+            .to_string()
+            .into_bytes(),
+        )
     }
 
     /// A condition of the agent itself (e.g. `journal_full`), retained on
@@ -279,7 +371,7 @@ impl AlertPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pdtf_models::{AlarmEvent, Level, RecordBody, Seq, TagId};
+    use pdtf_models::{AlarmEvent, Level, Seq, TagId};
 
     fn alarm(seq: u64, kind: ConditionKind, state: AlarmState) -> Record {
         let t = Timestamp::from_unix_millis(seq as i64);

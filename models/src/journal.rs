@@ -62,7 +62,8 @@ pub trait Journal: Send + Sync {
         entries: Vec<Entry>,
     ) -> Result<Vec<Record>, JournalError>;
 
-    /// The last alarm transition of every condition, from an index the engine keeps in the
+    /// The last alarm transition and the last lifecycle record of every condition, from an
+    /// index the engine keeps in the
     /// same transaction as the records (so a start need not scan the journal for them), and
     /// the seq the index starts at: transitions before it (a store written by an earlier
     /// release) are not in it. `None`: the engine keeps no index. A transition whose record

@@ -1,6 +1,7 @@
 //! The alarm lifecycle of ANSI/ISA-18.2 (and OPC UA Part 9's acknowledgeable conditions), as
-//! a pure transition function, for one condition. Not wired into the agent yet: the alarm
-//! records still carry the process state only (issue 13).
+//! a pure transition function, for one condition, and its record (`LifecycleEvent`, record
+//! format 6): the agent's line pipeline keeps one `Lifecycle` per condition and records every
+//! change, and every operator action, before it takes effect.
 //!
 //! The **alarm state** combines the process (is the condition active?) with the operator
 //! (has it been acknowledged?):
@@ -29,7 +30,7 @@
 //! three. Every accepted input that changes anything returns the new lifecycle; the caller
 //! records it (a journal record per transition) before it takes effect.
 
-use crate::Timestamp;
+use crate::{Condition, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -74,8 +75,9 @@ pub enum Shelf {
     Until(Timestamp),
 }
 
-/// What can happen to an alarm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What can happen to an alarm. Stored (record format 6): variants are only ever appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Input {
     /// The detector says the condition holds.
     Activate,
@@ -92,6 +94,8 @@ pub enum Input {
     InService,
     /// The periodic tick: a timed shelf past its time expires.
     Tick(Timestamp),
+    /// An operator's comment (the text is the record's `reason`): changes nothing.
+    Comment,
 }
 
 impl Input {
@@ -107,6 +111,7 @@ impl Input {
             Input::OutOfService => "out_of_service",
             Input::InService => "in_service",
             Input::Tick(_) => "tick",
+            Input::Comment => "comment",
         }
     }
 }
@@ -239,6 +244,7 @@ impl Lifecycle {
                     n.shelved = None;
                 }
             }
+            Input::Comment => {}
         }
         // A one-shot shelf lasts until the alarm is Normal again.
         if n.status == S::Normal && n.shelved == Some(Shelf::OneShot) && self.status != S::Normal {
@@ -246,6 +252,30 @@ impl Lifecycle {
         }
         Ok((n != *self).then_some(n))
     }
+}
+
+/// One lifecycle change or operator action on a condition, as recorded (record format 6).
+/// A detector's raise or clear is an `alarm` record followed, in the same commit, by this
+/// record when the lifecycle moved; an operator's action is a `command` record followed by
+/// this one; a shelf's expiry and a design suppression are this record alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    pub condition: Condition,
+    /// The line the condition belongs to.
+    pub line: String,
+    pub input: Input,
+    /// The alarm state before.
+    pub previous: AlarmStatus,
+    /// The whole lifecycle after (unchanged for a comment).
+    pub lifecycle: Lifecycle,
+    pub time: Timestamp,
+    /// Who: absent when the agent itself made the change (a detector, a shelf's expiry, a
+    /// phase's design suppression).
+    pub user: Option<String>,
+    pub request_id: Option<String>,
+    pub reason: Option<String>,
+    pub batch_id: Option<String>,
+    pub phase: Option<String>,
 }
 
 #[cfg(test)]

@@ -68,19 +68,24 @@ pub struct Decision {
     pub reply_to: Option<String>,
 }
 
-/// Reads and decides one payload received on `topic`.
-#[allow(clippy::too_many_arguments)]
-pub fn decide(
-    twin: &BatchTwin,
-    recipes: &[Recipe],
-    policy: &Policy,
-    seen: &RequestWindow,
+/// A command's common part (size, JSON, request id, user, reason, duplicate) as read: the
+/// record so far, the JSON to decide by the command's own schema, and the reply's id.
+pub(crate) type Read = (CommandRecord, serde_json::Value, Option<String>);
+
+/// A command already decided (refused, or a duplicate): its record and the reply's id.
+pub(crate) type Done = Box<(CommandRecord, Option<String>)>;
+
+/// Reads the common part of a payload received on `topic`; `name_key` is the key naming what
+/// to do (`command`, `action`).
+pub(crate) fn envelope(
+    line: &str,
     topic: &str,
     payload: &[u8],
-    now: Timestamp,
-) -> Decision {
+    name_key: &str,
+    seen: &RequestWindow,
+) -> Result<Read, Done> {
     let mut record = CommandRecord {
-        line: twin.line.clone(),
+        line: line.to_owned(),
         topic: topic.to_owned(),
         command: None,
         request_id: None,
@@ -92,11 +97,7 @@ pub fn decide(
     };
     let refuse = |mut record: CommandRecord, why: String, reply_to: Option<String>| {
         record.outcome = CommandOutcome::Refused(why);
-        Decision {
-            record,
-            plan: None,
-            reply_to,
-        }
+        Err(Box::new((record, reply_to)))
     };
     if payload.len() > MAX_COMMAND_BYTES {
         record.payload = excerpt(payload);
@@ -124,7 +125,7 @@ pub fn decide(
     record.request_id = text("request_id");
     record.user = text("user");
     record.reason = text("reason");
-    record.command = text("command");
+    record.command = text(name_key);
     let reply_to = record.request_id.clone().filter(|id| usable_request_id(id));
     if let Some(id) = record
         .request_id
@@ -140,58 +141,113 @@ pub fn decide(
         record.outcome = CommandOutcome::Duplicate {
             first_seq: first.seq,
         };
-        return Decision {
-            record,
-            plan: None,
-            reply_to,
-        };
+        return Err(Box::new((record, reply_to)));
     }
-    let cmd: BatchCommand = match serde_json::from_value(value) {
-        Ok(c) => c,
-        Err(e) => {
-            return refuse(
-                record,
-                format!("the command does not match the schema: {e}"),
-                reply_to,
-            )
+    Ok((record, value, reply_to))
+}
+
+/// The first of `keys` whose value is blank, as a refusal.
+pub(crate) fn blank(keys: [(&str, &str); 3]) -> Result<(), String> {
+    match keys.iter().find(|(_, v)| v.trim().is_empty()) {
+        Some((key, _)) => Err(format!("{key} must not be empty")),
+        None => Ok(()),
+    }
+}
+
+impl Policy {
+    /// Whether `user` may send `name`.
+    pub fn allows(&self, name: &str, user: &str) -> Result<(), String> {
+        match self.allow_users.get(name) {
+            Some(users) if !users.iter().any(|u| u == user) => {
+                Err(format!("user {user:?} is not allowed to send {name}"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Reads a payload received on `topic` and decides it by `decide_as` on its own schema `C`
+/// (whose `signature` is kept in the record): the record (its outcome set), what was
+/// decided when accepted, and the reply's id.
+pub(crate) fn read_and_decide<C: serde::de::DeserializeOwned, T>(
+    (line, topic, name_key): (&str, &str, &str),
+    payload: &[u8],
+    seen: &RequestWindow,
+    signature: fn(&C) -> Option<Signature>,
+    decide_as: impl FnOnce(&C) -> Result<T, String>,
+) -> (CommandRecord, Option<T>, Option<String>) {
+    let (mut record, value, reply_to) = match envelope(line, topic, payload, name_key, seen) {
+        Ok(read) => read,
+        Err(done) => {
+            let (record, reply_to) = *done;
+            return (record, None, reply_to);
         }
     };
-    record.signature = cmd.signature.clone();
-    for (key, v) in [
-        ("request_id", &cmd.request_id),
-        ("user", &cmd.user),
-        ("reason", &cmd.reason),
-    ] {
-        if v.trim().is_empty() {
-            return refuse(record, format!("{key} must not be empty"), reply_to);
+    let decided = serde_json::from_value::<C>(value)
+        .map_err(|e| format!("the command does not match the schema: {e}"))
+        .and_then(|cmd| {
+            record.signature = signature(&cmd);
+            decide_as(&cmd)
+        });
+    match decided {
+        Ok(t) => (record, Some(t), reply_to),
+        Err(why) => {
+            record.outcome = CommandOutcome::Refused(why);
+            (record, None, reply_to)
         }
     }
+}
+
+/// Reads and decides one payload received on `topic`.
+#[allow(clippy::too_many_arguments)]
+pub fn decide(
+    twin: &BatchTwin,
+    recipes: &[Recipe],
+    policy: &Policy,
+    seen: &RequestWindow,
+    topic: &str,
+    payload: &[u8],
+    now: Timestamp,
+) -> Decision {
+    let (record, plan, reply_to) = read_and_decide(
+        (&twin.line, topic, "command"),
+        payload,
+        seen,
+        |c: &BatchCommand| c.signature.clone(),
+        |cmd| decide_read(twin, recipes, policy, cmd, now),
+    );
+    Decision {
+        record,
+        plan,
+        reply_to,
+    }
+}
+
+fn decide_read(
+    twin: &BatchTwin,
+    recipes: &[Recipe],
+    policy: &Policy,
+    cmd: &BatchCommand,
+    now: Timestamp,
+) -> Result<Plan, String> {
+    blank([
+        ("request_id", cmd.request_id.as_str()),
+        ("user", cmd.user.as_str()),
+        ("reason", cmd.reason.as_str()),
+    ])?;
     if !COMMANDS.contains(&cmd.command.as_str()) {
-        let why = format!(
+        return Err(format!(
             "unknown command {:?} (known: {})",
             cmd.command,
             COMMANDS.join(", ")
-        );
-        return refuse(record, why, reply_to);
+        ));
     }
-    if let Some(users) = policy.allow_users.get(&cmd.command) {
-        if !users.contains(&cmd.user) {
-            let why = format!("user {:?} is not allowed to send {}", cmd.user, cmd.command);
-            return refuse(record, why, reply_to);
-        }
-    }
+    policy.allows(&cmd.command, &cmd.user)?;
     let by = Actor::Command {
         request_id: cmd.request_id.clone(),
         user: cmd.user.clone(),
     };
-    match plan(twin, recipes, &cmd, now, by) {
-        Ok(p) => Decision {
-            record,
-            plan: Some(p),
-            reply_to,
-        },
-        Err(why) => refuse(record, why, reply_to),
-    }
+    plan(twin, recipes, cmd, now, by)
 }
 
 fn usable_request_id(id: &str) -> bool {
@@ -266,6 +322,20 @@ pub fn reply(
     twin: &BatchTwin,
     first: Option<&Option<String>>,
 ) -> Vec<u8> {
+    let mut body = reply_head(record, seq, first);
+    body["batch_id"] = twin.batch_id().into();
+    body["state"] = twin.state.name().into();
+    body["phase"] = twin.phase().into();
+    body.to_string().into_bytes()
+}
+
+/// What every reply says: the request, whether it was accepted and why not, whether it was
+/// a duplicate, and the seq of the record that answers it.
+pub(crate) fn reply_head(
+    record: &CommandRecord,
+    seq: u64,
+    first: Option<&Option<String>>,
+) -> serde_json::Value {
     let (accepted, reason, duplicate, answered_seq) = match (&record.outcome, first) {
         (CommandOutcome::Accepted, _) => (true, None, false, seq),
         (CommandOutcome::Refused(r), _) => (false, Some(r.clone()), false, seq),
@@ -280,12 +350,7 @@ pub fn reply(
         "reason": reason,
         "duplicate": duplicate,
         "seq": answered_seq,
-        "batch_id": twin.batch_id(),
-        "state": twin.state.name(),
-        "phase": twin.phase(),
     })
-    .to_string()
-    .into_bytes()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! line's batch snapshot, so the window survives a restart.
 
 use pdtf_models::batch::SeenRequest;
+use pdtf_models::command::CommandOutcome;
 use std::collections::{HashMap, VecDeque};
 
 /// Requests remembered per line.
@@ -49,6 +50,32 @@ impl RequestWindow {
             .iter()
             .filter_map(|id| self.by_id.get(id).cloned())
             .collect()
+    }
+
+    /// A command answered as record `seq`: remembers its request id (the first copy only)
+    /// and returns, for a duplicate, how the first copy was answered (its refusal, if it
+    /// was refused).
+    pub fn answered(
+        &mut self,
+        outcome: &CommandOutcome,
+        reply_to: Option<&str>,
+        seq: u64,
+    ) -> Option<Option<String>> {
+        let id = reply_to?;
+        match outcome {
+            CommandOutcome::Duplicate { .. } => self.get(id).map(|s| s.refused.clone()),
+            outcome => {
+                self.insert(SeenRequest {
+                    request_id: id.to_owned(),
+                    seq,
+                    refused: match outcome {
+                        CommandOutcome::Refused(r) => Some(r.clone()),
+                        _ => None,
+                    },
+                });
+                None
+            }
+        }
     }
 
     pub fn from_vec(seen: Vec<SeenRequest>) -> Self {

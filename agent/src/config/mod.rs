@@ -31,8 +31,8 @@ pub use sources::{
     ModbusSourceConfig, MqttSourceConfig, OpcuaSourceConfig, SourceConfig, SourceKind, SourceSpec,
 };
 pub use tags::{
-    DeadbandKind, LimitsConfig, MqttAddress, OpcuaAddress, OpcuaDeadbandConfig, TagAddress,
-    TagConfig,
+    AlarmConfig, DeadbandKind, LimitsConfig, MqttAddress, OpcuaAddress, OpcuaDeadbandConfig,
+    TagAddress, TagConfig,
 };
 pub(crate) use tags::{ModbusAddress, TagCommon};
 pub use validate::{matches_filter, validate};
@@ -241,6 +241,20 @@ pub struct AlertSinkConfig {
     pub broker: String,
     #[serde(default = "default_qos")]
     pub qos: u8,
+    /// Take operator actions on each line's `P/cmd/alarm` (ack, shelve, …; answered on
+    /// `P/cmd/reply/{request_id}`).
+    #[serde(default)]
+    pub commands: bool,
+    /// Action name → the users allowed to send it; an action not listed is open to all.
+    #[serde(default)]
+    pub allow_users: BTreeMap<String, Vec<String>>,
+    /// The longest timed shelf an operator may ask for, in seconds.
+    #[serde(default = "default_max_shelve_s")]
+    pub max_shelve_s: u64,
+}
+
+const fn default_max_shelve_s() -> u64 {
+    8 * 3600
 }
 
 const fn default_backlog_threshold_records() -> u64 {

@@ -33,6 +33,8 @@ pub struct TagConfig {
     pub compression: Option<CompressionConfig>,
     /// Detectors beyond the limits: `[tags.detect]`.
     pub detect: Option<DetectConfig>,
+    /// The lifecycle of the tag's alarms: `[tags.alarm]`.
+    pub alarm: Option<AlarmConfig>,
     /// Where the value comes from; its kind is the kind of `source`.
     pub address: TagAddress,
 }
@@ -47,6 +49,7 @@ impl TagConfig {
             limits,
             compression,
             detect,
+            alarm,
         } = common;
         Self {
             name,
@@ -56,6 +59,7 @@ impl TagConfig {
             limits,
             compression,
             detect,
+            alarm,
             address,
         }
     }
@@ -82,6 +86,36 @@ pub(crate) struct TagCommon {
     pub limits: Option<LimitsConfig>,
     pub compression: Option<CompressionConfig>,
     pub detect: Option<DetectConfig>,
+    pub alarm: Option<AlarmConfig>,
+}
+
+/// `[tags.alarm]`: the ISA-18.2 lifecycle of every alarm of the tag (limit, rate, stale, …).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmConfig {
+    /// A cleared alarm stays until acknowledged (or reset, once acknowledged).
+    #[serde(default)]
+    pub latching: bool,
+    /// Operators may shelve it; `false` for a safety alarm.
+    #[serde(default = "yes")]
+    pub shelvable: bool,
+    /// Suppressed by design while one of these phases runs (still recorded in full).
+    #[serde(default)]
+    pub suppress_in_phases: Vec<String>,
+}
+
+const fn yes() -> bool {
+    true
+}
+
+impl Default for AlarmConfig {
+    fn default() -> Self {
+        Self {
+            latching: false,
+            shelvable: true,
+            suppress_in_phases: Vec::new(),
+        }
+    }
 }
 
 /// `[tags.detect]`: a tag's detectors beyond fixed limits, each optional, each its own alarm

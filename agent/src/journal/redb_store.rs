@@ -10,7 +10,9 @@
 //!   `pdtf_models::registry`), `record_bytes` (u64 LE: keys and values of `records`, kept in
 //!   each commit and purge; what the quota measures) and `alarm_index_since` (u64 LE, below);
 //! - table `alarm_index`: alarm condition (bincode 2, standard, of `Condition`) → `u64` seq of
-//!   its last transition, written in the same transaction as the alarm record; it holds every
+//!   its last transition, and the same key behind a `0xff` byte → the seq of its last
+//!   lifecycle record (`RecordBody::alarm_index_key`), written in the same transaction as the
+//!   record; it holds every
 //!   transition from `alarm_index_since`. A store written before the index existed is
 //!   backfilled at its first open from its last 500,000 records (as far as the start-up scan
 //!   looked before), and `alarm_index_since` is then 1. Derived data: a start reads the last
@@ -169,7 +171,7 @@ impl RedbJournal {
             None if empty => {}
             // Stores written before the meta table existed hold format 1 records.
             None => upgrade::migrate(&db, 1)?,
-            Some([v @ 1..=4]) => upgrade::migrate(&db, *v)?,
+            Some([v @ 1..=5]) => upgrade::migrate(&db, *v)?,
             Some([pdtf_models::record::FORMAT_VERSION]) => {}
             Some(other) => {
                 return Err(storage(format!(
@@ -288,13 +290,12 @@ impl RedbJournal {
         meta_set(tx, "record_bytes", &bytes.to_le_bytes())?;
         let mut alarms = None;
         for r in &e.records {
-            if let pdtf_models::RecordBody::Alarm(a) = &r.body {
+            if let Some(key) = r.body.alarm_index_key() {
                 let t = match &mut alarms {
                     Some(t) => t,
                     None => alarms.insert(tx.open_table(ALARMS).map_err(storage)?),
                 };
-                t.insert(a.condition.key().as_slice(), r.seq.0)
-                    .map_err(storage)?;
+                t.insert(key.as_slice(), r.seq.0).map_err(storage)?;
             }
         }
         drop(alarms);

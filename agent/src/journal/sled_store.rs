@@ -147,7 +147,7 @@ impl SledJournal {
                 db.flush().map_err(storage)?;
             }
             Some([FORMAT_VERSION]) => {}
-            Some([v @ 1..=4]) => migrate(&db, &records, &meta, *v)?,
+            Some([v @ 1..=5]) => migrate(&db, &records, &meta, *v)?,
             other => {
                 return Err(storage(format!(
                     "{} holds record format {other:?}; this agent knows {FORMAT_VERSION}",

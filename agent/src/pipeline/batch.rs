@@ -13,10 +13,44 @@ use super::{audit, now, LinePipeline};
 use crate::batch::tags::TagOutcome;
 use crate::batch::{command, restore};
 use pdtf_connectors::Stats;
-use pdtf_models::batch::SeenRequest;
-use pdtf_models::command::CommandOutcome;
+use pdtf_models::command::{CommandOutcome, CommandRecord};
 use pdtf_models::{Entry, RecordBody, Sample};
 use tracing::{info, warn};
+
+/// Logs a committed command's outcome (`what`: "Batch command", "Alarm action").
+pub(super) fn log_outcome(line: &str, seq: u64, record: &CommandRecord, what: &str) {
+    match &record.outcome {
+        CommandOutcome::Accepted => info!(
+            line,
+            seq,
+            command = record.command.as_deref().unwrap_or_default(),
+            user = record.user.as_deref().unwrap_or_default(),
+            "{what} accepted."
+        ),
+        CommandOutcome::Refused(why) => info!(line, seq, %why, "{what} refused."),
+        CommandOutcome::Duplicate { first_seq } => {
+            info!(
+                line,
+                seq, first_seq, "{what}: a duplicate, answered again, not applied."
+            )
+        }
+    }
+}
+
+/// Queues a reply on `{prefix}/{id}`; a full or closed queue drops it, counted.
+pub(super) fn send_reply(
+    stats: &Stats,
+    line: &str,
+    tx: &tokio::sync::mpsc::Sender<crate::batch::Reply>,
+    prefix: &str,
+    id: &str,
+    body: Vec<u8>,
+) {
+    if tx.try_send((format!("{prefix}/{id}"), body)).is_err() {
+        Stats::add(&stats.command_replies_dropped, 1);
+        warn!(line, request_id = %id, "Command reply not sent: the reply queue is full or closed (the command's record holds its outcome).");
+    }
+}
 
 impl LinePipeline {
     /// One payload received on the line's `P/cmd/batch`.
@@ -54,21 +88,7 @@ impl LinePipeline {
         let Some(b) = self.batch.as_mut() else {
             return;
         };
-        match &d.record.outcome {
-            CommandOutcome::Accepted => info!(
-                line = %self.line,
-                seq,
-                command = d.record.command.as_deref().unwrap_or_default(),
-                user = d.record.user.as_deref().unwrap_or_default(),
-                "Batch command accepted."
-            ),
-            CommandOutcome::Refused(why) => {
-                info!(line = %self.line, seq, %why, "Batch command refused.")
-            }
-            CommandOutcome::Duplicate { first_seq } => {
-                info!(line = %self.line, seq, first_seq, "Duplicate batch command answered again, not applied.")
-            }
-        }
+        log_outcome(&self.line, seq, &d.record, "Batch command");
         if let Some(p) = d.plan {
             b.twin = p.next;
             b.feed.follow(&b.twin, None);
@@ -78,38 +98,17 @@ impl LinePipeline {
         let Some(b) = self.batch.as_mut() else {
             return;
         };
-        let first = match &d.record.outcome {
-            CommandOutcome::Duplicate { .. } => d
-                .reply_to
-                .as_deref()
-                .and_then(|id| b.seen.get(id))
-                .map(|s| s.refused.clone()),
-            outcome => {
-                if let Some(id) = &d.reply_to {
-                    b.snap.dirty = true;
-                    b.seen.insert(SeenRequest {
-                        request_id: id.clone(),
-                        seq,
-                        refused: match outcome {
-                            CommandOutcome::Refused(r) => Some(r.clone()),
-                            _ => None,
-                        },
-                    });
-                }
-                None
-            }
-        };
+        if d.reply_to.is_some() && !matches!(d.record.outcome, CommandOutcome::Duplicate { .. }) {
+            b.snap.dirty = true;
+        }
+        let first = b
+            .seen
+            .answered(&d.record.outcome, d.reply_to.as_deref(), seq);
         let (Some(id), Some(tx)) = (&d.reply_to, &b.replies) else {
             return;
         };
         let body = command::reply(&d.record, seq, &b.twin, first.as_ref());
-        if tx
-            .try_send((format!("{}/{id}", b.reply_prefix), body))
-            .is_err()
-        {
-            Stats::add(&self.stats.command_replies_dropped, 1);
-            warn!(line = %self.line, request_id = %id, "Command reply not sent: the reply queue is full or closed (the command's record holds its outcome).");
-        }
+        send_reply(&self.stats, &self.line, tx, &b.reply_prefix, id, body);
     }
 
     /// A sample of one of the line's batch tags: its batch events (or a note) into `out`.

@@ -23,6 +23,8 @@ pub struct TagPlan {
     pub configured: Vec<TagId>,
     /// The compressors to replace: tags added, changed or removed (`None`: not compressed).
     pub compressors: Vec<(TagId, Option<CompressionSpec>)>,
+    /// Each tag's `[tags.alarm]` after the change, over the new id space.
+    pub alarm_settings: Vec<Option<std::sync::Arc<crate::config::AlarmConfig>>>,
     /// The `config_reload` audit record's detail (the diff and the new digest).
     pub detail: String,
     /// The primary line's plan commits the registry and the audit record; another line's
@@ -75,8 +77,13 @@ impl LinePipeline {
             d.reconfigure(&plan.tags, at, &self.twin, &mut out);
         }
         self.configured = plan.configured;
-        self.clocks
-            .set_names(Arc::from(plan.registry.names().to_vec()));
+        let names: Arc<[String]> = Arc::from(plan.registry.names().to_vec());
+        self.clocks.set_names(names.clone());
+        if let Some(c) = &mut self.alarm_commands {
+            c.names = names;
+        }
+        self.alarms.set_settings(plan.alarm_settings);
+        self.alarms.follow(&mut out, &self.twin, at);
         // Alarms of conditions that no longer exist are cleared on the record.
         let cleared: Vec<Entry> = out
             .into_iter()

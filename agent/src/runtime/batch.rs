@@ -1,6 +1,8 @@
-//! Batch tracking at start: each line that has `[batch]` gets its batch twin (restored by
-//! `batch::prepare` before the start's commit), and when a line takes commands, the command link (on `[sinks.alerts]`'s broker) and the task that
-//! hands each command to its line's control channel.
+//! Batch tracking and commands at start: each line that has `[batch]` gets its batch twin
+//! (restored by `batch::prepare` before the start's commit); when a line takes batch commands
+//! (`[batch] commands`) or alarm actions (`[sinks.alerts] commands`), the command link (on
+//! `[sinks.alerts]`'s broker) and the task that hands each command to its line's control
+//! channel.
 
 use super::{broker, StartError};
 use crate::batch::{LineBatch, REPLY_CHANNEL};
@@ -25,6 +27,7 @@ pub(crate) fn wire(
     pipelines: &mut [LinePipeline],
     batches: Vec<Option<LineBatch>>,
     live: &crate::batch::Live,
+    names: Arc<[String]>,
     controls: &[mpsc::Sender<Control>],
     stats: &Arc<Stats>,
     sup: &Supervisor,
@@ -44,6 +47,21 @@ pub(crate) fn wire(
         b.live = Some(live.clone());
         p.batch = Some(b);
         p.publish_batch_state();
+    }
+    if let Some(a) = c.sinks.alerts.as_ref().filter(|a| a.commands) {
+        for (i, (p, l)) in pipelines.iter_mut().zip(lines).enumerate() {
+            let prefix = c.line_prefix(l);
+            p.alarm_commands = Some(crate::pipeline::AlarmCommands {
+                policy: crate::batch::command::Policy {
+                    allow_users: a.allow_users.clone(),
+                },
+                max_shelve_s: a.max_shelve_s,
+                names: names.clone(),
+                reply_prefix: format!("{prefix}/cmd/reply"),
+                replies: reply_tx.clone(),
+            });
+            topics.push((format!("{prefix}/cmd/alarm"), i));
+        }
     }
     drop(reply_tx);
     let Some(alerts) = c.sinks.alerts.as_ref().filter(|_| !topics.is_empty()) else {
@@ -80,14 +98,19 @@ pub(crate) fn wire(
             let Some(tx) = controls.get(cmd.line) else {
                 continue;
             };
-            let msg = Control::BatchCommand {
-                topic: cmd.topic,
-                payload: cmd.payload,
+            let msg = if cmd.topic.ends_with("/cmd/alarm") {
+                Control::AlarmCommand {
+                    topic: cmd.topic,
+                    payload: cmd.payload,
+                }
+            } else {
+                Control::BatchCommand {
+                    topic: cmd.topic,
+                    payload: cmd.payload,
+                }
             };
             if tx.send(msg).await.is_err() {
-                warn!(
-                    "A batch command arrived after its line stopped; not applied and not answered."
-                );
+                warn!("A command arrived after its line stopped; not applied and not answered.");
             }
         }
     });

@@ -365,6 +365,7 @@ impl Agent {
             &mut pipelines,
             batches,
             &live,
+            Arc::from(registry.names().to_vec()),
             &controls,
             &stats,
             &sup,

@@ -1,8 +1,8 @@
 //! Records: everything the agent commits, and their stored binary format.
 //!
-//! Stored format of one record (format version 5):
+//! Stored format of one record (format version 6):
 //! ```text
-//! [version: u8 = 5][crc32: u32 LE][prev: 32 bytes][payload: bincode 2 (standard) of Record]
+//! [version: u8 = 6][crc32: u32 LE][prev: 32 bytes][payload: bincode 2 (standard) of Record]
 //! ```
 //! - `crc32` covers `prev` and `payload`: it catches accidental corruption of one record.
 //! - `prev` is the chain hash of the record before (all zeros before the first record, or the
@@ -13,7 +13,7 @@
 //! **The rule: any change to a stored type is a version bump plus a migration, tested.**
 //! bincode is not self-describing — a stored struct's fields *are* its format — so a new
 //! field is never "additive". The types below (and `Sample`, `AlarmEvent`, `Condition` they
-//! hold, and the batch and command types) are format 5; the schemas of formats 1–4 are
+//! hold, and the batch, command and lifecycle types) are format 6; the schemas of formats 1–4 are
 //! frozen copies in `older.rs`, read only
 //! by the journal's migration (`decode_older`), which is streaming and resumable (see the
 //! journal). One cheap case: a variant appended at the *end* of an enum keeps every stored
@@ -24,12 +24,15 @@
 //! `RecordBody::Samples` holds a block of samples under one seq (for block storage).
 //! Format 5 over 4: an alarm carries the phase beside the batch id, and the batch twin's
 //! records (`Batch`, `Command`, `BatchSnapshot`, see `batch::record` and `command`) exist.
+//! Format 6 over 5: the alarm lifecycle's record (`Lifecycle`, see `lifecycle`), a variant
+//! appended at the end: a format 5 payload decodes as format 6 unchanged (the cheap case).
 //! An unknown version is an error, never a guess.
 
 mod older;
 
 use crate::batch::{BatchEvent, BatchSnapshot};
 use crate::command::CommandRecord;
+use crate::lifecycle::LifecycleEvent;
 use crate::{AlarmEvent, Sample, TagId, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -39,7 +42,7 @@ use sha2::{Digest, Sha256};
 pub struct Seq(pub u64);
 
 /// The current stored format version.
-pub const FORMAT_VERSION: u8 = 5;
+pub const FORMAT_VERSION: u8 = 6;
 
 /// A link of the audit chain: SHA-256 over the previous link, the seq and the payload.
 pub type ChainHash = [u8; 32];
@@ -98,6 +101,8 @@ pub enum RecordBody {
     Command(Box<CommandRecord>),
     /// A line's batch state, for restoring it at start.
     BatchSnapshot(Box<BatchSnapshot>),
+    /// An alarm's lifecycle moved, or an operator acted on it.
+    Lifecycle(Box<LifecycleEvent>),
 }
 
 impl RecordBody {
@@ -112,6 +117,23 @@ impl RecordBody {
             RecordBody::Batch(_) => "batch",
             RecordBody::Command(_) => "command",
             RecordBody::BatchSnapshot(_) => "batch_snapshot",
+            RecordBody::Lifecycle(_) => "alarm_lifecycle",
+        }
+    }
+
+    /// The key of the journal's alarm index for an alarm record (its condition's key) and a
+    /// lifecycle record (the same behind a `0xff` byte, which no condition key starts with:
+    /// its first byte is the source's variant index): each condition's last transition and
+    /// last lifecycle are both kept.
+    pub fn alarm_index_key(&self) -> Option<Vec<u8>> {
+        match self {
+            RecordBody::Alarm(a) => Some(a.condition.key()),
+            RecordBody::Lifecycle(l) => {
+                let mut k = vec![0xff];
+                k.extend(l.condition.key());
+                Some(k)
+            }
+            _ => None,
         }
     }
 }
@@ -226,7 +248,7 @@ impl Record {
         match bytes.first() {
             None => return Err(DecodeError::Truncated(0)),
             Some(&FORMAT_VERSION) => {}
-            Some(&v @ 1..=4) => return Err(DecodeError::NeedsMigration(v)),
+            Some(&v @ 1..=5) => return Err(DecodeError::NeedsMigration(v)),
             Some(&v) => return Err(DecodeError::UnknownVersion(v)),
         }
         if bytes.len() < HEADER {
@@ -240,12 +262,12 @@ impl Record {
         Ok(Stored { record, prev, hash })
     }
 
-    /// Reads a record of format 1 to 4 and converts it; the journal's migration only.
+    /// Reads a record of format 1 to 5 and converts it; the journal's migration only.
     pub fn decode_older(bytes: &[u8]) -> Result<Older, DecodeError> {
         let version = *bytes.first().ok_or(DecodeError::Truncated(0))?;
         let (start, chained) = match version {
             1 => (5, false),
-            2..=4 => (HEADER, true),
+            2..=5 => (HEADER, true),
             v => return Err(DecodeError::UnknownVersion(v)),
         };
         if bytes.len() < start {
@@ -255,7 +277,10 @@ impl Record {
         let payload = &bytes[start..];
         let std = bincode::config::standard();
         let bad = |e: bincode::error::DecodeError| DecodeError::Payload(e.to_string());
-        let record: Record = if version == 4 {
+        let record: Record = if version == 5 {
+            // Format 6 only appended a variant: the payload is a format 6 payload.
+            decode_payload(payload)?
+        } else if version == 4 {
             bincode::serde::decode_from_slice::<older::V4Record, _>(payload, std)
                 .map_err(bad)?
                 .0
@@ -283,11 +308,12 @@ impl Record {
         })
     }
 
-    /// Writes format 1, 2 (numeric samples only), 3 or 4, so the migration is tested against
+    /// Writes format 1, 2 (numeric samples only), 3, 4 or 5, so the migration is tested against
     /// real old bytes. Tests and benchmarks only: the agent never writes an old format.
     pub fn encode_older(&self, version: u8, prev: &ChainHash) -> Vec<u8> {
         let std = bincode::config::standard();
         let payload = match version {
+            5 => Ok(payload_of(self)),
             4 => bincode::serde::encode_to_vec(older::write::v4(self), std),
             3 => bincode::serde::encode_to_vec(older::write::v3(self), std),
             _ => bincode::serde::encode_to_vec(older::write::v1(self), std),
@@ -445,8 +471,30 @@ mod tests {
 
     #[test]
     fn every_body_round_trips_and_links_to_its_predecessor() {
+        use crate::lifecycle::{AlarmStatus, Input, Lifecycle, LifecycleEvent, Shelf};
+        let mut all = records_v5();
+        let t = all[0].time;
+        let mut lifecycle = Lifecycle::new(false, true);
+        lifecycle.shelved = Some(Shelf::Until(t));
+        all.push(Record {
+            seq: Seq(all.len() as u64 + 1),
+            time: t,
+            body: RecordBody::Lifecycle(Box::new(LifecycleEvent {
+                condition: crate::Condition::tag_limit(TagId(3)),
+                line: "gran1".into(),
+                input: Input::Shelve(Shelf::Until(t)),
+                previous: AlarmStatus::UnackActive,
+                lifecycle,
+                time: t,
+                user: Some("alice".into()),
+                request_id: Some("r-9".into()),
+                reason: Some("sensor being replaced".into()),
+                batch_id: Some("B-1".into()),
+                phase: None,
+            })),
+        });
         let mut prev = GENESIS;
-        for r in records_v5() {
+        for r in all {
             let (bytes, hash) = r.encode(&prev);
             let stored = Record::decode(&bytes).unwrap();
             assert_eq!((stored.record, stored.prev, stored.hash), (r, prev, hash));
@@ -509,10 +557,18 @@ mod tests {
             assert_eq!(old.record, r, "format 4 converts losslessly (no phase)");
             assert_eq!(old.chain.map(|c| c.0), Some(prev));
         }
+        for r in records_v5() {
+            let v5 = r.encode_older(5, &prev);
+            assert_eq!(Record::decode(&v5), Err(DecodeError::NeedsMigration(5)));
+            let old = Record::decode_older(&v5).unwrap();
+            assert_eq!(old.record, r, "format 5 decodes as format 6");
+            let (_, hash) = r.encode(&prev);
+            assert_eq!(old.chain, Some((prev, hash)), "and keeps its chain link");
+        }
         let (mut enc, _) = r.encode(&GENESIS);
-        enc[0] = 6;
-        assert_eq!(Record::decode(&enc), Err(DecodeError::UnknownVersion(6)));
-        assert_eq!(Record::decode(&[5, 0]), Err(DecodeError::Truncated(2)));
+        enc[0] = 7;
+        assert_eq!(Record::decode(&enc), Err(DecodeError::UnknownVersion(7)));
+        assert_eq!(Record::decode(&[6, 0]), Err(DecodeError::Truncated(2)));
     }
 
     #[test]

@@ -23,8 +23,7 @@ pub(super) fn backfill(tx: &WriteTransaction) -> Result<(), JournalError> {
         let (k, v) = item.map_err(storage)?;
         let seq = k.value();
         let r = Record::decode(v.value()).map_err(|e| corrupt(seq, e.to_string()))?;
-        if let pdtf_models::RecordBody::Alarm(a) = &r.record.body {
-            let key = a.condition.key();
+        if let Some(key) = r.record.body.alarm_index_key() {
             if index.get(key.as_slice()).map_err(storage)?.is_none() {
                 index.insert(key.as_slice(), seq).map_err(storage)?;
             }

@@ -1,0 +1,215 @@
+//! The ISA-18.2 alarm lifecycle end to end over real MQTT on loopback (embedded rumqttd):
+//! operator actions on `P/cmd/alarm` are committed before they take effect and answered on
+//! `P/cmd/reply/{request_id}`; the retained alarm message carries the lifecycle; a timed
+//! shelf expires by itself; every transition is a journal record with its user and reason;
+//! after a restart the retained state and the lifecycle are what they were.
+
+use pdtf_agent::Agent;
+use pdtf_e2e::*;
+use pdtf_models::command::CommandOutcome;
+use pdtf_models::lifecycle::{AlarmStatus, Input};
+use pdtf_models::RecordBody;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+const CMD: &str = "pdtf/s1/a1/l1/cmd/alarm";
+const TEMP: &str = "pdtf/s1/a1/l1/alarms/temp";
+
+fn config(dir: &std::path::Path, port: u16) -> pdtf_agent::config::Config {
+    let text = format!("{}{TEST_TAGS}", agent_toml(dir, port, port, "")).replace(
+        "[sinks.alerts]\nbroker = \"upstream\"\n",
+        "[sinks.alerts]\nbroker = \"upstream\"\ncommands = true\nmax_shelve_s = 600\n",
+    );
+    pdtf_agent::config::load_str(&text, &dir.join("agent.toml"), &|_| None).unwrap()
+}
+
+fn action(id: &str, action: &str, extra: &str) -> String {
+    format!(
+        r#"{{"request_id":"{id}","user":"alice","reason":"seen on the HMI","action":"{action}","tag":"temp"{extra}}}"#
+    )
+}
+
+/// The last retained-topic message for `temp`'s limit alarm.
+fn last_temp(scada: &Consumer) -> Option<serde_json::Value> {
+    scada
+        .snapshot()
+        .into_iter()
+        .rev()
+        .find(|m| m.topic == TEMP)
+        .map(|m| m.json())
+}
+
+async fn until_temp(scada: &Consumer, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    wait_until(what, WAIT, || last_temp(scada).is_some_and(|m| check(&m))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_is_acknowledged_by_command_returns_to_normal_and_a_timed_shelf_expires() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(dir.path(), port);
+    let agent = Agent::start(&c).unwrap();
+    let plc = Publisher::start(port, "plc-sim");
+    let hmi = Publisher::start(port, "hmi");
+    let replies = Consumer::start(port, "hmi-replies", "pdtf/s1/a1/l1/cmd/reply/#").await;
+    let scada = Consumer::start(port, "scada", "pdtf/s1/a1/l1/alarms/#").await;
+    wait_until_sample(&agent, &plc).await;
+
+    plc.send("line/temp", r#"{"v":85.0,"ts":1763800000000}"#)
+        .await;
+    until_temp(&scada, "raised, unacknowledged", |m| {
+        m["state"] == "active" && m["alarm_state"] == "unack_active" && m["acked"] == false
+    })
+    .await;
+    let raised = last_temp(&scada).unwrap();
+    assert_eq!(raised["condition_id"], "temp/limit");
+    assert_eq!(raised["annunciated"], true);
+    assert!(
+        raised["message"]
+            .as_str()
+            .unwrap()
+            .contains("temp hi limit"),
+        "{raised}"
+    );
+
+    // No user: refused and recorded, nothing changes.
+    let no_user = r#"{"request_id":"n-1","reason":"x","action":"ack","tag":"temp"}"#;
+    let r = until_answered(&hmi, &replies, CMD, "n-1", no_user).await;
+    assert_eq!(r["accepted"], false, "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("user"), "{r}");
+    // Unknown condition: refused.
+    let r = until_answered(
+        &hmi,
+        &replies,
+        CMD,
+        "u-1",
+        &action("u-1", "ack", r#","condition":"rate""#),
+    )
+    .await;
+    assert!(
+        r["reason"].as_str().unwrap().contains("unknown condition"),
+        "{r}"
+    );
+
+    let ack = until_answered(&hmi, &replies, CMD, "a-1", &action("a-1", "ack", "")).await;
+    assert_eq!(
+        (ack["accepted"].as_bool(), ack["alarm_state"].as_str()),
+        (Some(true), Some("ack_active")),
+        "{ack}"
+    );
+    until_temp(&scada, "acknowledged", |m| {
+        m["alarm_state"] == "ack_active" && m["last_action"]["user"] == "alice"
+    })
+    .await;
+    let again = until_answered(&hmi, &replies, CMD, "a-2", &action("a-2", "ack", "")).await;
+    assert!(
+        again["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already acknowledged"),
+        "{again}"
+    );
+
+    plc.send("line/temp", r#"{"v":20.0,"ts":1763800001000}"#)
+        .await;
+    until_temp(&scada, "returned to normal", |m| {
+        m["state"] == "inactive" && m["alarm_state"] == "normal" && m["annunciated"] == false
+    })
+    .await;
+
+    // Raised again and cleared before anyone looks: it stays visible, returned-unacknowledged.
+    plc.send("line/temp", r#"{"v":85.0,"ts":1763800002000}"#)
+        .await;
+    until_temp(&scada, "raised again", |m| m["state"] == "active").await;
+    plc.send("line/temp", r#"{"v":20.0,"ts":1763800003000}"#)
+        .await;
+    until_temp(&scada, "returned unacknowledged", |m| {
+        m["state"] == "inactive" && m["alarm_state"] == "returned_unack" && m["annunciated"] == true
+    })
+    .await;
+
+    // A timed shelf: hidden, then back by itself at the tick after it runs out.
+    let shelve = action("s-1", "shelve", r#","duration_s":2"#);
+    let r = until_answered(&hmi, &replies, CMD, "s-1", &shelve).await;
+    assert_eq!(r["shelved"], true, "{r}");
+    until_temp(&scada, "shelved", |m| {
+        m["shelved"] == true && m["annunciated"] == false
+    })
+    .await;
+    until_temp(&scada, "shelf expired", |m| {
+        m["shelved"] == false && m["annunciated"] == true
+    })
+    .await;
+
+    // Every action is a command record; every lifecycle change a record with who and why.
+    let bodies = journal_bodies(&agent);
+    let commands: Vec<(Option<String>, bool)> = bodies
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Command(c) if c.topic == CMD => Some((
+                c.request_id.clone(),
+                matches!(c.outcome, CommandOutcome::Accepted),
+            )),
+            _ => None,
+        })
+        .collect();
+    for (id, accepted) in [
+        ("n-1", false),
+        ("u-1", false),
+        ("a-1", true),
+        ("a-2", false),
+        ("s-1", true),
+    ] {
+        assert!(
+            commands.contains(&(Some(id.to_owned()), accepted)),
+            "{id}: {commands:?}"
+        );
+    }
+    let lifecycle: Vec<(&'static str, AlarmStatus, Option<String>)> = bodies
+        .iter()
+        .filter_map(|b| match b {
+            RecordBody::Lifecycle(l) => Some((l.input.name(), l.lifecycle.status, l.user.clone())),
+            _ => None,
+        })
+        .collect();
+    let alice = Some("alice".to_owned());
+    assert_eq!(
+        lifecycle,
+        vec![
+            ("activate", AlarmStatus::UnackActive, None),
+            ("ack", AlarmStatus::AckActive, alice.clone()),
+            ("clear", AlarmStatus::Normal, None),
+            ("activate", AlarmStatus::UnackActive, None),
+            ("clear", AlarmStatus::ReturnedUnack, None),
+            ("shelve", AlarmStatus::ReturnedUnack, alice.clone()),
+            ("tick", AlarmStatus::ReturnedUnack, None),
+        ]
+    );
+    let shelf = bodies.iter().find_map(|b| match b {
+        RecordBody::Lifecycle(l) if matches!(l.input, Input::Shelve(_)) => Some(l.clone()),
+        _ => None,
+    });
+    assert_eq!(shelf.unwrap().reason.as_deref(), Some("seen on the HMI"));
+    agent.shutdown(Duration::from_secs(1)).await;
+    drop(scada);
+
+    // After a restart: the retained message is the lifecycle as it was, and the book too
+    // (an ack is accepted: the alarm is still returned-unacknowledged).
+    let agent = Agent::start(&c).unwrap();
+    let scada = Consumer::start(port, "scada-2", "pdtf/s1/a1/l1/alarms/#").await;
+    until_temp(&scada, "retained after the restart", |m| {
+        m["alarm_state"] == "returned_unack" && m["shelved"] == false
+    })
+    .await;
+    let ack = until_answered(&hmi, &replies, CMD, "a-3", &action("a-3", "ack", "")).await;
+    assert_eq!(
+        (ack["accepted"].as_bool(), ack["alarm_state"].as_str()),
+        (Some(true), Some("normal")),
+        "{ack}"
+    );
+    until_temp(&scada, "acknowledged after the restart", |m| {
+        m["alarm_state"] == "normal" && m["annunciated"] == false
+    })
+    .await;
+    agent.shutdown(Duration::from_secs(1)).await;
+}
