@@ -213,3 +213,92 @@ async fn an_alarm_is_acknowledged_by_command_returns_to_normal_and_a_timed_shelf
     .await;
     agent.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A critical limit exceeded inside a batch opens a GMP deviation: retained on
+/// `P/deviations/{id}` while open (its peak growing), deleted from the retained store when it
+/// closes, and listed with its peak, time beyond the limit and the alarms and actions inside it
+/// by `GET /batches/{id}/deviations`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_limit_exceeded_in_a_batch_opens_a_deviation_that_closes_with_its_alarm() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let sections =
+        format!("[health]\nlisten = \"127.0.0.1:0\"\n\n[batch]\ncommands = true\n{GRAN_RECIPE}");
+    let text = format!(
+        "{}{TEST_TAGS}",
+        agent_toml(dir.path(), port, port, &sections)
+    )
+    .replace(
+        "[sinks.alerts]\nbroker = \"upstream\"\n",
+        "[sinks.alerts]\nbroker = \"upstream\"\ncommands = true\n",
+    )
+    .replace("deadband = 1.0 }", "deadband = 1.0, critical = true }");
+    let c = pdtf_agent::config::load_str(&text, &dir.path().join("agent.toml"), &|_| None).unwrap();
+    let agent = Agent::start(&c).unwrap();
+    let plc = Publisher::start(port, "plc-sim");
+    let mes = Publisher::start(port, "mes");
+    let replies = Consumer::start(port, "mes-replies", "pdtf/s1/a1/l1/cmd/reply/#").await;
+    let qa = Consumer::start(port, "qa", "pdtf/s1/a1/l1/deviations/#").await;
+    wait_until_sample(&agent, &plc).await;
+    let start = r#"{"request_id":"b-1","user":"alice","reason":"shift","command":"start","batch_id":"B-1","recipe":"gran"}"#;
+    let r = until_answered(&mes, &replies, "pdtf/s1/a1/l1/cmd/batch", "b-1", start).await;
+    assert_eq!(r["accepted"], true, "{r}");
+
+    plc.send("line/temp", r#"{"v":85.0,"ts":1763800000000}"#)
+        .await;
+    let topic = "pdtf/s1/a1/l1/deviations/B-1-D1";
+    wait_until("deviation open", WAIT, || {
+        qa.snapshot()
+            .iter()
+            .any(|m| m.topic == topic && !m.payload.is_empty() && m.json()["status"] == "open")
+    })
+    .await;
+    let ack = action("a-1", "ack", "");
+    until_answered(&plc, &replies, CMD, "a-1", &ack).await;
+    plc.send("line/temp", r#"{"v":88.0,"ts":1763800001000}"#)
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    plc.send("line/temp", r#"{"v":70.0,"ts":1763800002000}"#)
+        .await;
+    wait_until("retained deviation deleted at its close", WAIT, || {
+        qa.snapshot()
+            .last()
+            .is_some_and(|m| m.topic == topic && m.payload.is_empty())
+    })
+    .await;
+
+    let addr = agent.health_addr.expect("health endpoint bound");
+    let (code, body) = http_get(addr, "/batches/B-1/deviations").await;
+    assert_eq!(code, 200, "{body}");
+    let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let d = &list[0];
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(
+        (
+            d["id"].as_str(),
+            d["status"].as_str(),
+            d["closed_by"].as_str()
+        ),
+        (Some("B-1-D1"), Some("closed"), Some("alarm_cleared"))
+    );
+    assert_eq!(
+        (d["peak"].as_f64(), d["limit"].as_f64()),
+        (Some(88.0), Some(80.0))
+    );
+    assert_eq!(d["phase"], "preheat");
+    assert!(d["beyond_limit_s"].as_f64().unwrap() > 0.2, "{d}");
+    assert_eq!(d["actions"][0]["user"], "alice", "the ack inside it: {d}");
+    assert!(
+        d["alarms"].as_array().unwrap().len() >= 2,
+        "raise and clear: {d}"
+    );
+    let (_, detail) = http_get(addr, "/batches/B-1").await;
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["deviations"][0]["id"], "B-1-D1");
+    let records = journal_bodies(&agent)
+        .into_iter()
+        .filter(|b| matches!(b, RecordBody::Deviation(_)))
+        .count();
+    assert_eq!(records, 2, "opened and closed");
+    agent.shutdown(Duration::from_secs(1)).await;
+}

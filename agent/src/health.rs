@@ -2,7 +2,8 @@
 //! verified, not over quota, and no component reports a problem such as a TLS failure or a
 //! failing journal write), `/metrics` (Prometheus text), and the batch API (JSON):
 //! `/lines`, `/lines/{id}/batch` (the line's batch now, as on `P/batch`),
-//! `/batches?line=&from=&to=` and `/batches/{id}?line=` (from the journal, see
+//! `/batches?line=&from=&to=`, `/batches/{id}?line=` and `/batches/{id}/deviations?line=`
+//! (from the journal, see
 //! `batch::history`).
 //!
 //! Hand-written on purpose: a few GET endpoints on loopback do not justify an HTTP stack in
@@ -105,7 +106,7 @@ async fn handle(mut stream: TcpStream, api: &Api) {
         ("GET", _) => (
             "404 Not Found",
             "text/plain",
-            "try /healthz, /readyz, /metrics, /lines, /lines/{id}/batch, /batches or /batches/{id}\n"
+            "try /healthz, /readyz, /metrics, /lines, /lines/{id}/batch, /batches, /batches/{id} or /batches/{id}/deviations\n"
                 .to_owned(),
         ),
         _ => (
@@ -264,7 +265,33 @@ async fn batch_api(api: &Api, target: &str) -> Reply {
                     return Ok(None);
                 };
                 let (alarms, count) = history::batch_alarms(j.as_ref(), b)?;
-                Ok::<_, pdtf_models::JournalError>(Some(history::detail(b, &alarms, count)))
+                let deviations = history::batch_deviations(j.as_ref(), b)?;
+                Ok::<_, pdtf_models::JournalError>(Some(history::detail(
+                    b,
+                    &alarms,
+                    count,
+                    &deviations,
+                )))
+            })
+            .await;
+            match flatten(read) {
+                Ok(Some(v)) => json_reply(&v),
+                Ok(None) => not_found(format!("no batch {:?} in the journal", segments[1])),
+                Err(failed) => failed,
+            }
+        }
+        ["batches", id, "deviations"] => {
+            let (j, id, line) = (api.journal.clone(), id.to_string(), param("line"));
+            let read = tokio::task::spawn_blocking(move || {
+                let all = history::fold(&history::batch_records(j.as_ref(), &mut |_, _| {})?);
+                let Some(b) = history::find(&all, &id, line.as_deref()) else {
+                    return Ok(None);
+                };
+                let deviations = history::batch_deviations(j.as_ref(), b)?;
+                Ok::<_, pdtf_models::JournalError>(Some(history::deviations_json(
+                    &deviations,
+                    crate::pipeline::now(),
+                )))
             })
             .await;
             match flatten(read) {

@@ -93,7 +93,7 @@ pub(crate) fn pipelines(
             ]
         })
         .collect();
-    let (restored, lifecycles) = crate::startup::restore_alarms(
+    let restored_alarms = crate::startup::restore_alarms(
         s.journal.as_ref(),
         last,
         &mut detectors,
@@ -130,12 +130,27 @@ pub(crate) fn pipelines(
         p.line = line.id.clone();
         p.alarms =
             crate::alarms::AlarmBook::new(&line.id, crate::alarms::settings(c, s.tag_ids, space));
-        for l in lifecycles.iter().filter(|l| l.line == line.id) {
+        for l in restored_alarms
+            .lifecycles
+            .iter()
+            .filter(|l| l.line == line.id)
+        {
             p.alarms.restore(l);
+        }
+        p.deviations = pdtf_models::deviation::Tracker::new(
+            &line.id,
+            crate::alarms::critical(c, s.tag_ids, space),
+        );
+        for d in restored_alarms
+            .deviations
+            .iter()
+            .filter(|d| d.line == line.id)
+        {
+            p.deviations.restore(d);
         }
         out.push(p);
     }
-    Ok((out, restored))
+    Ok((out, restored_alarms.active))
 }
 
 /// Sends every line its periodic tick. A full control channel means that pipeline is not

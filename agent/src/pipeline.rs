@@ -146,6 +146,8 @@ pub struct LinePipeline {
     pub alarms: crate::alarms::AlarmBook,
     /// What operator actions on `P/cmd/alarm` need (`None`: the line takes none).
     pub alarm_commands: Option<alarms::Commands>,
+    /// GMP deviations in progress (critical limits exceeded inside a batch).
+    pub deviations: pdtf_models::deviation::Tracker,
 }
 
 impl LinePipeline {
@@ -187,6 +189,7 @@ impl LinePipeline {
             batch: None,
             alarms: crate::alarms::AlarmBook::default(),
             alarm_commands: None,
+            deviations: pdtf_models::deviation::Tracker::default(),
         }
     }
 
@@ -324,6 +327,7 @@ impl LinePipeline {
                         out.push(audit(event, detail));
                     }
                     self.twin.update(&s);
+                    self.deviations.on_sample(&s);
                     self.batch_tag(&s, out);
                     for d in &mut self.detectors {
                         d.on_sample(&s, &self.twin, scratch);
@@ -334,7 +338,7 @@ impl LinePipeline {
                     }
                     self.record_samples(&mut kept, out);
                     self.count_batch_alarms(scratch);
-                    self.alarms.follow(scratch, &self.twin, at);
+                    self.follow_alarms(scratch, at);
                     out.extend(scratch.drain(..).map(|body| Entry { time: at, body }));
                 }
             }
@@ -382,8 +386,9 @@ impl LinePipeline {
                 for d in &mut self.detectors {
                     d.on_tick(now, &self.twin, &mut out);
                 }
-                self.alarms.follow(&mut out, &self.twin, now);
+                self.follow_alarms(&mut out, now);
                 out.extend(self.alarms.tick(now, &self.twin));
+                self.deviation_tick(now, &mut out);
                 entries.extend(out.into_iter().map(|body| Entry { time: now, body }));
                 self.commit(entries).await;
                 self.batch_tick(now).await;
@@ -483,7 +488,10 @@ impl LinePipeline {
 
     fn accepted(&mut self, records: &[Record]) {
         for r in records {
-            if matches!(r.body, RecordBody::Alarm(_) | RecordBody::Lifecycle(_)) {
+            if matches!(
+                r.body,
+                RecordBody::Alarm(_) | RecordBody::Lifecycle(_) | RecordBody::Deviation(_)
+            ) {
                 if matches!(&r.body, RecordBody::Alarm(a) if a.is_raise()) {
                     Stats::add(&self.stats.alarms_raised, 1);
                 }

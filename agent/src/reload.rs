@@ -328,6 +328,7 @@ impl Agent {
                 configured: crate::lines::line_ids(&new, &ids, i),
                 compressors,
                 alarm_settings: crate::alarms::settings(&new, &ids, space),
+                critical: crate::alarms::critical(&new, &ids, space),
                 detail: detail.clone(),
                 primary: i == 0,
             });

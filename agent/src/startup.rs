@@ -143,7 +143,7 @@ const ALARM_RESTORE_SCAN_RECORDS: usize = 500_000;
 /// The last alarm transition of each detector condition: it seeds the detectors and the
 /// retained alarm board so a restart neither forgets an active alarm nor leaves a stale one
 /// standing; and each condition's last lifecycle record (acknowledged, shelved, …), returned
-/// for the lines' alarm books. Read from the journal's alarm index (a record or two per
+/// for the lines' alarm books, and each condition's last deviation. Read from the journal's alarm index (a record or two per
 /// condition, whatever the journal's size); older than the index, by scanning back from
 /// where it starts, newest first, within `ALARM_RESTORE_SCAN_RECORDS`.
 pub fn restore_alarms(
@@ -151,13 +151,13 @@ pub fn restore_alarms(
     last: u64,
     detectors: &mut [Box<dyn Detector>],
     board: Option<&AlertBoard>,
-) -> Result<(usize, Vec<LifecycleEvent>), pdtf_models::JournalError> {
+) -> Result<Restored, pdtf_models::JournalError> {
     let conditions: std::collections::BTreeSet<Condition> =
         detectors.iter().flat_map(|d| d.conditions()).collect();
     let mut wanted = conditions.clone();
     let mut wanted_lifecycle = conditions;
-    let mut active = 0;
-    let mut lifecycles = Vec::new();
+    let mut out = Restored::default();
+    let mut deviations = std::collections::BTreeSet::new();
     let mut take =
         |r: &pdtf_models::Record,
          wanted: &mut std::collections::BTreeSet<Condition>,
@@ -165,11 +165,16 @@ pub fn restore_alarms(
             match &r.body {
                 RecordBody::Alarm(a) if wanted.remove(&a.condition) => {
                     if detectors.iter_mut().any(|d| d.restore(a)) && a.is_raise() {
-                        active += 1;
+                        out.active += 1;
                     }
                 }
                 RecordBody::Lifecycle(l) if wanted_lifecycle.remove(&l.condition) => {
-                    lifecycles.push((**l).clone());
+                    out.lifecycles.push((**l).clone());
+                }
+                // Each condition's last deviation (the index keeps one; a scan may meet an
+                // older record of the same deviation after its latest).
+                RecordBody::Deviation(d) if deviations.insert(d.id.clone()) => {
+                    out.deviations.push((**d).clone());
                 }
                 _ => return,
             }
@@ -197,7 +202,18 @@ pub fn restore_alarms(
             take(r, &mut wanted, &mut wanted_lifecycle);
         }
     }
-    Ok((active, lifecycles))
+    Ok(out)
+}
+
+/// What `restore_alarms` found beyond the detectors' states.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Active alarms restored.
+    pub active: usize,
+    /// Each condition's last lifecycle record.
+    pub lifecycles: Vec<LifecycleEvent>,
+    /// The last record of each deviation found (open ones carry on).
+    pub deviations: Vec<pdtf_models::deviation::Deviation>,
 }
 
 /// SHA-256 over the agent file and every included tag file (in load order, each prefixed

@@ -11,6 +11,7 @@
 
 use crate::mqtt::{link_down, link_up, Backoff, BrokerConfig, Link, LinkError};
 use crate::Stats;
+use pdtf_models::deviation::Deviation;
 use pdtf_models::lifecycle::{AlarmStatus, Lifecycle, LifecycleEvent, Shelf};
 use pdtf_models::{
     AlarmEvent, AlarmState, Condition, ConditionKind, ConditionSource, Record, RecordBody,
@@ -44,6 +45,47 @@ fn message(name: &str, unit: &str, ev: &AlarmEvent) -> String {
         AlarmState::Active(_) => format!("{name} {what} alarm: {}{unit}{limit}", ev.value),
         AlarmState::Inactive => format!("{name} {what} returned to normal: {}{unit}", ev.value),
     }
+}
+
+/// The JSON of a deviation (`P/deviations/{id}`, the HTTP API): the record, with times as
+/// RFC 3339, the tag's name, the status and the duration so far.
+pub fn deviation_payload(
+    agent_id: &str,
+    tag: Option<String>,
+    d: &Deviation,
+    now: Timestamp,
+) -> Vec<u8> {
+    json!({
+        "agent_id": agent_id,
+        "id": d.id,
+        "line": d.line,
+        "batch_id": d.batch_id,
+        "phase": d.phase,
+        "tag": tag,
+        "tag_id": d.condition.tag().map(|t| t.0),
+        "condition": d.condition.kind.name(),
+        "level": d.level.name(),
+        "limit": d.limit,
+        "status": if d.is_open() { "open" } else { "closed" },
+        "disposition": "pending",
+        "start": rfc3339(d.start),
+        "end": d.end.map(rfc3339),
+        "duration_s": d.duration_ms(now) as f64 / 1000.0,
+        "beyond_limit_s": d.beyond_limit_ms as f64 / 1000.0,
+        "peak": d.peak,
+        "peak_at": rfc3339(d.peak_at),
+        "alarms": d.alarms.iter().map(|a| json!({
+            "time": rfc3339(a.time), "condition": a.condition, "state": a.state, "value": a.value,
+        })).collect::<Vec<_>>(),
+        "actions": d.actions.iter().map(|a| json!({
+            "time": rfc3339(a.time), "condition": a.condition, "action": a.action,
+            "user": a.user, "reason": a.reason,
+        })).collect::<Vec<_>>(),
+        "unlisted": d.unlisted,
+        "closed_by": d.closed_by,
+    })
+    .to_string()
+    .into_bytes()
 }
 
 pub fn rfc3339(t: Timestamp) -> String {
@@ -124,12 +166,13 @@ impl AlertBoard {
 
     /// Takes an *accepted* record; alarm and lifecycle records update the retained state of
     /// their condition (an older record than the one shown, as a start's restore may hand
-    /// over, changes nothing).
+    /// over, changes nothing); a deviation record its `deviations/{id}` topic.
     pub fn accept(&self, record: &Record) {
         let seq = record.seq.0;
         let condition = match &record.body {
             RecordBody::Alarm(ev) => &ev.condition,
             RecordBody::Lifecycle(l) => &l.condition,
+            RecordBody::Deviation(d) => return self.deviation(d, record.time),
             _ => return,
         };
         let Some((topic, name, unit)) = self.topic(condition) else {
@@ -235,6 +278,30 @@ impl AlertBoard {
         )
     }
 
+    /// A GMP deviation as it stands, retained on `{line prefix}/deviations/{id}` while open
+    /// (republished as it grows); when it closes the retained message is deleted (an empty
+    /// retained payload) — the closed deviation is in the records, on `P/events` and in the
+    /// HTTP API, awaiting QA's disposition.
+    pub fn deviation(&self, d: &Deviation, now: Timestamp) {
+        let prefixes = self.prefixes.get();
+        let prefix = d
+            .condition
+            .tag()
+            .and_then(|t| prefixes.get(t.index()))
+            .unwrap_or(&self.prefix);
+        let topic = format!("{prefix}/deviations/{}", d.id);
+        let name = match &d.condition.source {
+            ConditionSource::Tag(t) => self.tags.get().get(t.index()).map(|(n, _)| n.clone()),
+            ConditionSource::Model(m) => Some(m.clone()),
+        };
+        let payload = if d.is_open() {
+            deviation_payload(&self.agent_id, name, d, now)
+        } else {
+            Vec::new()
+        };
+        self.set_retained(topic, payload);
+    }
+
     /// A condition of the agent itself (e.g. `journal_full`), retained on
     /// `.../alarms/_agent/{name}` with critical severity while active.
     pub fn set_system(&self, name: &str, active: bool, detail: &str, time: Timestamp) {
@@ -266,13 +333,17 @@ impl AlertBoard {
         self.changed.notify_one();
     }
 
+    /// What changed since the last call; an empty payload (a deletion) is handed out once
+    /// and forgotten.
     fn take_dirty(&self) -> Vec<(String, Vec<u8>)> {
         let mut b = self.inner.lock().expect("alert board lock poisoned");
         let dirty = std::mem::take(&mut b.dirty);
-        dirty
+        let out: Vec<(String, Vec<u8>)> = dirty
             .into_iter()
             .filter_map(|t| b.entries.get(&t).map(|p| (t, p.clone())))
-            .collect()
+            .collect();
+        b.entries.retain(|_, p| !p.is_empty());
+        out
     }
 
     fn mark_all_dirty(&self) {

@@ -9,6 +9,7 @@ pub mod batch;
 pub mod command;
 pub mod compress;
 pub mod detect;
+pub mod deviation;
 pub mod journal;
 pub mod lifecycle;
 pub mod record;

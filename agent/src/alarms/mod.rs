@@ -245,5 +245,25 @@ pub fn settings(
     out
 }
 
+/// Each `TagId`: whether the tag is a critical process parameter (`critical = true` in its
+/// `limits`, or in a recipe phase's `limits` for it): a limit alarm of it inside a batch opens
+/// a GMP deviation.
+pub fn critical(
+    c: &crate::config::Config,
+    ids: &[pdtf_models::TagId],
+    id_space: usize,
+) -> Vec<bool> {
+    let mut out = vec![false; id_space];
+    for (t, id) in c.tags.iter().zip(ids) {
+        let in_recipe = c.recipes.iter().any(|r| {
+            r.phases
+                .iter()
+                .any(|p| p.limits.get(&t.name).is_some_and(|l| l.critical))
+        });
+        out[id.index()] = in_recipe || t.limits.is_some_and(|l| l.critical);
+    }
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests;

@@ -129,7 +129,8 @@ pub fn show(
 ) -> Result<(), CliError> {
     let b = one(j, id, line, progress)?;
     let (alarms, count) = history::batch_alarms(j, &b)?;
-    let v = history::detail(&b, &alarms, count);
+    let deviations = history::batch_deviations(j, &b)?;
+    let v = history::detail(&b, &alarms, count, &deviations);
     match format {
         Format::Json => writeln!(
             out,
@@ -186,6 +187,25 @@ fn text(v: &Value, out: &mut dyn Write) -> std::io::Result<()> {
         )?;
     }
     writeln!(out, "alarms in the batch: {}", v["alarm_count"])?;
+    let deviations = v["deviations"].as_array().map_or(&[][..], Vec::as_slice);
+    writeln!(out, "GMP deviations: {}", deviations.len())?;
+    for d in deviations {
+        writeln!(
+            out,
+            "  {} tag id {} {} limit {} in {}: {} .. {}, peak {}, {} s beyond the limit, {} (disposition {})",
+            d["id"].as_str().unwrap_or(""),
+            d["tag_id"],
+            d["level"].as_str().unwrap_or(""),
+            d["limit"],
+            d["phase"].as_str().unwrap_or("-"),
+            d["start"].as_str().unwrap_or(""),
+            d["end"].as_str().unwrap_or("open"),
+            d["peak"],
+            d["beyond_limit_s"],
+            d["status"].as_str().unwrap_or(""),
+            d["disposition"].as_str().unwrap_or("")
+        )?;
+    }
     if let Some(sum) = v["summary"].as_object() {
         for p in sum["phases"].as_array().into_iter().flatten() {
             writeln!(

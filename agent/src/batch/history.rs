@@ -3,13 +3,15 @@
 //!
 //! A batch is folded from its batch records alone (start, state and phase changes, material
 //! charges, downtime, the end with its summary); its alarms are the alarm records that carry
-//! its batch id between its first and last record. Where the engine keeps a batch index
+//! its batch id between its first and last record, its deviations the deviation records
+//! with its batch id (each as its latest record says). Where the engine keeps a batch index
 //! (redb: `batch_events`, `batch_alarms`, written with the records) only those records are
 //! read; otherwise (sled, or records older than the index) the journal is scanned, with
 //! progress for the CLI.
 
 use pdtf_connectors::alert::rfc3339;
 use pdtf_models::batch::{BatchChange, Charge, RecipeRef, Summary};
+use pdtf_models::deviation::Deviation;
 use pdtf_models::{Journal, JournalError, Record, RecordBody, Seq, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -178,6 +180,26 @@ pub fn batch_alarms(j: &dyn Journal, b: &BatchView) -> Result<(Vec<Record>, u64)
     Ok((all, count))
 }
 
+/// The deviations of batch `b`, each as its latest record says, in the order they opened.
+pub fn batch_deviations(j: &dyn Journal, b: &BatchView) -> Result<Vec<Deviation>, JournalError> {
+    // A deviation open at the batch's end closes at the next tick, after the end record.
+    let to = j.last_seq()?.0;
+    let id = b.batch_id.as_str();
+    let keep = |r: &Record| matches!(&r.body, RecordBody::Deviation(d) if d.batch_id == id && d.line == b.line);
+    let found = indexed_or_scanned(j, true, b.first_seq, to, &keep, usize::MAX, &mut |_, _| {})?;
+    let mut out: Vec<Deviation> = Vec::new();
+    for r in found {
+        let RecordBody::Deviation(d) = r.body else {
+            continue;
+        };
+        match out.iter_mut().find(|x| x.id == d.id) {
+            Some(x) => *x = *d,
+            None => out.push(*d),
+        }
+    }
+    Ok(out)
+}
+
 /// Records in `[from, to]` that `keep` keeps: from the engine's batch index (`alarms`: the
 /// alarm one) where it reaches, by scanning where it does not.
 fn indexed_or_scanned(
@@ -232,10 +254,36 @@ fn indexed_or_scanned(
     Ok(out)
 }
 
-/// `batch` with its alarms, as `/batches/{id}` and `batch show --format json` give it.
-pub fn detail(b: &BatchView, alarms: &[Record], alarm_count: u64) -> Value {
+/// The deviations as `/batches/{id}/deviations` lists them (`now` for the open ones'
+/// duration so far).
+pub fn deviations_json(deviations: &[Deviation], now: Timestamp) -> Value {
+    Value::Array(
+        deviations
+            .iter()
+            .map(|d| {
+                let bytes = pdtf_connectors::alert::deviation_payload("", None, d, now);
+                let mut v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("agent_id");
+                    o.remove("tag");
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+/// `batch` with its alarms and deviations, as `/batches/{id}` and `batch show --format json`
+/// give it.
+pub fn detail(
+    b: &BatchView,
+    alarms: &[Record],
+    alarm_count: u64,
+    deviations: &[Deviation],
+) -> Value {
     let mut v = serde_json::to_value(b).unwrap_or(Value::Null);
     v["alarm_count"] = json!(alarm_count);
+    v["deviations"] = deviations_json(deviations, crate::pipeline::now());
     v["alarms"] = Value::Array(
         alarms
             .iter()

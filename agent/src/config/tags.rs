@@ -17,6 +17,10 @@ pub struct LimitsConfig {
     pub deadband: f64,
     #[serde(default)]
     pub on_delay_ms: u64,
+    /// A critical process parameter: exceeding a limit while a batch runs opens a GMP
+    /// deviation.
+    #[serde(default)]
+    pub critical: bool,
 }
 
 /// One `[[tags]]` table: the keys every tag takes, and the address in its source's kind.

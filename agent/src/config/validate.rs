@@ -357,6 +357,23 @@ fn check_tags(c: &Config, errs: &mut Vec<ConfigError>) {
                 k.err(format!("{p}.limits{key}"), msg);
             }
         }
+        for (i, phase) in t
+            .alarm
+            .iter()
+            .flat_map(|a| a.suppress_in_phases.iter())
+            .enumerate()
+        {
+            let known = c
+                .recipes
+                .iter()
+                .any(|r| r.phases.iter().any(|x| &x.name == phase));
+            if !known {
+                k.err(
+                    format!("{p}.alarm.suppress_in_phases[{i}]"),
+                    format!("no recipe has a phase {phase:?}: the alarm would never be suppressed"),
+                );
+            }
+        }
         errs.extend(k.errs);
     }
 }

@@ -18,7 +18,7 @@
 //!   looked before), and `alarm_index_since` is then 1. Derived data: a start reads the last
 //!   state of each condition from it instead of scanning the journal.
 //! - tables `batch_events` and `batch_alarms`: `u64` seq → `()`, the seqs of every batch
-//!   record and of every alarm record inside a batch, written in the same transaction and
+//!   record and of every alarm and deviation record inside a batch, written in the same transaction and
 //!   purged with the records; they hold what was committed from `batch_index_since` (u64 LE
 //!   in `meta`, the next seq when the store first opened with them). Derived data: the HTTP
 //!   API finds batches and their alarms without scanning samples.

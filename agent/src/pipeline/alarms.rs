@@ -6,7 +6,7 @@ use super::batch::{log_outcome, send_reply};
 use super::{now, LinePipeline};
 use crate::alarms::command;
 use crate::batch::command::Policy;
-use pdtf_models::{Condition, Entry, RecordBody};
+use pdtf_models::{Condition, Entry, RecordBody, Timestamp};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use tracing::warn;
@@ -23,6 +23,49 @@ pub struct Commands {
 }
 
 impl LinePipeline {
+    /// After the detectors: each alarm record in `bodies` is followed by its lifecycle record
+    /// (`AlarmBook::follow`) and by the deviation it opens or closes; open deviations list
+    /// the alarms and the agent's lifecycle changes inside them.
+    pub(super) fn follow_alarms(&mut self, bodies: &mut Vec<RecordBody>, at: Timestamp) {
+        if !bodies.iter().any(|b| matches!(b, RecordBody::Alarm(_))) {
+            return;
+        }
+        self.alarms.follow(bodies, &self.twin, at);
+        let mut out = Vec::with_capacity(bodies.len() + 1);
+        for body in bodies.drain(..) {
+            let opened = match &body {
+                RecordBody::Alarm(a) => self.deviations.on_alarm(a),
+                _ => Vec::new(),
+            };
+            out.push(body);
+            out.extend(
+                opened
+                    .into_iter()
+                    .map(|d| RecordBody::Deviation(Box::new(d))),
+            );
+        }
+        *bodies = out;
+    }
+
+    /// At each tick: deviations of a batch that ended close; the open ones' retained state
+    /// (peak, time beyond the limit so far) is refreshed.
+    pub(super) fn deviation_tick(&mut self, now: Timestamp, out: &mut Vec<RecordBody>) {
+        if self.deviations.is_idle() {
+            return;
+        }
+        let closed = self.deviations.on_batch(self.twin.batch_id(), now);
+        out.extend(
+            closed
+                .into_iter()
+                .map(|d| RecordBody::Deviation(Box::new(d))),
+        );
+        if let Some(b) = &self.board {
+            for d in self.deviations.open() {
+                b.deviation(d, now);
+            }
+        }
+    }
+
     /// One payload received on the line's `P/cmd/alarm`.
     pub(super) async fn alarm_command(&mut self, topic: String, payload: Vec<u8>) {
         let Some(cmds) = self.alarm_commands.as_ref() else {
@@ -58,6 +101,7 @@ impl LinePipeline {
         log_outcome(&self.line, seq, &d.record, "Alarm action");
         if let Some(ev) = &d.event {
             self.alarms.apply(ev);
+            self.deviations.on_action(ev);
         }
         let first = self
             .alarms

@@ -23,6 +23,8 @@ pub struct TagPlan {
     pub configured: Vec<TagId>,
     /// The compressors to replace: tags added, changed or removed (`None`: not compressed).
     pub compressors: Vec<(TagId, Option<CompressionSpec>)>,
+    /// Each tag's `critical` after the change, over the new id space.
+    pub critical: Vec<bool>,
     /// Each tag's `[tags.alarm]` after the change, over the new id space.
     pub alarm_settings: Vec<Option<std::sync::Arc<crate::config::AlarmConfig>>>,
     /// The `config_reload` audit record's detail (the diff and the new digest).
@@ -83,7 +85,8 @@ impl LinePipeline {
             c.names = names;
         }
         self.alarms.set_settings(plan.alarm_settings);
-        self.alarms.follow(&mut out, &self.twin, at);
+        self.deviations.set_critical(plan.critical);
+        self.follow_alarms(&mut out, at);
         // Alarms of conditions that no longer exist are cleared on the record.
         let cleared: Vec<Entry> = out
             .into_iter()

@@ -91,6 +91,7 @@ fn referenced_tags<'a>(records: &[Record], names: &'a [String]) -> BTreeMap<u32,
             RecordBody::Samples(b) => ids.extend(b.iter().map(|s| s.tag)),
             RecordBody::Alarm(a) => ids.extend(a.tag()),
             RecordBody::Lifecycle(l) => ids.extend(l.condition.tag()),
+            RecordBody::Deviation(d) => ids.extend(d.condition.tag()),
             RecordBody::Gap(g) => ids.extend(&g.tags),
             RecordBody::Batch(e) => {
                 if let pdtf_models::batch::Actor::Tag(t) = e.by {

@@ -24,14 +24,16 @@
 //! `RecordBody::Samples` holds a block of samples under one seq (for block storage).
 //! Format 5 over 4: an alarm carries the phase beside the batch id, and the batch twin's
 //! records (`Batch`, `Command`, `BatchSnapshot`, see `batch::record` and `command`) exist.
-//! Format 6 over 5: the alarm lifecycle's record (`Lifecycle`, see `lifecycle`), a variant
-//! appended at the end: a format 5 payload decodes as format 6 unchanged (the cheap case).
+//! Format 6 over 5: the alarm lifecycle's record (`Lifecycle`, see `lifecycle`) and the GMP
+//! deviation's (`Deviation`, see `deviation`), variants appended at the end: a format 5
+//! payload decodes as format 6 unchanged (the cheap case).
 //! An unknown version is an error, never a guess.
 
 mod older;
 
 use crate::batch::{BatchEvent, BatchSnapshot};
 use crate::command::CommandRecord;
+use crate::deviation::Deviation;
 use crate::lifecycle::LifecycleEvent;
 use crate::{AlarmEvent, Sample, TagId, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -103,6 +105,8 @@ pub enum RecordBody {
     BatchSnapshot(Box<BatchSnapshot>),
     /// An alarm's lifecycle moved, or an operator acted on it.
     Lifecycle(Box<LifecycleEvent>),
+    /// A GMP deviation opened or closed (see `deviation`).
+    Deviation(Box<Deviation>),
 }
 
 impl RecordBody {
@@ -118,23 +122,24 @@ impl RecordBody {
             RecordBody::Command(_) => "command",
             RecordBody::BatchSnapshot(_) => "batch_snapshot",
             RecordBody::Lifecycle(_) => "alarm_lifecycle",
+            RecordBody::Deviation(_) => "deviation",
         }
     }
 
-    /// The key of the journal's alarm index for an alarm record (its condition's key) and a
+    /// The key of the journal's alarm index for an alarm record (its condition's key), a
     /// lifecycle record (the same behind a `0xff` byte, which no condition key starts with:
-    /// its first byte is the source's variant index): each condition's last transition and
-    /// last lifecycle are both kept.
+    /// its first byte is the source's variant index) and a deviation record (behind `0xfe`):
+    /// each condition's last transition, last lifecycle and last deviation are all kept.
     pub fn alarm_index_key(&self) -> Option<Vec<u8>> {
-        match self {
-            RecordBody::Alarm(a) => Some(a.condition.key()),
-            RecordBody::Lifecycle(l) => {
-                let mut k = vec![0xff];
-                k.extend(l.condition.key());
-                Some(k)
-            }
-            _ => None,
-        }
+        let (prefix, c) = match self {
+            RecordBody::Alarm(a) => return Some(a.condition.key()),
+            RecordBody::Lifecycle(l) => (0xff, &l.condition),
+            RecordBody::Deviation(d) => (0xfe, &d.condition),
+            _ => return None,
+        };
+        let mut k = vec![prefix];
+        k.extend(c.key());
+        Some(k)
     }
 }
 
@@ -492,6 +497,22 @@ mod tests {
                 batch_id: Some("B-1".into()),
                 phase: None,
             })),
+        });
+        let phased = all
+            .iter()
+            .find_map(|r| match &r.body {
+                RecordBody::Alarm(a) if a.phase.is_some() => Some(a.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let deviation = crate::deviation::Tracker::new("gran1", vec![false, false, false, true])
+            .on_alarm(&phased)
+            .pop()
+            .expect("a critical limit inside a batch");
+        all.push(Record {
+            seq: Seq(all.len() as u64 + 1),
+            time: t,
+            body: RecordBody::Deviation(Box::new(deviation)),
         });
         let mut prev = GENESIS;
         for r in all {

@@ -143,7 +143,7 @@ fn a_batchs_alarms_are_the_alarm_records_with_its_id_between_its_records() {
     assert_eq!((listed.len(), count), (2, 2));
     let (_, none) = batch_alarms(j.as_ref(), &all[0]).unwrap();
     assert_eq!(none, 0, "B-1 had none");
-    let v = detail(&all[1], &listed, count);
+    let v = detail(&all[1], &listed, count, &[]);
     assert_eq!(v["alarm_count"], 2);
     assert_eq!(v["alarms"][0]["phase"], "preheat");
     assert_eq!(v["batch_id"], "B-2");

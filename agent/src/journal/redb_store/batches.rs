@@ -1,4 +1,5 @@
-//! The batch index: the seqs of every batch record and of every alarm record inside a batch,
+//! The batch index: the seqs of every batch record and of every alarm and deviation record
+//! inside a batch,
 //! kept beside the records (see the layout in `redb_store.rs`), so the HTTP API finds batches
 //! and their alarms without reading the samples.
 
@@ -28,7 +29,11 @@ pub(super) fn index(tx: &WriteTransaction, records: &[Record]) -> Result<(), Jou
         .collect();
     let alarms: Vec<u64> = records
         .iter()
-        .filter(|r| matches!(&r.body, RecordBody::Alarm(a) if a.batch_id.is_some()))
+        .filter(|r| match &r.body {
+            RecordBody::Alarm(a) => a.batch_id.is_some(),
+            RecordBody::Deviation(_) => true,
+            _ => false,
+        })
         .map(|r| r.seq.0)
         .collect();
     for (table, seqs) in [(EVENTS, events), (ALARMS, alarms)] {
