@@ -23,6 +23,14 @@ fn config(dir: &std::path::Path, port: u16) -> pdtf_agent::config::Config {
     pdtf_agent::config::load_str(&text, &dir.join("agent.toml"), &|_| None).unwrap()
 }
 
+const DEVIATION_CMD: &str = "pdtf/s1/a1/l1/cmd/deviation";
+
+fn disposition(id: &str, deviation: &str, decision: &str) -> String {
+    format!(
+        r#"{{"request_id":"{id}","user":"qa.lead","reason":"batch record reviewed","deviation":"{deviation}","decision":"{decision}"}}"#
+    )
+}
+
 fn action(id: &str, action: &str, extra: &str) -> String {
     format!(
         r#"{{"request_id":"{id}","user":"alice","reason":"seen on the HMI","action":"{action}","tag":"temp"{extra}}}"#
@@ -216,8 +224,9 @@ async fn an_alarm_is_acknowledged_by_command_returns_to_normal_and_a_timed_shelf
 
 /// A critical limit exceeded inside a batch opens a GMP deviation: retained on
 /// `P/deviations/{id}` while open (its peak growing), deleted from the retained store when it
-/// closes, and listed with its peak, time beyond the limit and the alarms and actions inside it
-/// by `GET /batches/{id}/deviations`.
+/// closes, dispositioned by QA on `P/cmd/deviation` once closed (refused while open, for an
+/// unknown deviation, and after a final decision), and listed with its peak, time beyond the
+/// limit, the alarms and actions inside it and the disposition by `GET /batches/{id}/deviations`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_critical_limit_exceeded_in_a_batch_opens_a_deviation_that_closes_with_its_alarm() {
     let port = broker();
@@ -253,6 +262,10 @@ async fn a_critical_limit_exceeded_in_a_batch_opens_a_deviation_that_closes_with
             .any(|m| m.topic == topic && !m.payload.is_empty() && m.json()["status"] == "open")
     })
     .await;
+    let too_soon = disposition("q-0", "B-1-D1", "accept");
+    let r = until_answered(&mes, &replies, DEVIATION_CMD, "q-0", &too_soon).await;
+    assert_eq!(r["accepted"], false, "{r}");
+    assert!(r["reason"].as_str().unwrap().contains("still open"), "{r}");
     let ack = action("a-1", "ack", "");
     until_answered(&plc, &replies, CMD, "a-1", &ack).await;
     plc.send("line/temp", r#"{"v":88.0,"ts":1763800001000}"#)
@@ -266,6 +279,30 @@ async fn a_critical_limit_exceeded_in_a_batch_opens_a_deviation_that_closes_with
             .is_some_and(|m| m.topic == topic && m.payload.is_empty())
     })
     .await;
+
+    // QA dispositions the closed deviation: once finally, attributed; unknown ones refused.
+    let unknown = disposition("q-1", "B-1-D9", "accept");
+    let r = until_answered(&mes, &replies, DEVIATION_CMD, "q-1", &unknown).await;
+    assert!(
+        r["reason"].as_str().unwrap().contains("no deviation"),
+        "{r}"
+    );
+    let accept = disposition("q-2", "B-1-D1", "accept");
+    let r = until_answered(&mes, &replies, DEVIATION_CMD, "q-2", &accept).await;
+    assert_eq!(
+        (r["accepted"].as_bool(), r["disposition"].as_str()),
+        (Some(true), Some("accept")),
+        "{r}"
+    );
+    let again = disposition("q-3", "B-1-D1", "reject");
+    let r = until_answered(&mes, &replies, DEVIATION_CMD, "q-3", &again).await;
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already dispositioned"),
+        "{r}"
+    );
 
     let addr = agent.health_addr.expect("health endpoint bound");
     let (code, body) = http_get(addr, "/batches/B-1/deviations").await;
@@ -288,6 +325,14 @@ async fn a_critical_limit_exceeded_in_a_batch_opens_a_deviation_that_closes_with
     assert_eq!(d["phase"], "preheat");
     assert!(d["beyond_limit_s"].as_f64().unwrap() > 0.2, "{d}");
     assert_eq!(d["actions"][0]["user"], "alice", "the ack inside it: {d}");
+    assert_eq!(
+        (
+            d["disposition"].as_str(),
+            d["dispositions"][0]["user"].as_str()
+        ),
+        (Some("accept"), Some("qa.lead")),
+        "{d}"
+    );
     assert!(
         d["alarms"].as_array().unwrap().len() >= 2,
         "raise and clear: {d}"
@@ -299,6 +344,101 @@ async fn a_critical_limit_exceeded_in_a_batch_opens_a_deviation_that_closes_with
         .into_iter()
         .filter(|b| matches!(b, RecordBody::Deviation(_)))
         .count();
-    assert_eq!(records, 2, "opened and closed");
+    assert_eq!(records, 3, "opened, closed and dispositioned");
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A chattering alarm: every transition is recorded and on `P/events`, the retained message
+/// is held to one update per `chatter_republish_s` (the holding is an audit record), the
+/// last state still reaches SCADA, and the KPIs (`GET /alarms`, the metrics) show the rate
+/// and the chattering alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chattering_alarm_is_recorded_in_full_republished_at_a_limited_rate_and_counted() {
+    let port = broker();
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}{TEST_TAGS}",
+        agent_toml(
+            dir.path(),
+            port,
+            port,
+            "[health]\nlisten = \"127.0.0.1:0\"\n"
+        )
+    )
+    .replace(
+        "[sinks.alerts]\nbroker = \"upstream\"\n",
+        "[sinks.alerts]\nbroker = \"upstream\"\nchatter_republish_s = 2\n",
+    );
+    let c = pdtf_agent::config::load_str(&text, &dir.path().join("agent.toml"), &|_| None).unwrap();
+    let agent = Agent::start(&c).unwrap();
+    let plc = Publisher::start(port, "plc-sim");
+    let scada = Consumer::start(port, "scada", "pdtf/s1/a1/l1/alarms/#").await;
+    wait_until_sample(&agent, &plc).await;
+    for i in 0..6 {
+        plc.send(
+            "line/temp",
+            format!(r#"{{"v":85.0,"ts":{}}}"#, 1_763_800_000_000i64 + i),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        plc.send(
+            "line/temp",
+            format!(r#"{{"v":20.0,"ts":{}}}"#, 1_763_800_000_500i64 + i),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let alarm_records = || {
+        journal_bodies(&agent)
+            .into_iter()
+            .filter(|b| matches!(b, RecordBody::Alarm(a) if a.tag().is_some()))
+            .count()
+    };
+    wait_until("every transition recorded", WAIT, || alarm_records() == 12).await;
+    // The last state reaches SCADA once the hold runs out (at a tick).
+    until_temp(&scada, "the final state published", |m| {
+        m["state"] == "inactive" && m["alarm_state"] == "returned_unack"
+    })
+    .await;
+    let published = scada.snapshot().iter().filter(|m| m.topic == TEMP).count();
+    assert!(
+        published < 12,
+        "held back: {published} retained updates for 12 transitions"
+    );
+    let audits: Vec<String> = journal_bodies(&agent)
+        .into_iter()
+        .filter_map(|b| match b {
+            RecordBody::Audit(a) if a.event.starts_with("alarm_republish") => Some(a.event),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        audits.contains(&"alarm_republish_held".to_owned()),
+        "{audits:?}"
+    );
+    wait_until("the release recorded", WAIT, || {
+        journal_bodies(&agent)
+            .iter()
+            .any(|b| matches!(b, RecordBody::Audit(a) if a.event == "alarm_republish_released"))
+    })
+    .await;
+
+    let addr = agent.health_addr.expect("health endpoint bound");
+    let (_, body) = http_get(addr, "/alarms").await;
+    let kpis: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let l1 = &kpis[0];
+    assert_eq!(l1["line"], "l1", "{kpis}");
+    assert_eq!(l1["rate_10min"], 6, "{kpis}");
+    assert_eq!(l1["peak_10min"], 6, "{kpis}");
+    assert_eq!(l1["chattering"][0], "temp/limit", "{kpis}");
+    let (_, metrics) = http_get(addr, "/metrics").await;
+    assert!(
+        metrics.contains("pdtf_alarms_chattering{line=\"l1\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pdtf_alarm_rate_10min{line=\"l1\"} 6"),
+        "{metrics}"
+    );
     agent.shutdown(Duration::from_secs(1)).await;
 }

@@ -216,6 +216,11 @@ impl Clocks {
         (step, state, change)
     }
 
+    /// The tag names by `TagId`.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// The tag names after a reload (the registry only grows).
     pub fn set_names(&mut self, names: std::sync::Arc<[String]>) {
         self.names = names;

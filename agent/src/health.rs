@@ -48,6 +48,8 @@ pub struct Api {
     /// Every configured line, in configuration order.
     pub lines: Vec<String>,
     pub batches: crate::batch::Live,
+    /// Each line's alarm-management KPIs (JSON), refreshed at its tick.
+    pub alarms: crate::batch::Live,
 }
 
 pub async fn serve(listener: TcpListener, api: Api, shutdown: CancellationToken) {
@@ -100,13 +102,25 @@ async fn handle(mut stream: TcpStream, api: &Api) {
             "text/plain; version=0.0.4",
             stats.render_prometheus(),
         ),
+        ("GET", "/alarms") => {
+            let lines: Vec<Value> = api
+                .alarms
+                .lock()
+                .map(|m| {
+                    m.values()
+                        .filter_map(|v| serde_json::from_slice(v).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            json_reply(&Value::Array(lines))
+        }
         ("GET", p) if p == "/lines" || p.starts_with("/lines/") || p.starts_with("/batches") => {
             batch_api(api, p).await
         }
         ("GET", _) => (
             "404 Not Found",
             "text/plain",
-            "try /healthz, /readyz, /metrics, /lines, /lines/{id}/batch, /batches, /batches/{id} or /batches/{id}/deviations\n"
+            "try /healthz, /readyz, /metrics, /alarms, /lines, /lines/{id}/batch, /batches, /batches/{id} or /batches/{id}/deviations\n"
                 .to_owned(),
         ),
         _ => (

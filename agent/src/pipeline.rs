@@ -148,6 +148,15 @@ pub struct LinePipeline {
     pub alarm_commands: Option<alarms::Commands>,
     /// GMP deviations in progress (critical limits exceeded inside a batch).
     pub deviations: pdtf_models::deviation::Tracker,
+    /// Alarm-management KPIs of the line, and where the HTTP API reads them.
+    pub kpis: pdtf_models::kpi::Kpis,
+    pub kpi_live: Option<crate::batch::Live>,
+    /// `[sinks.alerts] chatter_republish_s` (zero: off), and the conditions held back.
+    pub chatter_republish: Duration,
+    held: std::collections::BTreeMap<pdtf_models::Condition, alarms::Held>,
+    /// Audit records made between commits (holding back a chattering alarm), committed at
+    /// the next tick.
+    pending_audits: Vec<Entry>,
 }
 
 impl LinePipeline {
@@ -190,6 +199,11 @@ impl LinePipeline {
             alarms: crate::alarms::AlarmBook::default(),
             alarm_commands: None,
             deviations: pdtf_models::deviation::Tracker::default(),
+            kpis: pdtf_models::kpi::Kpis::default(),
+            kpi_live: None,
+            chatter_republish: Duration::ZERO,
+            held: std::collections::BTreeMap::new(),
+            pending_audits: Vec::new(),
         }
     }
 
@@ -389,6 +403,7 @@ impl LinePipeline {
                 self.follow_alarms(&mut out, now);
                 out.extend(self.alarms.tick(now, &self.twin));
                 self.deviation_tick(now, &mut out);
+                self.kpi_tick(now, &mut entries);
                 entries.extend(out.into_iter().map(|body| Entry { time: now, body }));
                 self.commit(entries).await;
                 self.batch_tick(now).await;
@@ -495,9 +510,7 @@ impl LinePipeline {
                 if matches!(&r.body, RecordBody::Alarm(a) if a.is_raise()) {
                     Stats::add(&self.stats.alarms_raised, 1);
                 }
-                if let Some(b) = &self.board {
-                    b.accept(r);
-                }
+                self.publish_retained(r);
                 if let Some(live) = &self.live {
                     if live.try_send(r.clone()).is_err() {
                         Stats::add(&self.stats.live_events_dropped, 1);

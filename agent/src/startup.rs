@@ -166,6 +166,7 @@ pub fn restore_alarms(
                 RecordBody::Alarm(a) if wanted.remove(&a.condition) => {
                     if detectors.iter_mut().any(|d| d.restore(a)) && a.is_raise() {
                         out.active += 1;
+                        out.raised.push((a.condition.clone(), a.time));
                     }
                 }
                 RecordBody::Lifecycle(l) if wanted_lifecycle.remove(&l.condition) => {
@@ -210,6 +211,9 @@ pub fn restore_alarms(
 pub struct Restored {
     /// Active alarms restored.
     pub active: usize,
+    /// Each restored active alarm, with the time of its last transition (for the stale-alarm
+    /// KPI: the original raise may be older, if the level changed since).
+    pub raised: Vec<(Condition, pdtf_models::Timestamp)>,
     /// Each condition's last lifecycle record.
     pub lifecycles: Vec<LifecycleEvent>,
     /// The last record of each deviation found (open ones carry on).

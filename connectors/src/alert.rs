@@ -67,7 +67,7 @@ pub fn deviation_payload(
         "level": d.level.name(),
         "limit": d.limit,
         "status": if d.is_open() { "open" } else { "closed" },
-        "disposition": "pending",
+        "disposition": d.disposition(),
         "start": rfc3339(d.start),
         "end": d.end.map(rfc3339),
         "duration_s": d.duration_ms(now) as f64 / 1000.0,
@@ -83,6 +83,10 @@ pub fn deviation_payload(
         })).collect::<Vec<_>>(),
         "unlisted": d.unlisted,
         "closed_by": d.closed_by,
+        "dispositions": d.dispositions.iter().map(|x| json!({
+            "time": rfc3339(x.time), "decision": x.decision, "user": x.user,
+            "reason": x.reason, "request_id": x.request_id,
+        })).collect::<Vec<_>>(),
     })
     .to_string()
     .into_bytes()

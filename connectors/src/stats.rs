@@ -21,6 +21,15 @@ pub const COMMIT_BUCKETS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
+/// One line's alarm-management KPIs, as the metrics show them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineAlarms {
+    pub rate_10min: u64,
+    pub peak_10min: u64,
+    pub chattering: u64,
+    pub stale: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Stats {
     pub samples_in: AtomicU64,
@@ -73,6 +82,11 @@ pub struct Stats {
     commit_buckets: [AtomicU64; COMMIT_BUCKETS.len()],
     commit_count: AtomicU64,
     commit_sum_ns: AtomicU64,
+    /// Alarm-management KPIs per line (`kpi::Snapshot` figures), set at each line's tick.
+    pub line_alarms: Mutex<std::collections::BTreeMap<String, LineAlarms>>,
+    /// Retained alarm updates of chattering conditions held back by
+    /// `[sinks.alerts] chatter_republish_s` (the records and `P/events` have them all).
+    pub alarm_updates_held: AtomicU64,
     /// Last problem per component, for `/readyz` and the logs (e.g. a TLS failure).
     pub problems: Mutex<std::collections::BTreeMap<String, String>>,
     pub(crate) sources: Mutex<std::collections::BTreeMap<String, Arc<SourceCounters>>>,

@@ -1,19 +1,21 @@
-//! The whole detector set on 1,000 tags: the CPU cost per sample.
+//! The whole detector set on 1,000 tags: the CPU cost per sample (criterion).
 //!
 //! `cargo bench -p pdtf-models --bench detectors`. Workload: 1,000 tags, each with limits
 //! (lo/hi/hihi with deadband) and every detector beyond limits (stale, frozen, rate over
-//! 10 s, CUSUM, EWMA, Western Electric 1–4), fed `PDTF_BENCH_SAMPLES` (default 2,000,000)
-//! Good samples round-robin at 10 kHz agent time (white noise around the centre line, a
-//! 0.5 σ shift on every 10th tag halfway), plus the 1 s tick; then the limit detector alone
-//! on the same stream, for the ratio. Prints ns per sample (median of `PDTF_BENCH_ROUNDS`,
-//! default 5) and the alarm records made.
+//! 10 s, CUSUM, EWMA, Western Electric 1–4), fed `PDTF_BENCH_SAMPLES` (default 200,000) Good
+//! samples per iteration round-robin at 10 kHz agent time (white noise around the centre
+//! line, a 0.5 σ shift on every 10th tag halfway), plus the 1 s tick, into fresh detectors;
+//! then the limit detector alone on the same stream, for the ratio. Criterion reports the
+//! time per iteration and the throughput in samples/s (ns per sample = 10⁹ / throughput);
+//! the alarm records each set makes are printed once before the measurement.
 
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pdtf_models::detect::signal::Rule;
 use pdtf_models::detect::signals::{RateSpec, Shift, SignalDetector, SignalSpec, SpcSpec};
 use pdtf_models::detect::{Detector, LimitDetector};
 use pdtf_models::twin::LineTwin;
 use pdtf_models::{LimitSpec, Quality, Sample, TagId, Timestamp};
-use std::time::Instant;
+use std::hint::black_box;
 
 const TAGS: usize = 1_000;
 
@@ -79,20 +81,18 @@ fn stream(n: usize) -> Vec<Sample> {
         .collect()
 }
 
-/// ns per sample and alarm records, for the detectors `make` builds.
-fn run(samples: &[Sample], make: &dyn Fn() -> Vec<Box<dyn Detector>>) -> (f64, usize) {
-    let mut detectors = make();
+/// Feeds the stream (and the 1 s tick) through `detectors`; the alarm records made.
+fn run(samples: &[Sample], detectors: &mut [Box<dyn Detector>]) -> usize {
     let twin = LineTwin::new(TAGS);
     let mut out = Vec::new();
     let mut records = 0;
-    let started = Instant::now();
     let mut next_tick = samples.first().map_or(0, |s| s.agent_time.as_nanos());
     for s in samples {
-        for d in &mut detectors {
+        for d in detectors.iter_mut() {
             d.on_sample(s, &twin, &mut out);
         }
         if s.agent_time.as_nanos() >= next_tick {
-            for d in &mut detectors {
+            for d in detectors.iter_mut() {
                 d.on_tick(s.agent_time, &twin, &mut out);
             }
             next_tick += 1_000_000_000;
@@ -100,48 +100,59 @@ fn run(samples: &[Sample], make: &dyn Fn() -> Vec<Box<dyn Detector>>) -> (f64, u
         records += out.len();
         out.clear();
     }
-    let ns = started.elapsed().as_nanos() as f64 / samples.len() as f64;
-    (ns, records)
+    records
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn main() {
-    let n = env("PDTF_BENCH_SAMPLES", 2_000_000) as usize;
-    let rounds = env("PDTF_BENCH_ROUNDS", 5).max(1);
-    let samples = stream(n);
-    let limits = LimitSpec {
+fn limits() -> LimitSpec {
+    LimitSpec {
         lolo: None,
         lo: Some(40.0),
         hi: Some(60.0),
         hihi: Some(65.0),
         deadband: 0.5,
         on_delay_ms: 0,
-    };
-    let all = || -> Vec<Box<dyn Detector>> {
-        vec![
-            Box::new(LimitDetector::new(vec![Some(limits); TAGS])),
-            Box::new(SignalDetector::new(vec![signals(); TAGS])),
-        ]
-    };
-    let only_limits = || -> Vec<Box<dyn Detector>> {
-        vec![Box::new(LimitDetector::new(vec![Some(limits); TAGS]))]
-    };
-    let mut full = Vec::new();
-    let mut base = Vec::new();
-    let mut records = 0;
-    for _ in 0..rounds {
-        let (ns, r) = run(&samples, &all);
-        full.push(ns);
-        records = r;
-        base.push(run(&samples, &only_limits).0);
     }
-    let (full, base) = (median(full), median(base));
-    println!(
-        "detectors on {TAGS} tags, {n} samples, median of {rounds}: every detector {full:.0} ns/sample ({records} alarm records), limits alone {base:.0} ns/sample, ratio {:.1}x",
-        full / base
-    );
 }
+
+/// Builds a fresh detector set.
+type MakeSet = fn() -> Vec<Box<dyn Detector>>;
+
+fn every_detector() -> Vec<Box<dyn Detector>> {
+    vec![
+        Box::new(LimitDetector::new(vec![Some(limits()); TAGS])),
+        Box::new(SignalDetector::new(vec![signals(); TAGS])),
+    ]
+}
+
+fn limits_alone() -> Vec<Box<dyn Detector>> {
+    vec![Box::new(LimitDetector::new(vec![Some(limits()); TAGS]))]
+}
+
+fn detectors(c: &mut Criterion) {
+    let n = env("PDTF_BENCH_SAMPLES", 200_000) as usize;
+    let samples = stream(n);
+    let sets: [(&str, MakeSet); 2] = [
+        ("every_detector", every_detector),
+        ("limits_alone", limits_alone),
+    ];
+    let mut group = c.benchmark_group(format!("detectors_{TAGS}_tags"));
+    group.throughput(Throughput::Elements(n as u64));
+    group.sample_size(20);
+    for (name, make) in sets {
+        println!(
+            "{name}: {} alarm records per {n} samples",
+            run(&samples, &mut make())
+        );
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                make,
+                |mut set| black_box(run(black_box(&samples), &mut set)),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, detectors);
+criterion_main!(benches);

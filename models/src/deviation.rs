@@ -5,7 +5,9 @@
 //! and the samples of critical tags, and commits the `deviation` records it returns — one
 //! when a deviation opens (`end` absent) and one when it closes (its alarm cleared, or the
 //! batch ended), each the whole deviation so far. In between, the peak and the time beyond
-//! the limit grow in memory (`open`), for the retained `P/deviations/{id}`.
+//! the limit grow in memory (`open`), for the retained `P/deviations/{id}`. QA's
+//! dispositions of a closed deviation (`Deviation::dispose`) are further records of it, each
+//! again the whole deviation with its dispositions so far.
 
 use crate::lifecycle::LifecycleEvent;
 use crate::{AlarmEvent, AlarmState, Condition, ConditionKind, Level, Quality, Sample, Timestamp};
@@ -32,6 +34,28 @@ pub struct DeviationAction {
     pub action: String,
     pub user: Option<String>,
     pub reason: Option<String>,
+}
+
+/// The decisions QA may record on a closed deviation: `investigate` (more to find out; a
+/// later disposition follows), `accept` (no impact on the product) and `reject` (the
+/// product is affected). The last two are final.
+pub const DECISIONS: [&str; 3] = ["investigate", "accept", "reject"];
+
+/// QA's decision on a closed deviation, attributed (the command's request id and user).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disposition {
+    pub time: Timestamp,
+    /// One of `DECISIONS`.
+    pub decision: String,
+    pub user: String,
+    pub reason: String,
+    pub request_id: String,
+}
+
+impl Disposition {
+    pub fn is_final(&self) -> bool {
+        self.decision != "investigate"
+    }
 }
 
 /// One deviation, as recorded (record format 6).
@@ -61,6 +85,8 @@ pub struct Deviation {
     pub unlisted: u64,
     /// Why it closed: `alarm_cleared`, `batch_ended`.
     pub closed_by: Option<String>,
+    /// QA's dispositions, oldest first (empty: pending).
+    pub dispositions: Vec<Disposition>,
 }
 
 impl Deviation {
@@ -70,6 +96,40 @@ impl Deviation {
 
     pub fn duration_ms(&self, now: Timestamp) -> u64 {
         self.end.unwrap_or(now).millis_since(self.start)
+    }
+
+    /// Where QA stands: `pending`, or the last decision.
+    pub fn disposition(&self) -> &str {
+        self.dispositions
+            .last()
+            .map_or("pending", |d| d.decision.as_str())
+    }
+
+    /// The deviation with `d` recorded, or why QA may not record it: the deviation is still
+    /// open, the decision is not one of `DECISIONS`, or a final one stands.
+    pub fn dispose(&self, d: Disposition) -> Result<Deviation, String> {
+        if self.is_open() {
+            return Err(format!(
+                "deviation {} is still open; disposition it once it has closed",
+                self.id
+            ));
+        }
+        if !DECISIONS.contains(&d.decision.as_str()) {
+            return Err(format!(
+                "unknown decision {:?} (known: {})",
+                d.decision,
+                DECISIONS.join(", ")
+            ));
+        }
+        if let Some(done) = self.dispositions.last().filter(|x| x.is_final()) {
+            return Err(format!(
+                "deviation {} is already dispositioned: {} by {:?} (request {:?})",
+                self.id, done.decision, done.user, done.request_id
+            ));
+        }
+        let mut out = self.clone();
+        out.dispositions.push(d);
+        Ok(out)
     }
 
     fn beyond(&self, v: f64) -> bool {
@@ -183,6 +243,7 @@ impl Tracker {
                     actions: Vec::new(),
                     unlisted: 0,
                     closed_by: None,
+                    dispositions: Vec::new(),
                 };
                 let beyond = d.beyond(a.value).then_some(a.time);
                 out.push(d.clone());

@@ -11,6 +11,7 @@ pub mod compress;
 pub mod detect;
 pub mod deviation;
 pub mod journal;
+pub mod kpi;
 pub mod lifecycle;
 pub mod record;
 pub mod registry;

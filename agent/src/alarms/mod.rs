@@ -7,12 +7,15 @@
 //!   (`tick`).
 //! - An operator's action on `P/cmd/alarm` (`command`): the `command` record and the
 //!   `alarm_lifecycle` record commit together, then the book changes, then the reply.
+//! - QA's disposition of a deviation on `P/cmd/deviation` (`disposition`): the `command`
+//!   record and the deviation's new record commit together, then the reply.
 //!
 //! The book is derived from the journal: at start each condition's last lifecycle record is
 //! read back from the alarm index (`restore`), so an acknowledged or shelved alarm stays so
 //! across a restart.
 
 pub mod command;
+pub mod disposition;
 
 use crate::batch::requests::RequestWindow;
 use crate::config::AlarmConfig;

@@ -147,7 +147,7 @@ pub(crate) fn envelope(
 }
 
 /// The first of `keys` whose value is blank, as a refusal.
-pub(crate) fn blank(keys: [(&str, &str); 3]) -> Result<(), String> {
+pub(crate) fn blank<const N: usize>(keys: [(&str, &str); N]) -> Result<(), String> {
     match keys.iter().find(|(_, v)| v.trim().is_empty()) {
         Some((key, _)) => Err(format!("{key} must not be empty")),
         None => Ok(()),

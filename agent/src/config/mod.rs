@@ -241,16 +241,23 @@ pub struct AlertSinkConfig {
     pub broker: String,
     #[serde(default = "default_qos")]
     pub qos: u8,
-    /// Take operator actions on each line's `P/cmd/alarm` (ack, shelve, …; answered on
+    /// Take operator actions on each line's `P/cmd/alarm` (ack, shelve, …) and QA's
+    /// dispositions of deviations on `P/cmd/deviation` (answered on
     /// `P/cmd/reply/{request_id}`).
     #[serde(default)]
     pub commands: bool,
-    /// Action name → the users allowed to send it; an action not listed is open to all.
+    /// Action name (`ack`, `shelve`, …, `disposition`) → the users allowed to send it; an
+    /// action not listed is open to all.
     #[serde(default)]
     pub allow_users: BTreeMap<String, Vec<String>>,
     /// The longest timed shelf an operator may ask for, in seconds.
     #[serde(default = "default_max_shelve_s")]
     pub max_shelve_s: u64,
+    /// While an alarm chatters (3 or more activations in 60 s), its retained message is
+    /// republished at most once per this many seconds (0: every change). The records and
+    /// `P/events` keep every transition; holding back is itself an audit record.
+    #[serde(default)]
+    pub chatter_republish_s: u64,
 }
 
 const fn default_max_shelve_s() -> u64 {

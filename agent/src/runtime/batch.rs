@@ -61,6 +61,7 @@ pub(crate) fn wire(
                 replies: reply_tx.clone(),
             });
             topics.push((format!("{prefix}/cmd/alarm"), i));
+            topics.push((format!("{prefix}/cmd/deviation"), i));
         }
     }
     drop(reply_tx);
@@ -98,7 +99,8 @@ pub(crate) fn wire(
             let Some(tx) = controls.get(cmd.line) else {
                 continue;
             };
-            let msg = if cmd.topic.ends_with("/cmd/alarm") {
+            let msg = if cmd.topic.ends_with("/cmd/alarm") || cmd.topic.ends_with("/cmd/deviation")
+            {
                 Control::AlarmCommand {
                     topic: cmd.topic,
                     payload: cmd.payload,

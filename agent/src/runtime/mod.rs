@@ -359,6 +359,12 @@ impl Agent {
             .unzip();
         let mut pipelines = pipelines;
         let live = crate::batch::Live::default();
+        let alarm_kpis = crate::batch::Live::default();
+        let republish = c.sinks.alerts.as_ref().map_or(0, |a| a.chatter_republish_s);
+        for p in &mut pipelines {
+            p.kpi_live = Some(alarm_kpis.clone());
+            p.chatter_republish = Duration::from_secs(republish);
+        }
         sinks.extend(batch::wire(
             c,
             &lines,
@@ -414,6 +420,7 @@ impl Agent {
                         journal: journal.clone(),
                         lines: lines.iter().map(|l| l.name().to_owned()).collect(),
                         batches: live.clone(),
+                        alarms: alarm_kpis.clone(),
                     },
                     sinks_stop.clone(),
                 ),

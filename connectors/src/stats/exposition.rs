@@ -352,6 +352,46 @@ impl Collector for Exposition {
             MetricType::Gauge,
             Stats::get(&s.alarms_active),
         )?;
+        let lines: Vec<(String, super::LineAlarms)> = s
+            .line_alarms
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        for (name, help, value) in [
+            (
+                "pdtf_alarm_rate_10min",
+                "Alarm activations in the last 10 minutes, per line (EEMUA 191: about 1 is manageable).",
+                (|a: &super::LineAlarms| a.rate_10min) as fn(&super::LineAlarms) -> u64,
+            ),
+            (
+                "pdtf_alarm_rate_10min_peak",
+                "The highest 10-minute alarm count since start, per line.",
+                |a| a.peak_10min,
+            ),
+            (
+                "pdtf_alarms_chattering",
+                "Alarms with 3 or more activations in the last 60 s, per line.",
+                |a| a.chattering,
+            ),
+            (
+                "pdtf_alarms_stale",
+                "Alarms active for more than 24 h, per line.",
+                |a| a.stale,
+            ),
+        ] {
+            let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (l, a) in &lines {
+                ConstGauge::new(value(a)).encode(m.encode_family(&[("line", l.as_str())])?)?;
+            }
+        }
+        one(
+            &mut e,
+            &line,
+            "pdtf_alarm_updates_held",
+            "Retained alarm updates of chattering alarms held back (chatter_republish_s); recorded in full.",
+            MetricType::Counter,
+            Stats::get(&s.alarm_updates_held),
+        )?;
         one(
             &mut e,
             &line,

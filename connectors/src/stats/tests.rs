@@ -99,6 +99,10 @@ fn exported() -> (std::collections::BTreeSet<String>, String) {
     let src = s.source("plc");
     s.count(&src, SourceEvent::Samples, 1);
     Stats::add(&src.modbus.requests, 1);
+    s.line_alarms
+        .lock()
+        .unwrap()
+        .insert("l1".into(), super::LineAlarms::default());
     let text = s.render_prometheus();
     let names = text
         .lines()

@@ -134,3 +134,49 @@ fn a_low_limit_deviation_tracks_the_lowest_value_and_bounds_its_lists() {
     assert_eq!(d.alarms.len(), MAX_LISTED);
     assert_eq!(d.unlisted, 101 + 1 - MAX_LISTED as u64);
 }
+
+fn by(decision: &str, user: &str, request: &str) -> Disposition {
+    Disposition {
+        time: at(9_000),
+        decision: decision.into(),
+        user: user.into(),
+        reason: "batch record reviewed".into(),
+        request_id: request.into(),
+    }
+}
+
+#[test]
+fn qa_dispositions_a_closed_deviation_once_finally_after_any_investigations() {
+    let mut t = Tracker::new("l1", vec![true]);
+    let open = t.on_alarm(&alarm(0, 0, HI, 81.0, Some("B-3"))).remove(0);
+    assert_eq!(open.disposition(), "pending");
+    let refused = open.dispose(by("accept", "qa", "r1")).unwrap_err();
+    assert!(refused.contains("still open"), "{refused}");
+
+    let closed = t
+        .on_alarm(&alarm(0, 1_000, AlarmState::Inactive, 70.0, Some("B-3")))
+        .remove(0);
+    let unknown = closed.dispose(by("approve", "qa", "r2")).unwrap_err();
+    assert!(unknown.contains("investigate, accept, reject"), "{unknown}");
+
+    let looked = closed.dispose(by("investigate", "qa", "r3")).unwrap();
+    assert_eq!(looked.disposition(), "investigate");
+    let accepted = looked.dispose(by("accept", "qa.lead", "r4")).unwrap();
+    assert_eq!(accepted.disposition(), "accept");
+    assert_eq!(accepted.dispositions.len(), 2, "the history is kept");
+    assert_eq!(
+        (accepted.dispositions[1].user.as_str(), accepted.id.as_str()),
+        ("qa.lead", "B-3-D1")
+    );
+    let again = accepted.dispose(by("reject", "qa", "r5")).unwrap_err();
+    assert!(
+        again.contains("already dispositioned: accept by \"qa.lead\""),
+        "{again}"
+    );
+    // Bincode round trip of the record body (format 6).
+    let body = crate::RecordBody::Deviation(Box::new(accepted.clone()));
+    let bytes = bincode::serde::encode_to_vec(&body, bincode::config::standard()).unwrap();
+    let (back, _): (crate::RecordBody, usize) =
+        bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+    assert_eq!(back, body);
+}
