@@ -4,6 +4,7 @@
 //! `pdtf-models` the pure domain logic.
 
 pub mod alarms;
+pub mod analytics;
 pub mod batch;
 #[cfg(feature = "demo")]
 pub mod broker;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 mod batch_command;
 mod man_pages;
+mod model_command;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -84,6 +85,12 @@ enum Command {
     Batch {
         #[command(subcommand)]
         command: batch_command::BatchCommand,
+    },
+    /// Batch analytics: train a multivariate monitoring and quality-forecast model from
+    /// historical batches, and evaluate one on batches it has not seen.
+    Model {
+        #[command(subcommand)]
+        command: model_command::ModelCommand,
     },
     /// OPC UA servers: browse the address space, trust a server certificate.
     Opcua {
@@ -509,6 +516,7 @@ fn main() -> ExitCode {
             return state.dir().map_or_else(|code| code, |d| verify(&d));
         }
         Command::Batch { command } => return batch_command::run(command),
+        Command::Model { command } => return model_command::run(command),
         Command::Migrate { state } => {
             pdtf_agent::logging::init("info");
             return state.dir().map_or_else(|code| code, |d| migrate(&d));

@@ -5,6 +5,7 @@
 //! agent and the connectors feed it time and data.
 
 pub mod alarm;
+pub mod analytics;
 pub mod batch;
 pub mod command;
 pub mod compress;
