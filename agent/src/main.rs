@@ -6,6 +6,18 @@ use pdtf_agent::{config, opcua_cli, Agent};
 use std::path::PathBuf;
 
 mod batch_command;
+
+/// `f64::hypot` (the analytics' Givens rotations, in linfa-linalg) calls the C library's
+/// `hypot`, and glibc 2.35 gave that symbol a new version: a binary linked on a newer glibc
+/// would then need 2.35 where the package promises 2.34 (`cross/package-deb.sh` checks). This
+/// definition in the binary satisfies the reference instead, with libm's port of musl's hypot.
+// The third allowed unsafe item (see the workspace lints): an exported symbol, no unsafe
+// operation; it computes the same function the C library would.
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn hypot(x: f64, y: f64) -> f64 {
+    libm::hypot(x, y)
+}
 mod man_pages;
 mod model_command;
 use std::process::ExitCode;

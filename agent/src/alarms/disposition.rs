@@ -31,8 +31,12 @@ struct DispositionCommand {
     signature: Option<Signature>,
 }
 
-/// The deviation a payload names, if it names one (to look it up before deciding).
+/// The deviation a payload names, if it names one (to look it up before deciding); an
+/// oversized payload is not read (deciding refuses it).
 pub fn named(payload: &[u8]) -> Option<String> {
+    if payload.len() > pdtf_models::command::MAX_COMMAND_BYTES {
+        return None;
+    }
     let v: serde_json::Value = serde_json::from_slice(payload).ok()?;
     Some(v.get("deviation")?.as_str()?.to_owned())
 }
@@ -203,5 +207,8 @@ mod tests {
         assert_eq!(refusal(&unread), "disk");
         assert_eq!(named(ok.as_bytes()).as_deref(), Some("B-1-D1"));
         assert_eq!(named(b"not json"), None);
+        let huge = ok.replace("within PAR", &"x".repeat(20_000));
+        assert_eq!(named(huge.as_bytes()), None, "not read");
+        assert!(refusal(&send(&anyone, Some(&closed), &huge)).contains("over the"));
     }
 }
