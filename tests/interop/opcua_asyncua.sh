@@ -14,7 +14,8 @@ AGENT=$(realpath "${1:?usage: opcua_asyncua.sh path/to/pdtf-agent path/to/python
 PY=${2:?usage: opcua_asyncua.sh path/to/pdtf-agent path/to/python}
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${PDTF_INTEROP_WORK:-$(mktemp -d)}
-UA_PORT=${PDTF_INTEROP_OPCUA_PORT:-48410}
+# Below the ephemeral range (32768-60999): 48410 once met a client socket holding it.
+UA_PORT=${PDTF_INTEROP_OPCUA_PORT:-14840}
 MQTT_PORT=${PDTF_INTEROP_MQTT_PORT:-18850}
 PREFIX=pdtf/ci/opcua/line1
 export PDTF_CI_OPCUA_PW="ci-$RANDOM-$RANDOM"
